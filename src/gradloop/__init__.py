@@ -1,0 +1,27 @@
+"""gradloop: a glass-box training loop for neural networks, on NumPy.
+
+The chapter's API::
+
+    >>> import numpy as np, gradloop
+    >>> gradloop.model(np.array([[0.5]]), np.array([[1.0]]))
+    array([[0.5]])
+
+``train(X, Y, weights, lr, epochs)`` runs full-batch gradient descent with the
+per-epoch report on request; ``fit_linear`` returns the whole run (history,
+optimum, gap); ``fit`` trains any :mod:`gradloop.models` network.
+
+Importing gradloop loads NumPy only; pandas, safetensors and rich are loaded
+by the modules that read files, save models or draw progress.
+"""
+
+from .chapter import LinearRun, evaluate, fit_linear, gradients, least_squares, lipschitz, loss, model, train
+from .errors import ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
+from .loop import Callback, EpochRecord, History, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "model", "loss", "train", "gradients", "fit_linear", "evaluate", "least_squares", "lipschitz",
+    "LinearRun", "fit", "History", "EpochRecord", "Callback",
+    "GradloopError", "DataError", "ConfigError", "ModelFileError", "DivergenceError", "__version__",
+]

@@ -1,0 +1,372 @@
+"""The chapter's API: ``model``, ``loss``, ``train``, and what a linear model lets us know exactly.
+
+``train`` is the one training loop (:func:`gradloop.loop.fit`) run with a
+linear model (one Dense layer), mean squared error and plain SGD, which is the
+chapter's update ``weights -= lr * gradients``. :func:`fit_linear` is the same
+run returning a :class:`LinearRun` (weights, bias, history, the least-squares
+optimum and the gap to it); ``train`` unwraps it to the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError, DataError, DivergenceError
+from .loop import check_epochs, fit
+from .models import linear
+from .optimizers import SGD
+
+
+def model(X, weights, bias=None):
+    """The chapter's linear model: ``X @ weights (+ bias)``.
+
+    Args:
+        X: (n_samples, n_features).
+        weights: (n_features,) or (n_features, n_outputs).
+        bias: optional scalar or (n_outputs,).
+
+    Returns:
+        (n_samples,) or (n_samples, n_outputs), following the weights' shape.
+
+    Example:
+        >>> model(np.array([[0.5]]), np.array([[1.0]]))
+        array([[0.5]])
+    """
+    X, weights = np.asarray(X, dtype=float), np.asarray(weights, dtype=float)
+    out = X @ weights
+    return out if bias is None else out + np.asarray(bias, dtype=float)
+
+
+def loss(Y, Y_pred):
+    """Mean squared error ``mean((Y - Y_pred)**2)`` as a float; lower is better.
+
+    ``Y`` and ``Y_pred`` may be (n,) or (n, 1) each.
+    """
+    Y, Y_pred = np.asarray(Y, dtype=float), np.asarray(Y_pred, dtype=float)
+    if Y.ndim == 1 and Y_pred.ndim == 2 and Y_pred.shape[1] == 1:
+        Y = Y[:, None]
+    elif Y_pred.ndim == 1 and Y.ndim == 2 and Y.shape[1] == 1:
+        Y_pred = Y_pred[:, None]
+    if Y.shape != Y_pred.shape:
+        raise DataError(f"Y has shape {Y.shape} but Y_pred has shape {Y_pred.shape}")
+    r = Y - Y_pred
+    return float(np.vdot(r, r)) / r.size
+
+
+def gradients(X, Y, weights, bias=None):
+    """The chapter's gradient of the MSE: ``-2 X.T @ (Y - Y_pred) / N`` (and ``-2 mean(Y - Y_pred)`` for the bias).
+
+    Shapes as :func:`model`; returns the weights' gradient (shape of ``weights``)
+    and, when a bias is given, the bias gradient.
+    """
+    X, Y, W, b, _ = _validate(X, Y, weights, bias, None)
+    r = Y - (X @ W + (0 if b is None else b))
+    gW = -2 * X.T @ r / len(X)
+    gW = gW.reshape(np.shape(weights))
+    if b is None:
+        return gW
+    return gW, (-2 * r.mean(axis=0)).reshape(np.shape(bias))
+
+
+@dataclass
+class Optimum:
+    """The closed-form least-squares solution: the best any linear model can do on this data."""
+
+    weights: np.ndarray  # (n_features, n_outputs)
+    bias: np.ndarray | None  # (n_outputs,)
+    loss: float
+
+
+@dataclass
+class Gap:
+    """How far the trained model is from the optimum."""
+
+    loss: float
+    optimal_loss: float
+    loss_ratio: float  # loss / optimal loss (inf when the optimum is exact and we are not)
+    excess_loss: float  # loss - optimal loss
+    weight_distance: float  # ||w - w*|| (bias included)
+    relative_weight_distance: float  # ||w - w*|| / ||w*||
+
+    def summary(self):
+        return (f"loss {self.loss:.6g} vs optimal {self.optimal_loss:.6g} "
+                f"(ratio {self.loss_ratio:.6g}, excess {self.excess_loss:.3g}); "
+                f"weights {self.relative_weight_distance:.3g} (relative) from the least-squares solution")
+
+
+class LinearRun:
+    """Result of :func:`fit_linear`: trained weights in the caller's shape, history and the optimum.
+
+    Attributes: ``weights``, ``bias`` (None without one), ``history``
+    (:class:`gradloop.loop.History`), ``lr`` (the learning rate used),
+    ``model`` (the trained :class:`Sequential`). ``optimum``, ``gap`` and
+    ``stable_lr`` are computed on first access.
+    """
+
+    def __init__(self, model, history, X, Y, weights_shape, bias_shape, lr):
+        self.model, self.history, self.lr = model, history, lr
+        self._X, self._Y = X, Y
+        W = model.layers[0].params["W"]
+        self.weights = W.reshape(weights_shape).copy()
+        self.bias = None
+        if bias_shape is not None:
+            b = model.layers[0].params["b"]
+            self.bias = float(b[0]) if bias_shape == () else b.reshape(bias_shape).copy()
+        self._optimum = None
+
+    @property
+    def optimum(self) -> Optimum:
+        if self._optimum is None:
+            self._optimum = least_squares(self._X, self._Y, bias=self.bias is not None)
+        return self._optimum
+
+    @property
+    def gap(self) -> Gap:
+        layer = self.model.layers[0]
+        return gap_to_optimum(self._X, self._Y, layer.params["W"], layer.params.get("b"), self.optimum)
+
+    @property
+    def stable_lr(self):
+        return 2.0 / lipschitz(self._X, bias=self.bias is not None)
+
+
+def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round_to=None):
+    """Full-batch gradient descent on the linear model with MSE: the chapter's ``train``.
+
+    Each epoch: predictions and loss, the gradient ``-2 X.T @ (Y - Y_pred) / N``,
+    ``weights -= lr * gradients``, then the new prediction and loss (which are the
+    next epoch's forward pass: one forward pass per epoch, report or not).
+
+    Args:
+        X: (N, d) inputs.
+        Y: (N,) or (N, 1) targets (or (N, k) for k outputs).
+        weights: (d,) or (d, 1) (or (d, k)) starting weights; never modified.
+        lr: learning rate > 0, or "auto" for 1/L (L the largest eigenvalue of
+            the Hessian 2 X^T X / N): the largest step that is safe for every
+            direction.
+        epochs: number of epochs, an integer >= 0.
+        bias: optional starting bias (scalar or (k,)); when given it is trained too.
+        verbose: print the chapter's per-epoch report.
+        every: report every ``every`` epochs (and the first and last).
+        round_to: the chapter rounds gradients and weights to 3 decimals each
+            epoch; off by default because it stalls learning once
+            ``lr * gradient`` is below half the last digit (0.0005 for 3).
+
+    Returns:
+        The trained weights in the shape passed in; ``(weights, bias)`` when a bias was given.
+
+    Raises:
+        GradloopError subclasses for bad input; DivergenceError if the loss
+        explodes (it carries the epoch, last finite weights and a stable lr).
+
+    Example:
+        >>> train(np.array([[0.5]]), np.array([[1.0]]), np.array([[1.0]]), lr=0.1, epochs=2)
+        array([[1.0975]])
+    """
+    run = fit_linear(X, Y, weights, lr, epochs, bias=bias, verbose=verbose, every=every, round_to=round_to)
+    return run.weights if run.bias is None else (run.weights, run.bias)
+
+
+def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round_to=None,
+               callbacks=(), keep_records=False) -> LinearRun:
+    """:func:`train`, returning the whole run: weights, bias, history, optimum and gap.
+
+    ``keep_records=True`` keeps every epoch's record (the report as data) in
+    ``run.history.records``; ``run.history.history["loss"]`` always has the
+    loss per epoch.
+    """
+    X, Y, W, b, dtype = _validate(X, Y, weights, bias, lr)
+    epochs = check_epochs(epochs)
+    if every is None or isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ConfigError(f"every must be a positive integer, got {every!r}")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer))
+                                 or not 0 <= round_to <= 15):
+        raise ConfigError(f"round_to must be an integer in [0, 15] or None, got {round_to!r}")
+    lr_value = 1.0 / lipschitz(X, bias=b is not None) if isinstance(lr, str) else float(lr)
+    net = linear(W.shape[0], W.shape[1], bias=b is not None, dtype=dtype)
+    net.layers[0].params["W"][...] = W
+    if b is not None:
+        net.layers[0].params["b"][...] = b
+    try:
+        history = fit(net, X, Y, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
+                      every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records)
+    except DivergenceError as exc:
+        _explain_divergence(exc, X, b is not None, np.shape(weights), None if b is None else np.shape(bias))
+        raise
+    return LinearRun(net, history, X, Y, np.shape(weights), None if bias is None else np.shape(bias), lr_value)
+
+
+def evaluate(X, Y, weights, bias=None):
+    """Regression metrics of a linear model (weights and bias) or any trained model on (X, Y).
+
+    ``weights`` may be an array (the chapter's) or a :class:`gradloop.models.Sequential`.
+
+    Returns:
+        dict with "mse", "rmse", "mae" and "r2".
+    """
+    from .metrics import regression_metrics
+
+    if hasattr(weights, "predict"):
+        return regression_metrics(np.asarray(Y, dtype=float), weights.predict(np.asarray(X, dtype=float)))
+    X, Y, W, b, _ = _validate(X, Y, weights, bias, None)
+    return regression_metrics(Y, X @ W + (0 if b is None else b))
+
+
+# ---------------------------------------------------------------- the optimum
+def _with_ones(X):
+    return np.hstack([X, np.ones((len(X), 1), dtype=X.dtype)])
+
+
+def least_squares(X, Y, *, bias=True) -> Optimum:
+    """Closed-form least squares (``np.linalg.lstsq``) of Y (N, k) on X (N, d), with an intercept if ``bias``."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y.reshape(len(Y), -1)
+    A = _with_ones(X) if bias else X
+    solution = np.linalg.lstsq(A, Y, rcond=None)[0]
+    W, b = (solution[:-1], solution[-1]) if bias else (solution, None)
+    r = A @ solution - Y
+    return Optimum(W, b, float(np.vdot(r, r)) / r.size)
+
+
+def gap_to_optimum(X, Y, W, b, optimum: Optimum) -> Gap:
+    """Loss of (W, b) on (X, Y) next to the optimum's, and the distance between the two weight vectors."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+    W = np.asarray(W, dtype=np.float64).reshape(optimum.weights.shape)
+    pred = X @ W + (0 if b is None else np.asarray(b, dtype=np.float64))
+    r = pred - Y
+    value = float(np.vdot(r, r)) / r.size
+    ours = W.ravel() if b is None else np.concatenate([W.ravel(), np.ravel(b)])
+    best = optimum.weights.ravel() if optimum.bias is None else np.concatenate(
+        [optimum.weights.ravel(), optimum.bias.ravel()])
+    distance = float(np.linalg.norm(ours - best))
+    best_norm = float(np.linalg.norm(best))
+    if optimum.loss > 0:
+        ratio = value / optimum.loss
+    else:
+        ratio = 1.0 if value == 0 else math.inf
+    return Gap(value, optimum.loss, ratio, value - optimum.loss, distance,
+               distance / best_norm if best_norm > 0 else distance)
+
+
+def lipschitz(X, *, bias=True, iterations=1000, tol=1e-10):
+    """L, the largest eigenvalue of the MSE Hessian ``2 A^T A / N`` (A = X, with a ones column if ``bias``).
+
+    Power iteration: on the d x d Gram matrix when d is small (one pass over
+    X, then O(d^2) per iteration), else on products with A (two passes per
+    iteration). No eigendecomposition. Gradient descent is stable for
+    ``lr < 2 / L`` and fastest-safe at ``lr = 1 / L``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    if bias:
+        X = _with_ones(X)
+        d += 1
+    if d <= 2048:
+        G = X.T @ X
+        apply = G.__matmul__
+    else:
+        def apply(v):
+            return X.T @ (X @ v)
+    v = np.random.default_rng(0).standard_normal(d)  # fixed seed: same data, same lr
+    v /= np.linalg.norm(v)
+    estimate = 0.0
+    for _ in range(iterations):
+        w = apply(v)
+        new = float(v @ w)
+        norm = np.linalg.norm(w)
+        if norm == 0:
+            break
+        v = w / norm
+        if abs(new - estimate) <= tol * abs(new):
+            estimate = new
+            break
+        estimate = new
+    if not estimate > 0:
+        raise DataError("the features are all zero: there is nothing to learn a step size from")
+    return 2.0 * estimate / n
+
+
+# ---------------------------------------------------------------- validation
+def _explain_divergence(exc, X, has_bias, weights_shape, bias_shape):
+    """Give a diverging linear run its stable learning rate and the caller-shaped weights."""
+    try:
+        stable = 2.0 / lipschitz(X, bias=has_bias)
+    except DataError:
+        stable = None
+    exc.stable_lr = stable
+    params = exc.weights
+    exc.weights = params[0].reshape(weights_shape)
+    exc.bias = params[1].reshape(bias_shape) if bias_shape is not None else None
+    advice = f"the largest stable learning rate is {stable:.6g} (2/L)" if stable else "use a smaller lr"
+    scales = X.std(axis=0)
+    uneven = scales[scales > 0]
+    hint = ""
+    if len(uneven) > 1 and uneven.max() / uneven.min() > 100:
+        hint = "; the features' scales differ widely: standardize them (--standardize)"
+    exc.args = (f"training diverged at epoch {exc.epoch} with learning rate {exc.lr:.6g}: {advice}; "
+                f"the last finite weights (epoch {exc.epoch - 1}) are kept{hint}",)
+
+
+def _as_matrix(name, value, dtype=None):
+    try:
+        a = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise DataError(f"{name} is not an array of numbers: {exc}") from exc
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise DataError(f"{name} must hold numbers, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(f"{name} must hold real numbers, got complex")
+    return a if dtype is None else a.astype(dtype)
+
+
+def _validate(X, Y, weights, bias, lr):
+    """Check the chapter's arguments once, at the boundary; return float arrays (X, Y 2-D, W 2-D, b, dtype)."""
+    X = _as_matrix("X", X)
+    if X.ndim != 2:
+        raise DataError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"X has no {'rows' if X.shape[0] == 0 else 'columns'} (shape {X.shape})")
+    # float32 only when X is float32 (on request); otherwise everything float64.
+    dtype = np.float32 if X.dtype == np.float32 else np.float64
+    X = np.ascontiguousarray(X, dtype=dtype)
+    Y = _as_matrix("Y", Y, dtype)
+    if Y.ndim not in (1, 2):
+        raise DataError(f"Y must be (n_samples,) or (n_samples, n_outputs), got shape {Y.shape}")
+    if len(Y) != len(X):
+        raise DataError(f"X has {len(X)} rows but Y has {len(Y)}: they must match")
+    Y = Y.reshape(len(Y), -1)
+    W = _as_matrix("weights", weights, dtype)
+    if W.ndim not in (1, 2) or W.shape[0] != X.shape[1] or (W.ndim == 2 and W.shape[1] != Y.shape[1]):
+        raise DataError(f"weights have shape {W.shape}; for X with {X.shape[1]} columns and "
+                        f"{Y.shape[1]} output(s) they must be ({X.shape[1]},) or ({X.shape[1]}, {Y.shape[1]})")
+    if W.ndim == 1 and Y.shape[1] != 1:
+        raise DataError(f"weights of shape {W.shape} give one output but Y has {Y.shape[1]} columns")
+    W = W.reshape(X.shape[1], -1)
+    b = None
+    if bias is not None:
+        b = _as_matrix("bias", bias, dtype).reshape(-1)
+        if b.size != W.shape[1]:
+            raise DataError(f"bias has {b.size} values but the model has {W.shape[1]} output(s)")
+    for name, a in (("X", X), ("Y", Y), ("weights", W), ("bias", b)):
+        if a is not None and not np.all(np.isfinite(a)):
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise DataError(f"{name} holds a non-finite value ({a[tuple(bad)]}) at index {tuple(int(i) for i in bad)}")
+    if lr is not None:
+        _check_lr(lr)
+    return X, Y, W, b, dtype
+
+
+def _check_lr(lr):
+    if isinstance(lr, str):
+        if lr != "auto":
+            raise ConfigError(f"lr must be a positive number or 'auto', got {lr!r}")
+        return
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"lr must be a positive number or 'auto', got {lr!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"lr must be a positive finite number, got {lr}")

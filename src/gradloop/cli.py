@@ -1,0 +1,413 @@
+"""The ``gradloop`` command: train, evaluate, predict, demo.
+
+Every user error becomes one line on stderr and exit status 2 (divergence: 3),
+with no traceback, and no file written or overwritten: inputs are validated and
+training finishes before anything is saved, and saving is atomic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+from .errors import ConfigError, DivergenceError, GradloopError
+
+EXIT_ERROR, EXIT_DIVERGED = 2, 3
+CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the project's error format), exit 2."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _lr(text):
+    if text == "auto":
+        return text
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'auto', got {text!r}")
+    return value
+
+
+def _hidden(text):
+    sizes = []
+    for part in text.split(","):
+        try:
+            size = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+        if size < 1:
+            raise argparse.ArgumentTypeError(f"every hidden size must be at least 1, got {text!r}")
+        sizes.append(size)
+    return sizes
+
+
+def build_parser():
+    from .layers import ACTIVATIONS
+    from .losses import LOSSES
+    from .optimizers import OPTIMIZERS, SCHEDULES
+
+    parser = _Parser(prog="gradloop", description="A glass-box training loop: every number, every epoch.")
+    parser.add_argument("--version", action="version", version=f"gradloop {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a model on a data file")
+    train.add_argument("data", help="CSV (with a header), Parquet, .npy or .npz file")
+    train.add_argument("--target", required=True, help="name of the target column")
+    train.add_argument("--features", help="comma-separated feature columns (default: every other column)")
+    train.add_argument("--lr", type=_lr, default=None,
+                       help="learning rate, or 'auto' (linear model with MSE: 1/L); "
+                            "default auto for the linear model with sgd, else 0.01 (sgd) or 0.001 (adam)")
+    train.add_argument("--epochs", type=_non_negative_int, default=100, help="number of epochs (default 100)")
+    train.add_argument("--standardize", action="store_true",
+                       help="scale features to mean 0, std 1 (fitted on the training rows)")
+    train.add_argument("--test-size", type=_float, default=None,
+                       help="fraction of rows held out for testing (default 0.2; 0 trains on every row)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the split, initial weights and batches")
+    train.add_argument("--trace", nargs="?", type=_positive_int, const=1, default=None, metavar="EVERY",
+                       help="print the chapter's per-epoch report, every EVERY epochs (default 1)")
+    train.add_argument("--round-to", type=_non_negative_int, default=None, metavar="N",
+                       help="round gradients and weights to N decimals each epoch, as the chapter does")
+    train.add_argument("--log", metavar="RUN.jsonl", help="write every epoch's record as a JSON line")
+    train.add_argument("--out", metavar="MODEL", help="save the trained model (safetensors + JSON metadata)")
+    train.add_argument("--model", choices=("linear", "mlp"), default="linear")
+    train.add_argument("--hidden", type=_hidden, default=[64], help="hidden layer sizes of the MLP, e.g. 64,32")
+    train.add_argument("--activation", default="relu", help=f"MLP activation: {', '.join(ACTIVATIONS)}")
+    train.add_argument("--loss", default="mse", help=f"loss: {', '.join(LOSSES)} (bce and cross-entropy classify)")
+    train.add_argument("--optimizer", default="sgd", help=f"optimizer: {', '.join(OPTIMIZERS)}")
+    train.add_argument("--batch-size", type=_positive_int, default=None,
+                       help="rows per step (default: the full batch, the chapter's mode)")
+    train.add_argument("--weight-decay", type=_float, default=0.0)
+    train.add_argument("--schedule", default=None, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    train.add_argument("--clip-norm", type=_float, default=None, help="clip the global gradient norm")
+    train.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+
+    evaluate = sub.add_parser("evaluate", help="metrics of a saved model on a data file")
+    evaluate.add_argument("model")
+    evaluate.add_argument("data")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    predict = sub.add_parser("predict", help="one prediction per row of a data file")
+    predict.add_argument("model")
+    predict.add_argument("data")
+    predict.add_argument("--out", metavar="CSV", help="write a CSV file instead of printing")
+    predict.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
+
+    sub.add_parser("demo", help="train on the bundled diabetes data and show every number")
+    return parser
+
+
+def _version():
+    from . import __version__
+
+    return __version__
+
+
+def main(argv=None):
+    """Entry point of the ``gradloop`` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo}[
+            args.command](args)
+    except DivergenceError as exc:
+        print(f"gradloop: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except GradloopError as exc:
+        print(f"gradloop: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # e.g. permission denied on an output file
+        print(f"gradloop: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("gradloop: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- train
+def _check_output_path(path, option):
+    """Refuse an output whose folder is missing or that is a folder, before any work is done."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{option} {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: is a folder, expected a file name")
+
+
+def cmd_train(args, *, trace_first=None, progress=True):
+    from .bundle import ModelBundle
+    from .callbacks import JSONLinesLogger, ProgressPrinter, TracePrinter
+    from .data import DEFAULT_TEST_SIZE, Standardizer, load_xy, train_test_split
+    from .loop import fit
+    from .losses import get_loss
+
+    _check_output_path(args.out, "--out")
+    _check_output_path(args.log, "--log")
+    loss = get_loss(args.loss)
+    classify = loss.name in CLASSIFICATION_LOSSES
+    optimizer_name = args.optimizer
+    _check_choices(args)
+
+    data = load_xy(args.data, args.target, args.features, labels=classify)
+    test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
+    train_idx, test_idx = train_test_split(len(data.X), test_size, args.seed)
+    X_train, y_train = data.X[train_idx], data.y[train_idx]
+    X_test, y_test = data.X[test_idx], data.y[test_idx]
+    scaler = Standardizer().fit(X_train) if args.standardize else None
+    if scaler is not None:
+        X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+    dtype = np.dtype(args.dtype)
+    X_train, X_test = X_train.astype(dtype), X_test.astype(dtype)
+
+    n_classes = len(data.classes) if classify else 0
+    if loss.name == "bce" and n_classes != 2:
+        raise ConfigError(f"--loss bce needs exactly 2 classes in {args.target!r}, found {n_classes}; "
+                          f"use --loss cross-entropy")
+    outputs = n_classes if loss.name == "cross-entropy" else 1
+    model = _build_model(args, X_train.shape[1], outputs, loss.task, dtype)
+    lr, stable_lr = _learning_rate(args, model, loss, X_train)
+    from .optimizers import get_optimizer
+
+    optimizer = get_optimizer(optimizer_name, lr, args.weight_decay)
+    schedule = _schedule(args)
+
+    callbacks = []
+    if args.trace is not None or trace_first is not None:
+        callbacks.append(TracePrinter(every=args.trace or 1, limit=trace_first))
+    if progress and args.trace is None:
+        callbacks.append(ProgressPrinter())
+    if args.log:
+        callbacks.append(JSONLinesLogger(args.log))
+    print(f"gradloop: {model_summary(model, loss)} on {len(X_train)} training rows "
+          f"({len(X_test)} test), lr {lr:.6g}{' (auto: 1/L)' if args.lr in (None, 'auto') and stable_lr else ''}, "
+          f"{args.epochs} epochs" + (f", batches of {args.batch_size}" if args.batch_size else ", full batch"))
+    history = fit(model, X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                  batch_size=args.batch_size, seed=args.seed, callbacks=callbacks, round_to=args.round_to,
+                  schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr)
+
+    bundle = ModelBundle(model, data.feature_names, data.target_name, scaler, data.classes, loss.name,
+                         {"epochs": history.epochs_run, "lr": lr, "optimizer": optimizer_name,
+                          "batch_size": args.batch_size, "seed": args.seed, "final_loss": history.final_loss})
+    print(f"\nTrained {history.epochs_run} epochs; final training loss {history.final_loss:.6g}")
+    _print_metrics("training rows", bundle, X_train, y_train)
+    if len(X_test):
+        _print_metrics("test rows", bundle, X_test, y_test)
+    if args.model == "linear" and loss.name == "mse":
+        _print_optimum(bundle, X_train, y_train)
+    if args.out:
+        bundle.save(args.out)
+        print(f"Saved the model to {args.out}")
+    return 0
+
+
+def model_summary(model, loss):
+    from .layers import Dense
+
+    sizes = [model.n_inputs] + [layer.out_features for layer in model.layers if isinstance(layer, Dense)]
+    kind = "linear model" if len(sizes) == 2 else "MLP " + "-".join(map(str, sizes))
+    return f"{kind}, {loss.name} loss, {sum(p.size for p in model.parameters())} parameters"
+
+
+def _check_choices(args):
+    from .layers import ACTIVATIONS
+    from .optimizers import OPTIMIZERS, SCHEDULES
+
+    if args.activation not in ACTIVATIONS:
+        raise ConfigError(f"--activation: unknown activation {args.activation!r}; known: {', '.join(ACTIVATIONS)}")
+    if args.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer: unknown optimizer {args.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if args.schedule is not None and args.schedule not in SCHEDULES:
+        raise ConfigError(f"--schedule: unknown schedule {args.schedule!r}; known: {', '.join(SCHEDULES)}")
+    if args.weight_decay < 0:
+        raise ConfigError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if args.clip_norm is not None and args.clip_norm <= 0:
+        raise ConfigError(f"--clip-norm must be > 0, got {args.clip_norm}")
+
+
+def _build_model(args, n_features, n_outputs, task, dtype):
+    from .models import linear, mlp
+
+    if args.model == "linear":
+        model = linear(n_features, n_outputs, dtype=dtype)
+        model.task = task
+        return model
+    return mlp([n_features, *args.hidden, n_outputs], args.activation, seed=args.seed, dtype=dtype, task=task)
+
+
+def _learning_rate(args, model, loss, X):
+    """(lr, stable lr or None). 'auto' = 1/L exists only where L is known: linear model, MSE."""
+    from .chapter import lipschitz
+
+    linear_mse = args.model == "linear" and loss.name == "mse"
+    stable = 2.0 / lipschitz(X) if linear_mse else None
+    if args.lr == "auto" or (args.lr is None and linear_mse and args.optimizer == "sgd"):
+        if not linear_mse:
+            raise ConfigError("--lr auto needs the linear model with --loss mse; give a number")
+        return stable / 2.0, stable
+    if args.lr is None:
+        return (1e-3 if args.optimizer.startswith("adam") else 0.01), stable
+    return args.lr, stable
+
+
+def _schedule(args):
+    from .optimizers import CosineLR, ExponentialLR, StepLR
+
+    if args.schedule is None:
+        return None
+    epochs = max(args.epochs, 1)
+    return {"step": lambda: StepLR(max(1, epochs // 3), 0.1), "exponential": lambda: ExponentialLR(0.99),
+            "cosine": lambda: CosineLR(epochs)}[args.schedule]()
+
+
+def _metrics(bundle, X_scaled, y):
+    """Metrics of the bundle's network on already-scaled inputs (targets: values or class indices)."""
+    from .metrics import classification_metrics, regression_metrics
+
+    model = bundle.model
+    if model.task == "regression":
+        return regression_metrics(y, model.predict(X_scaled)[:, 0])
+    proba = model.predict_proba(X_scaled)
+    onehot = np.eye(proba.shape[1])[y]
+    # For classifiers the regression keys describe the probabilities against one-hot targets (Brier score).
+    result = regression_metrics(onehot[:, 1] if proba.shape[1] == 2 else onehot,
+                                proba[:, 1] if proba.shape[1] == 2 else proba)
+    result.update(classification_metrics(y, proba.argmax(axis=1), proba.shape[1]))
+    return result
+
+
+def _print_metrics(title, bundle, X_scaled, y):
+    m = _metrics(bundle, X_scaled, y)
+    if "accuracy" in m:
+        print(f"  {title:14s} accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
+              f"recall {m['recall']:.4f}  f1 {m['f1']:.4f}")
+    else:
+        print(f"  {title:14s} MSE {m['mse']:.6g}  RMSE {m['rmse']:.6g}  MAE {m['mae']:.6g}  R^2 {m['r2']:.4f}")
+
+
+def _print_optimum(bundle, X, y):
+    from .chapter import gap_to_optimum, least_squares
+
+    layer = bundle.model.layers[0]
+    optimum = least_squares(X, y)
+    gap = gap_to_optimum(X, y, layer.params["W"], layer.params.get("b"), optimum)
+    print(f"Gap to the least-squares optimum (training rows): {gap.summary()}")
+    W, b = bundle.linear_coefficients()
+    coefficients = ", ".join(f"{name} {w:.6g}" for name, w in zip(bundle.feature_names, W[:, 0]))
+    print(f"Coefficients in the original units: {coefficients}; intercept {b[0]:.6g}")
+
+
+# ---------------------------------------------------------------- evaluate / predict
+def _load_for(model_path, data_path, *, need_target):
+    """Load a saved bundle and the data columns it reads (target too when ``need_target``)."""
+    from .bundle import ModelBundle
+    from .data import encode_labels, read_table, select_xy
+
+    bundle = ModelBundle.load(model_path)
+    frame = read_table(data_path)
+    has_target = bundle.target in [str(c) for c in frame.columns]
+    if need_target or has_target:
+        data = select_xy(frame, bundle.target, bundle.feature_names, labels=bundle.classes is not None,
+                         source=str(data_path))
+        y = data.y
+        if bundle.classes is not None:
+            originals = np.asarray(data.classes, dtype=object)[data.y]
+            y, _ = encode_labels(originals, bundle.classes)
+        return bundle, data.X, y
+    # Predicting on rows without a target: borrow the first feature as a dummy target for the checks.
+    data = select_xy(frame.assign(__no_target__=0.0), "__no_target__", bundle.feature_names, source=str(data_path))
+    return bundle, data.X, None
+
+
+def cmd_evaluate(args):
+    bundle, X, y = _load_for(args.model, args.data, need_target=True)
+    X_scaled = bundle.scaler.transform(X) if bundle.scaler is not None else X
+    metrics = _metrics(bundle, X_scaled.astype(bundle.model.dtype), y)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items()}))
+        return 0
+    print(f"{args.model} on {args.data} ({len(X)} rows):")
+    for key, value in metrics.items():
+        if key != "confusion_matrix":
+            print(f"  {key:10s} {value:.6g}")
+    if "confusion_matrix" in metrics:
+        print("  confusion matrix (rows: true class, columns: predicted), classes "
+              + ", ".join(map(str, bundle.classes)))
+        for row in metrics["confusion_matrix"]:
+            print("   ", " ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+def cmd_predict(args):
+    import pandas as pd
+
+    _check_output_path(args.out, "--out")
+    bundle, X, _ = _load_for(args.model, args.data, need_target=False)
+    if args.proba:
+        if bundle.classes is None:
+            raise ConfigError("--proba needs a classifier; this model does regression")
+        frame = pd.DataFrame(bundle.predict_proba(X), columns=[f"p_{c}" for c in bundle.classes])
+    else:
+        frame = pd.DataFrame({bundle.target: bundle.predict(X)})
+    if args.out is None:
+        frame.to_csv(sys.stdout, index=False)
+        return 0
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(args.out, frame.to_csv(index=False).encode("utf-8"))
+    print(f"Wrote {len(frame)} predictions to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+def cmd_demo(args):
+    from . import datasets
+
+    print("gradloop demo: the chapter's loop on real data (442 diabetes patients, 10 measurements;\n"
+          "target: disease progression after one year). Linear model, MSE, full-batch gradient descent,\n"
+          "standardized features, learning rate 1/L. The report of the first 2 epochs, then a summary.\n")
+    train_args = build_parser().parse_args(
+        ["train", datasets.path("diabetes"), "--target", "progression", "--standardize", "--epochs", "300"])
+    return cmd_train(train_args, trace_first=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The one exception family of gradloop.
+
+Every error a user can cause derives from :class:`GradloopError`, itself a
+``ValueError``, so ``except ValueError`` keeps working for code that does not
+know gradloop. Messages say what was wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class GradloopError(ValueError):
+    """Root of every error gradloop raises for bad input or a failed run."""
+
+
+class DataError(GradloopError):
+    """A data file or array is missing, malformed, or holds values we cannot use."""
+
+
+class ConfigError(GradloopError):
+    """An argument or option is out of range or of the wrong kind."""
+
+
+class ModelFileError(GradloopError):
+    """A model file is not a gradloop model, or is truncated or corrupted."""
+
+
+class DivergenceError(GradloopError):
+    """Training diverged: the loss stopped being finite or exploded.
+
+    Attributes:
+        epoch: the epoch (1-based) at which the loss went bad.
+        weights: the last parameters whose loss was finite (a list of arrays,
+            or, from :func:`gradloop.train`, the weights in the caller's shape).
+        bias: the matching bias, or None.
+        stable_lr: the largest learning rate that is stable for this problem
+            (2/L for linear least squares), or None where unknown.
+        lr: the learning rate that diverged.
+    """
+
+    def __init__(self, message, *, epoch, weights, stable_lr=None, lr=None, bias=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.weights = weights
+        self.bias = bias
+        self.stable_lr = stable_lr
+        self.lr = lr

@@ -1,0 +1,155 @@
+"""Losses: the value (mean over the batch) and its gradient with respect to the predictions.
+
+Every loss has ``value(y_true, y_pred) -> float`` and ``grad(y_true, y_pred)``
+(the gradient of that mean, shape of ``y_pred``), plus ``value_and_grad`` that
+shares the work, which the training loop uses. Shapes: ``y_pred`` is
+(batch, outputs); for regression and binary losses ``y_true`` is (batch,) or
+(batch, outputs); for softmax cross-entropy it is (batch,) integer classes.
+The means follow PyTorch's ``reduction="mean"``: over every element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError
+from .layers import sigmoid
+
+
+def _match(y_true, y_pred):
+    """View targets (batch,) as (batch, 1) when the model has one output."""
+    if y_true.ndim == 1 and y_pred.ndim == 2:
+        return y_true.reshape(-1, 1)
+    return y_true
+
+
+class Loss:
+    """Base: ``value`` and ``grad`` are derived from ``value_and_grad``."""
+
+    name = ""
+    task = "regression"  # regression | binary | multiclass: how outputs turn into answers
+
+    def value(self, y_true, y_pred) -> float:
+        return self.value_and_grad(y_true, y_pred)[0]
+
+    def grad(self, y_true, y_pred):
+        return self.value_and_grad(y_true, y_pred)[1]
+
+    def config(self):
+        return {"name": self.name}
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class MSE(Loss):
+    """Mean squared error ``mean((p - y)**2)``; gradient ``2 (p - y) / n``."""
+
+    name = "mse"
+
+    def value(self, y_true, y_pred):
+        r = y_pred - _match(y_true, y_pred)
+        return float(np.vdot(r, r)) / r.size
+
+    def value_and_grad(self, y_true, y_pred):
+        r = y_pred - _match(y_true, y_pred)
+        value = float(np.vdot(r, r)) / r.size
+        r *= 2.0 / r.size
+        return value, r
+
+
+class MAE(Loss):
+    """Mean absolute error ``mean(|p - y|)``; gradient ``sign(p - y) / n`` (0 where equal, as PyTorch)."""
+
+    name = "mae"
+
+    def value_and_grad(self, y_true, y_pred):
+        r = y_pred - _match(y_true, y_pred)
+        value = float(np.abs(r).sum()) / r.size
+        return value, np.sign(r) / r.dtype.type(r.size)
+
+
+class Huber(Loss):
+    """Huber loss: ``r**2 / 2`` where ``|r| < delta``, else ``delta * (|r| - delta/2)``.
+
+    Gradient ``clip(r, -delta, delta) / n``. Matches ``torch.nn.HuberLoss(delta=delta)``.
+    """
+
+    name = "huber"
+
+    def __init__(self, delta=1.0):
+        delta = float(delta)
+        if not delta > 0:
+            raise ConfigError(f"Huber delta must be positive, got {delta}")
+        self.delta = delta
+
+    def value_and_grad(self, y_true, y_pred):
+        r = y_pred - _match(y_true, y_pred)
+        a = np.abs(r)
+        per = np.where(a < self.delta, 0.5 * r * r, self.delta * (a - 0.5 * self.delta))
+        return float(per.sum()) / r.size, np.clip(r, -self.delta, self.delta) / r.dtype.type(r.size)
+
+    def config(self):
+        return {"name": self.name, "delta": self.delta}
+
+    def __repr__(self):
+        return f"Huber(delta={self.delta})"
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy on logits z with targets y in {0, 1}.
+
+    ``max(z, 0) - z*y + log(1 + exp(-|z|))`` never overflows (stable for |z| = 1e4);
+    gradient ``(sigmoid(z) - y) / n``. Matches ``torch.nn.BCEWithLogitsLoss``.
+    """
+
+    name = "bce"
+    task = "binary"
+
+    def value_and_grad(self, y_true, y_pred):
+        y = _match(y_true, y_pred).astype(y_pred.dtype, copy=False)
+        z = y_pred
+        per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+        return float(per.sum()) / z.size, (sigmoid(z) - y) / z.dtype.type(z.size)
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax cross-entropy on logits Z (batch, classes) with integer labels y (batch,).
+
+    ``logsumexp(Z) - Z[y]`` with the max subtracted first (stable for 1e4 logits);
+    gradient ``(softmax(Z) - onehot(y)) / batch``. Matches ``torch.nn.CrossEntropyLoss``.
+    """
+
+    name = "cross-entropy"
+    task = "multiclass"
+
+    def value_and_grad(self, y_true, y_pred):
+        labels = np.asarray(y_true).reshape(-1).astype(np.intp, copy=False)
+        n = y_pred.shape[0]
+        rows = np.arange(n)
+        shifted = y_pred - y_pred.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        value = float(np.log(total).sum() - shifted[rows, labels].sum()) / n
+        grad = exp / total
+        grad[rows, labels] -= 1
+        grad /= n
+        return value, grad
+
+
+def softmax(z):
+    """Row-wise softmax of logits (batch, classes), stable for large logits."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+LOSSES = {cls.name: cls for cls in (MSE, MAE, Huber, BinaryCrossEntropy, SoftmaxCrossEntropy)}
+
+
+def get_loss(name_or_loss):
+    """A loss object from a name ("mse", "mae", "huber", "bce", "cross-entropy") or a Loss."""
+    if isinstance(name_or_loss, Loss):
+        return name_or_loss
+    if name_or_loss not in LOSSES:
+        raise ConfigError(f"unknown loss {name_or_loss!r}; known: {', '.join(LOSSES)}")
+    return LOSSES[name_or_loss]()

@@ -1,0 +1,187 @@
+"""Models: a stack of layers run forward and backward in order.
+
+The chapter's linear model is ``linear(d)``: one Dense layer, no activation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError, ModelFileError
+from .layers import ACTIVATIONS, Dense, Dropout, activation, layer_from_config
+from .losses import sigmoid, softmax
+
+TASKS = ("regression", "binary", "multiclass")
+
+
+class Sequential:
+    """Layers applied in order. ``task`` says how outputs become answers.
+
+    Args:
+        layers: list of layers; parameters live in each layer's ``params``.
+        task: "regression" (outputs are predictions), "binary" (one logit per
+            row) or "multiclass" (one logit per class); ``fit`` sets it from the loss.
+
+    Shapes: ``forward(x)`` maps (batch, in_features) to (batch, outputs).
+    """
+
+    def __init__(self, layers, task="regression"):
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        self.layers = list(layers)
+        if not self.layers:
+            raise ConfigError("a model needs at least one layer")
+        self.task = task
+        # The first layer's input gradient is never used: skip that matmul.
+        self._first_skips_input_grad = isinstance(self.layers[0], Dense)
+
+    # ------------------------------------------------------------ passes
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_out):
+        """Backpropagate dLoss/dOutput; fills every layer's ``grads``; returns dLoss/dInput (or None)."""
+        layers = self.layers
+        for layer in layers[:0:-1]:
+            grad_out = layer.backward(grad_out)
+        if self._first_skips_input_grad:
+            return layers[0].backward(grad_out, input_grad=False)
+        return layers[0].backward(grad_out)
+
+    def predict(self, x):
+        """Answers in evaluation mode: values (regression), 0/1 (binary), class indices (multiclass)."""
+        out = self.predict_raw(x)
+        if self.task == "binary":
+            return (out[:, 0] > 0).astype(np.int64)
+        if self.task == "multiclass":
+            return out.argmax(axis=1)
+        return out
+
+    def predict_proba(self, x):
+        """Class probabilities (batch, classes) for classifiers (binary gives two columns)."""
+        if self.task == "regression":
+            raise ConfigError("predict_proba needs a classifier; this model does regression")
+        out = self.predict_raw(x)
+        if self.task == "binary":
+            p = sigmoid(out[:, :1])
+            return np.hstack([1 - p, p])
+        return softmax(out)
+
+    def predict_raw(self, x):
+        """Forward pass in evaluation mode (dropout off), restoring the mode after."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.forward(x)
+        finally:
+            if was_training:
+                self.train()
+
+    # ------------------------------------------------------------ modes
+    @property
+    def training(self):
+        return self.layers[0].training
+
+    def train(self):
+        for layer in self.layers:
+            layer.training = True
+        return self
+
+    def eval(self):
+        for layer in self.layers:
+            layer.training = False
+        return self
+
+    # ------------------------------------------------------------ parameters
+    def parameters(self):
+        """Parameter arrays in a fixed order (updated in place by optimizers)."""
+        return [p for layer in self.layers for p in layer.params.values()]
+
+    def gradients(self):
+        """Gradient arrays matching ``parameters()``, filled by ``backward``."""
+        return [layer.grads[k] for layer in self.layers for k in layer.params]
+
+    def named_parameters(self):
+        """(name, array) pairs, names like "0.W", "0.b", "2.W" (layer index and key)."""
+        return [(f"{i}.{k}", p) for i, layer in enumerate(self.layers) for k, p in layer.params.items()]
+
+    @property
+    def dtype(self):
+        return self.parameters()[0].dtype
+
+    @property
+    def n_inputs(self):
+        return self.layers[0].in_features
+
+    @property
+    def n_outputs(self):
+        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        return dense[-1].out_features
+
+    # ------------------------------------------------------------ saving
+    def config(self):
+        """JSON-friendly architecture: enough to rebuild the model without its parameters."""
+        return {"task": self.task, "dtype": str(self.dtype), "layers": [layer.config() for layer in self.layers]}
+
+    def state_dict(self):
+        """Copies of the parameters by name."""
+        return {name: p.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, tensors):
+        """Copy parameters in; every name, shape and dtype must match (no silent casts)."""
+        expected = dict(self.named_parameters())
+        if set(tensors) != set(expected):
+            raise ModelFileError(f"parameters {sorted(tensors)} do not match the architecture's {sorted(expected)}")
+        for name, p in expected.items():
+            t = tensors[name]
+            if t.shape != p.shape or t.dtype != p.dtype:
+                raise ModelFileError(f"parameter {name} has shape {t.shape} {t.dtype}, "
+                                     f"the architecture needs {p.shape} {p.dtype}")
+            if not np.all(np.isfinite(t)):
+                raise ModelFileError(f"parameter {name} holds non-finite values")
+            p[...] = t
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild the architecture (parameters zero) from ``config()``."""
+        try:
+            dtype = np.dtype(config["dtype"])
+            layers = [layer_from_config(c, dtype) for c in config["layers"]]
+            return cls(layers, task=config.get("task", "regression"))
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise ModelFileError(f"model architecture is malformed: {exc}") from exc
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([{inner}], task={self.task!r})"
+
+
+def linear(n_features, n_outputs=1, *, bias=True, dtype=np.float64):
+    """The chapter's model: one Dense layer, weights (n_features, n_outputs), starting at zero."""
+    return Sequential([Dense(n_features, n_outputs, init="zeros", bias=bias, dtype=dtype)])
+
+
+def mlp(sizes, activation_name="relu", *, seed=0, dtype=np.float64, dropout=0.0, task="regression"):
+    """A multi-layer perceptron from layer sizes, e.g. ``mlp([64, 32, 10], "relu")``.
+
+    Hidden layers get the activation (and dropout when > 0); the last layer is
+    linear (logits for classifiers). He initialisation for (leaky) ReLU, Xavier
+    for tanh and sigmoid, every layer drawn from one Generator built from ``seed``.
+    """
+    if activation_name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation_name!r}; known: {', '.join(ACTIVATIONS)}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ConfigError(f"an MLP needs at least input and output sizes, got {sizes}")
+    init = "he" if activation_name in ("relu", "leaky-relu") else "xavier"
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Dense(n_in, n_out, init=init, seed=rng, dtype=dtype))
+        if i < len(sizes) - 2:
+            layers.append(activation(activation_name))
+            if dropout:
+                layers.append(Dropout(dropout, seed=int(rng.integers(2**31))))
+    return Sequential(layers, task=task)

@@ -1,0 +1,281 @@
+"""Optimizers, learning-rate schedules and gradient clipping.
+
+An optimizer owns its state (momentum buffers, Adam moments) and updates
+parameter arrays in place: ``step(params, grads)`` with two lists of arrays in
+the same order (``model.parameters()``, ``model.gradients()``). The update rules
+are PyTorch's for the same arguments; ``SGD(lr)`` alone is the chapter's
+``weights -= lr * gradients``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def _check_lr(lr):
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"Invalid learning rate: {lr!r} (must be a positive number)")
+    lr = float(lr)
+    if not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"Invalid learning rate: {lr} (must be a positive finite number)")
+    return lr
+
+
+def _check_range(value, name, low, high, *, high_open=True):
+    value = float(value)
+    ok = low <= value < high if high_open else low <= value <= high
+    if not ok or not math.isfinite(value):
+        bracket = ")" if high_open else "]"
+        raise ConfigError(f"Invalid {name}: {value} (must be in [{low}, {high}{bracket})")
+    return value
+
+
+class Optimizer:
+    """Base: hyperparameters as attributes, per-parameter state in ``self.state``."""
+
+    name = ""
+    _state_keys: tuple[str, ...] = ()
+
+    def __init__(self, lr):
+        self.lr = _check_lr(lr)
+        self.steps = 0
+        self.state: dict[str, list[np.ndarray]] = {}
+
+    def hyperparameters(self) -> dict:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: hyperparameters, step count, state arrays (copies)."""
+        return {"name": self.name, "hyperparameters": self.hyperparameters(), "steps": self.steps,
+                "state": {k: [a.copy() for a in v] for k, v in self.state.items()}}
+
+    def load_state_dict(self, state: dict):
+        """Restore from ``state_dict()``; refuses a state of another optimizer or malformed arrays."""
+        if not isinstance(state, dict) or state.get("name") != self.name:
+            got = state.get("name") if isinstance(state, dict) else type(state).__name__
+            raise ConfigError(f"optimizer state is for {got!r}, not {self.name!r}")
+        arrays = state.get("state", {})
+        if set(arrays) - set(self._state_keys):
+            raise ConfigError(f"unexpected optimizer state {sorted(set(arrays) - set(self._state_keys))}")
+        lengths = {len(v) for v in arrays.values()}
+        if len(lengths) > 1:
+            raise ConfigError("optimizer state lists have different lengths")
+        for key, value in state.get("hyperparameters", {}).items():
+            setattr(self, key, tuple(value) if key == "betas" else value)
+        self.steps = int(state.get("steps", 0))
+        self.state = {k: [np.array(a, copy=True) for a in v] for k, v in arrays.items()}
+
+    def _buffers(self, key, params):
+        """The state list ``key``, created as zeros on first use, checked against the parameters."""
+        buffers = self.state.get(key)
+        if buffers is None:
+            buffers = self.state[key] = [np.zeros_like(p) for p in params]
+        elif len(buffers) != len(params) or any(b.shape != p.shape for b, p in zip(buffers, params)):
+            raise ConfigError(f"{self.name} state does not match the model's parameters "
+                              f"({[b.shape for b in buffers]} vs {[p.shape for p in params]})")
+        return buffers
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, Nesterov and L2 weight decay.
+
+    Per parameter p with gradient g (PyTorch's rule, dampening 0)::
+
+        g = g + weight_decay * p
+        buf = g                      (first step)
+        buf = momentum * buf + g     (later steps)
+        g = g + momentum * buf       (nesterov)   or   g = buf   (momentum)
+        p -= lr * g
+    """
+
+    name = "sgd"
+    _state_keys = ("momentum_buffer",)
+
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr)
+        self.momentum = _check_range(momentum, "momentum", 0.0, 1.0)
+        self.weight_decay = _check_range(weight_decay, "weight_decay", 0.0, math.inf)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("Nesterov momentum needs momentum > 0")
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+    def step(self, params, grads):
+        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        if mu == 0.0 and wd == 0.0:
+            # The chapter's update; the fast path for small problems.
+            for p, g in zip(params, grads):
+                p -= lr * g
+            self.steps += 1
+            return
+        buffers = self._buffers("momentum_buffer", params) if mu else None
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if wd:
+                g = g + wd * p
+            if mu:
+                buf = buffers[i]
+                if self.steps == 0:
+                    buf[...] = g
+                else:
+                    buf *= mu
+                    buf += g
+                g = g + mu * buf if self.nesterov else buf
+            p -= lr * g
+        self.steps += 1
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with PyTorch's bias correction; ``weight_decay`` is L2 added to the gradient.
+
+    Per parameter, at step t (1-based)::
+
+        g = g + weight_decay * p                      (Adam only)
+        p = p * (1 - lr * weight_decay)               (AdamW only: decoupled)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
+    """
+
+    name = "adam"
+    _state_keys = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ConfigError(f"Invalid betas: {betas!r} (must be two numbers in [0, 1))")
+        self.betas = (_check_range(betas[0], "beta1", 0.0, 1.0), _check_range(betas[1], "beta2", 0.0, 1.0))
+        self.eps = _check_range(eps, "eps", 0.0, math.inf)
+        self.weight_decay = _check_range(weight_decay, "weight_decay", 0.0, math.inf)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+
+    def step(self, params, grads):
+        b1, b2 = self.betas
+        lr, wd = self.lr, self.weight_decay
+        m_list = self._buffers("exp_avg", params)
+        v_list = self._buffers("exp_avg_sq", params)
+        self.steps += 1
+        t = self.steps
+        step_size = lr / (1 - b1**t)
+        root_correction2 = math.sqrt(1 - b2**t)
+        for p, g, m, v in zip(params, grads, m_list, v_list):
+            if wd and self.decoupled:
+                p *= 1 - lr * wd
+            elif wd:
+                g = g + wd * p
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            denom = np.sqrt(v)
+            denom /= root_correction2
+            denom += self.eps
+            p -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): see :class:`Adam` for the rule."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+# Names on the command line -> how to build the optimizer from lr and weight decay.
+OPTIMIZERS = {
+    "sgd": lambda lr, wd: SGD(lr, weight_decay=wd),
+    "momentum": lambda lr, wd: SGD(lr, momentum=0.9, weight_decay=wd),
+    "nesterov": lambda lr, wd: SGD(lr, momentum=0.9, nesterov=True, weight_decay=wd),
+    "adam": lambda lr, wd: Adam(lr, weight_decay=wd),
+    "adamw": lambda lr, wd: AdamW(lr, weight_decay=wd),
+}
+OPTIMIZER_TYPES = {cls.name: cls for cls in (SGD, Adam, AdamW)}
+
+
+def get_optimizer(name, lr, weight_decay=0.0):
+    """Build an optimizer from a command-line name (sgd, momentum, nesterov, adam, adamw)."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](lr, weight_decay)
+
+
+# ---------------------------------------------------------------- schedules
+class Schedule:
+    """Learning rate as a function of the epoch: ``lr(base_lr, epoch)``, epoch counted from 0."""
+
+    name = ""
+
+    def config(self):
+        return {"name": self.name, **vars(self)}
+
+
+class StepLR(Schedule):
+    """Multiply by ``gamma`` every ``step_size`` epochs (PyTorch's StepLR)."""
+
+    name = "step"
+
+    def __init__(self, step_size=10, gamma=0.1):
+        if int(step_size) < 1:
+            raise ConfigError(f"step schedule step_size must be >= 1, got {step_size}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def lr(self, base_lr, epoch):
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(Schedule):
+    """Multiply by ``gamma`` every epoch (PyTorch's ExponentialLR)."""
+
+    name = "exponential"
+
+    def __init__(self, gamma=0.95):
+        self.gamma = float(gamma)
+
+    def lr(self, base_lr, epoch):
+        return base_lr * self.gamma**epoch
+
+
+class CosineLR(Schedule):
+    """Cosine annealing from ``base_lr`` to ``min_lr`` over ``total_epochs`` (PyTorch's CosineAnnealingLR)."""
+
+    name = "cosine"
+
+    def __init__(self, total_epochs, min_lr=0.0):
+        if int(total_epochs) < 1:
+            raise ConfigError(f"cosine schedule total_epochs must be >= 1, got {total_epochs}")
+        self.total_epochs, self.min_lr = int(total_epochs), float(min_lr)
+
+    def lr(self, base_lr, epoch):
+        cos = (1 + math.cos(math.pi * min(epoch, self.total_epochs) / self.total_epochs)) / 2
+        return self.min_lr + (base_lr - self.min_lr) * cos
+
+
+SCHEDULES = {cls.name: cls for cls in (StepLR, ExponentialLR, CosineLR)}
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients in place so their global L2 norm is at most ``max_norm``; return the norm before.
+
+    As ``torch.nn.utils.clip_grad_norm_``: factor ``min(1, max_norm / (norm + 1e-6))``.
+    """
+    total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+    factor = max_norm / (total + 1e-6)
+    if factor < 1.0:
+        for g in grads:
+            g *= factor
+    return total
