@@ -257,39 +257,50 @@ class _EpochRunner:
     # ------------------------------------------------------------ full batch
     def full_batch(self, epochs):
         model, loss, optimizer, params, grads = self.model, self.loss, self.optimizer, self.params, self.grads
-        X, y = self.X, self.y
+        X, y, last_good, round_to = self.X, self.y, self.last_good, self.round_to
+        losses, new_losses = self.history.history["loss"], self.history.history.setdefault("new_loss", [])
+        # Per-epoch bookkeeping only when something reads it: a silent run is the bare arithmetic.
+        bookkeeping = bool(self.callbacks) or self.validation is not None or self.schedule is not None
         pred = model.forward(X)
         value, dpred = loss.value_and_grad(y, pred)
-        self._check_start(value)
+        limit = self._check_start(value)
+        epoch = 0
         for epoch in range(1, epochs + 1):
-            started = time.perf_counter()
-            self._set_lr(epoch)
+            if bookkeeping:
+                started = time.perf_counter()
+                self._set_lr(epoch)
             model.backward(dpred)
-            grad_norm = self._clip_and_round(grads)
+            if self.clip_norm is not None or round_to is not None or self.records_wanted:
+                grad_norm = self._clip_and_round(grads)
             partial = self._partial_record(epoch, value, pred, grad_norm) if self.records_wanted else None
-            for keep, p in zip(self.last_good, params):
+            for keep, p in zip(last_good, params):
                 np.copyto(keep, p)
             optimizer.step(params, grads)
-            if self.round_to is not None:
+            if round_to is not None:
                 for p in params:
-                    np.round(p, self.round_to, out=p)
+                    np.round(p, round_to, out=p)
             # This forward pass is the report's "new prediction" and the next epoch's first.
             pred = model.forward(X)
             new_value, dpred = loss.value_and_grad(y, pred)
-            self._check_diverged(epoch, new_value)
-            self.history.history["loss"].append(value)
-            self.history.append("new_loss", new_value)
-            self._end_epoch(epoch, partial, new_value, pred, started)
+            if not new_value <= limit:  # also true for NaN
+                self._diverge(epoch, new_value, "")
+            losses.append(value)
+            new_losses.append(new_value)
             value = new_value
-            if self.trainer.stop_training:
-                break
+            if bookkeeping:
+                self._end_epoch(epoch, partial, new_value, pred, started)
+                if self.trainer.stop_training:
+                    break
+        self.history.epochs_run = epoch
+        if not bookkeeping:
+            self.history.history["lr"] = [optimizer.lr] * epoch
 
     # ------------------------------------------------------------ mini-batch
     def mini_batch(self, epochs, batch_size, shuffle, rng):
         model, loss, optimizer, params, grads = self.model, self.loss, self.optimizer, self.params, self.grads
         X, y = self.X, self.y
         n = len(X)
-        self._check_start(loss.value(y, model.predict_raw(X)))
+        limit = self._check_start(loss.value(y, model.predict_raw(X)))
         model.train()
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
@@ -321,7 +332,8 @@ class _EpochRunner:
                         np.round(p, self.round_to, out=p)
                 total += value * len(xb)
             mean_loss = total / n
-            self._check_diverged(epoch, mean_loss)
+            if not mean_loss <= limit:
+                self._diverge(epoch, mean_loss, "")
             self.history.history["loss"].append(mean_loss)
             if self.records_wanted:
                 # The loss of the epoch's final weights on the whole training set, evaluation mode.
@@ -389,10 +401,7 @@ class _EpochRunner:
                 f"the loss of the starting weights is {value}: check the data and the initial weights",
                 epoch=0, weights=[p.copy() for p in self.params], stable_lr=self.stable_lr, lr=self.optimizer.lr)
         self.start_loss = value
-
-    def _check_diverged(self, epoch, value):
-        if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(self.start_loss, 1e-8):
-            self._diverge(epoch, value, "")
+        return DIVERGENCE_FACTOR * max(value, 1e-8)  # a loss above this (or NaN) is divergence
 
     def _diverge(self, epoch, value, where):
         for keep, p in zip(self.last_good, self.params):

@@ -34,6 +34,7 @@ class Sequential:
         self.task = task
         # The first layer's input gradient is never used: skip that matmul.
         self._first_skips_input_grad = isinstance(self.layers[0], Dense)
+        self._reversed_rest = self.layers[:0:-1]
 
     # ------------------------------------------------------------ passes
     def forward(self, x):
@@ -43,12 +44,11 @@ class Sequential:
 
     def backward(self, grad_out):
         """Backpropagate dLoss/dOutput; fills every layer's ``grads``; returns dLoss/dInput (or None)."""
-        layers = self.layers
-        for layer in layers[:0:-1]:
+        for layer in self._reversed_rest:
             grad_out = layer.backward(grad_out)
         if self._first_skips_input_grad:
-            return layers[0].backward(grad_out, input_grad=False)
-        return layers[0].backward(grad_out)
+            return self.layers[0].backward(grad_out, input_grad=False)
+        return self.layers[0].backward(grad_out)
 
     def predict(self, x):
         """Answers in evaluation mode: values (regression), 0/1 (binary), class indices (multiclass)."""

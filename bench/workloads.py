@@ -1,0 +1,266 @@
+"""Benchmark workloads: gradloop and its peers doing the same work on the same data.
+
+Each workload is a function ``(quick: bool) -> Workload``: a dict of named
+contenders (callables running ``units`` epochs each), the name of the limit
+(the floor the hardware allows, measured the same way) and a note. Peers that
+are not installed (torch, scikit-learn) are left out with a note.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import gradloop
+from gradloop.loop import fit
+from gradloop.models import mlp
+from gradloop.optimizers import SGD
+
+
+@dataclass
+class Workload:
+    name: str
+    unit: str  # what one timing covers, e.g. "epoch"
+    units: int  # how many units one call runs (time is reported per unit)
+    contenders: dict = field(default_factory=dict)  # name -> callable
+    limit: str | None = None  # contender name that is the hardware floor
+    baseline: str = "gradloop"
+    notes: list = field(default_factory=list)
+
+
+def _torch():
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        return torch
+    except ImportError:
+        return None
+
+
+# ---------------------------------------------------------------- the chapter's tiny loop
+def chapter_small(quick):
+    """The chapter's loop on 16 x 7: per-epoch overhead of ``train`` against a bare NumPy loop."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 7))
+    Y = X @ rng.standard_normal((7, 1))
+    w0 = np.zeros((7, 1))
+    epochs = 3_000 if quick else 300_000
+    lr = 0.05
+
+    def bare_numpy():
+        w = w0.copy()
+        scale = -2.0 / len(X)
+        for _ in range(epochs):
+            pred = X @ w
+            r = Y - pred
+            float(np.vdot(r, r)) / r.size  # the loss, as train computes it every epoch
+            g = X.T @ r
+            g *= scale
+            w -= lr * g
+        return w
+
+    def gradloop_train():
+        return gradloop.train(X, Y, w0, lr, epochs)
+
+    work = Workload("chapter loop, 16 x 7, full batch", "epoch", epochs,
+                    {"gradloop": gradloop_train, "numpy (bare loop)": bare_numpy})
+    torch = _torch()
+    if torch is not None:
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+
+        def torch_no_grad():
+            w = torch.zeros((7, 1), dtype=torch.float64)
+            with torch.no_grad():
+                for _ in range(epochs):
+                    r = Yt - Xt @ w
+                    float((r * r).mean())
+                    w -= lr * (-2.0 / len(X)) * (Xt.T @ r)
+            return w
+
+        work.contenders["pytorch (no-grad loop)"] = torch_no_grad
+    return work
+
+
+# ---------------------------------------------------------------- linear, full batch, large
+def linear_large(quick, dtype=np.float64):
+    """Full-batch linear MSE on a tall X: memory-bound; the limit is one streaming read of X."""
+    n, d = (200_000, 64) if quick else (2_000_000, 64)
+    epochs = 3
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    Y = (X @ rng.standard_normal((d, 1))).astype(dtype)
+    lr = 0.1
+
+    def gradloop_train():
+        return gradloop.train(X, Y, np.zeros((d, 1), dtype=dtype), lr, epochs)
+
+    def numpy_plain():
+        w = np.zeros((d, 1), dtype=dtype)
+        for _ in range(epochs):
+            r = Y - X @ w
+            float(np.vdot(r, r)) / r.size
+            w -= lr * (-2.0 / n) * (X.T @ r)
+        return w
+
+    ones = np.ones(d, dtype=dtype)
+
+    def streaming_read():
+        # One matrix-vector product reads every byte of X exactly once, at BLAS speed.
+        for _ in range(epochs):
+            X @ ones
+
+    name = np.dtype(dtype).name
+    work = Workload(f"linear MSE full batch, {n:,} x {d} {name}", "epoch", epochs,
+                    {"gradloop": gradloop_train, "numpy (plain)": numpy_plain, "limit: one read of X": streaming_read},
+                    limit="limit: one read of X")
+    torch = _torch()
+    if torch is not None:
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+
+        def torch_loop():
+            model = torch.nn.Linear(d, 1, bias=False, dtype=Xt.dtype)
+            torch.nn.init.zeros_(model.weight)
+            opt = torch.optim.SGD(model.parameters(), lr=lr)
+            for _ in range(epochs):
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(Xt), Yt)
+                loss.backward()
+                opt.step()
+                float(loss.detach())
+
+        work.contenders["pytorch (nn + optim)"] = torch_loop
+    return work
+
+
+def linear_large_float32(quick):
+    return linear_large(quick, np.float32)
+
+
+# ---------------------------------------------------------------- MLP, mini-batches
+def mlp_minibatch(quick):
+    """MLP 784-128-10, ReLU, softmax cross-entropy, SGD, batch 128, float32: one epoch."""
+    n = 6_000 if quick else 60_000
+    rng = np.random.default_rng(0)
+    X = rng.random((n, 784), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    lr, batch = 0.01, 128
+
+    def gradloop_fit():
+        model = mlp([784, 128, 10], "relu", seed=0, dtype=np.float32, task="multiclass")
+        fit(model, X, y, loss="cross-entropy", optimizer=SGD(lr), epochs=1, batch_size=batch, seed=0)
+
+    def matmul_floor():
+        # The five matrix products of one SGD step (2 forward, 3 backward), nothing else.
+        W1 = np.zeros((784, 128), np.float32)
+        W2 = np.zeros((128, 10), np.float32)
+        h = np.empty((batch, 128), np.float32)
+        o = np.empty((batch, 10), np.float32)
+        for start in range(0, n - batch + 1, batch):
+            xb = X[start:start + batch]
+            np.matmul(xb, W1, out=h)
+            np.matmul(h, W2, out=o)
+            np.matmul(h.T, o, out=W2)
+            np.matmul(o, W2.T, out=h)
+            np.matmul(xb.T, h, out=W1)
+
+    work = Workload(f"MLP 784-128-10 ReLU, softmax CE, SGD, batch {batch}, {n:,} rows float32", "epoch", 1,
+                    {"gradloop": gradloop_fit, "limit: matrix products only": matmul_floor},
+                    limit="limit: matrix products only")
+    torch = _torch()
+    if torch is not None:
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+        def torch_fit():
+            torch.manual_seed(0)
+            model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+            opt = torch.optim.SGD(model.parameters(), lr=lr)
+            order = torch.randperm(n)
+            for start in range(0, n, batch):
+                idx = order[start:start + batch]
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+
+        work.contenders["pytorch"] = torch_fit
+    try:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        def sklearn_fit(X_in):
+            def run():
+                clf = MLPClassifier(hidden_layer_sizes=(128,), solver="sgd", batch_size=batch, learning_rate_init=lr,
+                                    momentum=0.0, max_iter=1, shuffle=True, random_state=0, alpha=0.0)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    clf.fit(X_in, y)
+            return run
+
+        work.contenders["scikit-learn MLPClassifier (float32)"] = sklearn_fit(X)
+        work.contenders["scikit-learn MLPClassifier (float64)"] = sklearn_fit(X.astype(np.float64))
+    except ImportError:
+        work.notes.append("scikit-learn not installed: its MLPClassifier was skipped")
+    return work
+
+
+# ---------------------------------------------------------------- linear, tiny
+def linear_tiny(quick):
+    """Linear MSE, 100 x 3, per-epoch cost: all Python overhead."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((100, 3))
+    Y = X @ rng.standard_normal((3, 1))
+    epochs = 2_000 if quick else 100_000
+    lr = 0.1
+
+    def gradloop_train():
+        return gradloop.train(X, Y, np.zeros((3, 1)), lr, epochs)
+
+    def numpy_plain():
+        w = np.zeros((3, 1))
+        for _ in range(epochs):
+            r = Y - X @ w
+            float(np.vdot(r, r)) / r.size
+            w -= lr * (-2.0 / 100) * (X.T @ r)
+
+    def numpy_out():
+        w = np.zeros((3, 1))
+        pred = np.empty((100, 1))
+        g = np.empty((3, 1))
+        scale = -2.0 / 100
+        for _ in range(epochs):
+            np.matmul(X, w, out=pred)
+            np.subtract(Y, pred, out=pred)
+            float(np.vdot(pred, pred))
+            np.matmul(X.T, pred, out=g)
+            g *= lr * scale
+            w -= g
+
+    work = Workload("linear MSE, 100 x 3, full batch", "epoch", epochs,
+                    {"gradloop": gradloop_train, "numpy (plain)": numpy_plain, "limit: numpy with out=": numpy_out},
+                    limit="limit: numpy with out=")
+    torch = _torch()
+    if torch is not None:
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+
+        def torch_no_grad():
+            w = torch.zeros((3, 1), dtype=torch.float64)
+            with torch.no_grad():
+                for _ in range(epochs):
+                    r = Yt - Xt @ w
+                    float((r * r).mean())
+                    w -= lr * (-2.0 / 100) * (Xt.T @ r)
+
+        work.contenders["pytorch (no-grad loop)"] = torch_no_grad
+    return work
+
+
+WORKLOADS = {
+    "chapter-small": chapter_small,
+    "linear-large-f64": linear_large,
+    "linear-large-f32": linear_large_float32,
+    "mlp-minibatch": mlp_minibatch,
+    "linear-tiny": linear_tiny,
+}
