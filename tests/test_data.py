@@ -36,7 +36,7 @@ def test_csv_round_trip(tmp_path):
     np.testing.assert_array_equal(ds.X, [[50.5, 2], [80, 3], [-100, 1]])
     np.testing.assert_array_equal(ds.y, [100, 150.25, 7])
     assert ds.X.dtype == np.float64 and ds.y.dtype == np.float64
-    assert ds.X.flags.c_contiguous
+    assert ds.X.flags.c_contiguous and ds.X.flags.writeable and ds.y.flags.writeable
     assert ds.feature_names == ["area", "rooms"] and ds.target_name == "price"
     assert ds.classes is None and ds.source == str(path)
 
@@ -136,7 +136,11 @@ def _write(tmp_path, name, content):
 
 
 def _npz_raw(**arrays):
-    return lambda p: np.savez(p, **arrays)
+    def write(path):  # through a buffer: np.savez would append ".npz" to "a.npy"
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        path.write_bytes(buf.getvalue())
+    return write
 
 
 def _truncated_parquet(p):
@@ -182,7 +186,8 @@ BAD_FILES = [
     ("npz-is-npy", "a.npz", lambda p: p.write_bytes(_npy_bytes(np.zeros((2, 2)))), None, ["a.npz", "holds an .npy array"]),
     ("npz-garbage", "g.npz", b"PK\x03\x04 broken zip", None, ["g.npz", "cannot read this .npz file"]),
     ("npz-2d-column", "m.npz", _npz_raw(a=np.zeros((3, 2)), b=np.zeros(3)), None, ["m.npz", "'a' has shape (3, 2)"]),
-    ("npz-lengths", "n.npz", _npz_raw(a=np.zeros(3), b=np.zeros(4)), None, ["n.npz", "'b' has 4 rows, the others 3"]),
+    ("npz-lengths", "n.npz", _npz_raw(a=np.zeros(3), b=np.zeros(4)), None, ["n.npz", "'b' has 4 rows, 'a' has 3"]),
+    ("npz-scalar", "s.npz", _npz_raw(a=np.zeros(3), b=np.float64(1)), None, ["s.npz", "'b' has shape ()"]),
     ("npz-xy-lengths", "xy.npz", _npz_raw(X=np.zeros((3, 2)), y=np.zeros(4)), None, ["xy.npz", "y has shape (4,)"]),
     ("npz-empty", "e.npz", _npz_raw(), None, ["e.npz", "no arrays"]),
     # column selection and values, checked through load_xy
@@ -377,9 +382,11 @@ def test_encode_labels_unseen_and_missing():
     with pytest.raises(DataError) as err:
         encode_labels(["cat", "yak", "gnu"], classes=["cat", "dog"])
     assert "'gnu', 'yak'" in str(err.value) and "'cat', 'dog'" in str(err.value)
-    with pytest.raises(DataError, match="missing label"):
+    with pytest.raises(DataError, match="missing or infinite label nan at row 1"):
         encode_labels([1.0, float("nan")])
-    with pytest.raises(DataError, match="missing label"):
+    with pytest.raises(DataError, match="missing or infinite label inf"):
+        encode_labels(np.array(["a", np.inf], dtype=object))
+    with pytest.raises(DataError, match="missing or infinite label None"):
         encode_labels(["a", None])
     with pytest.raises(DataError, match="duplicates"):
         encode_labels([1], classes=[1, 1.0])
@@ -418,12 +425,13 @@ def test_split_zero_keeps_row_order():
     assert test.shape == (0,) and test.dtype == np.int64
 
 
-@pytest.mark.parametrize("size", [1.5, 1.0, -0.1, float("nan"), "0.2", True])
-def test_split_bad_test_size_is_config_error(size):
+@pytest.mark.parametrize("size,shown", [(1.5, "1.5"), (np.float64(1.0), "1.0"), (-0.1, "-0.1"),
+                                        (float("nan"), "nan"), ("0.2", "'0.2'"), (True, "True")])
+def test_split_bad_test_size_is_config_error(size, shown):
     with pytest.raises(ConfigError) as err:
         train_test_split(10, size, seed=0)
     assert isinstance(err.value, GradloopError) and isinstance(err.value, ValueError)
-    assert str(err.value) == f"--test-size must be in [0, 1), got {size!r}"
+    assert str(err.value) == f"--test-size must be in [0, 1), got {shown}"
 
 
 def test_split_without_training_rows_is_data_error():
@@ -447,6 +455,9 @@ def test_standardizer_statistics_and_constant_column():
     np.testing.assert_array_equal(Z[:, 1], 0.0)
     np.testing.assert_allclose(Z[:, [0, 2]].mean(axis=0), 0.0, atol=1e-15)
     np.testing.assert_allclose(Z[:, [0, 2]].std(axis=0), 1.0)
+    tenths = np.full((3, 1), 0.1)
+    assert tenths.mean() != 0.1  # the float mean of equal values can miss them by an ulp...
+    assert not Standardizer().fit(tenths).transform(tenths).any()  # ...yet the column becomes exactly 0
     big = Standardizer().fit(np.full((5, 1), 1e9))  # tiny std relative to |mean| counts as constant
     assert big.scale_[0] == 1.0 and not big.transform(np.full((5, 1), 1e9)).any()
 
@@ -468,7 +479,7 @@ def test_unscale_linear_matches_predictions():
     W, b = rng.normal(size=(3, 2)), rng.normal(size=2)
     W_orig, b_orig = s.unscale_linear(W, b)
     assert W_orig.shape == (3, 2) and b_orig.shape == (2,)
-    np.testing.assert_allclose(s.transform(X) @ W + b, X @ W_orig + b_orig, rtol=0, atol=1e-12 * 1e3)
+    np.testing.assert_allclose(s.transform(X) @ W + b, X @ W_orig + b_orig, rtol=1e-12, atol=1e-12)
     w1, b1 = s.unscale_linear(W[:, 0], b[0])
     np.testing.assert_allclose(s.transform(X) @ W[:, 0] + b[0], X @ w1 + b1, rtol=1e-12, atol=1e-12)
 

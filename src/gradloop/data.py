@@ -1,12 +1,12 @@
 """Load, validate, split and scale tabular data for the training loop.
 
-Files (CSV, Parquet, ``.npy``, ``.npz``) become a pandas DataFrame with
-:func:`read_table`; :func:`select_xy` turns one into float64 arrays ``X`` of
-shape (n_rows, n_features) and ``y`` of shape (n_rows,). Every problem a file
-can have comes out as one :class:`~gradloop.errors.DataError` whose one-line
-message names the file, the place (CSV line, or 0-based row for other
-formats, and column) and the value. pandas is imported inside the functions
-that need it so that ``import gradloop`` costs only numpy.
+:func:`read_table` turns a CSV, Parquet, ``.npy`` or ``.npz`` file into a pandas
+DataFrame; :func:`select_xy` turns that into float64 ``X`` (n_rows, n_features)
+and ``y`` (n_rows,). Whatever a file holds, the only exception that comes out
+is :class:`~gradloop.errors.DataError`, with a one-line message naming the file,
+the place (CSV line, or 0-based row for other formats, and column) and the
+value. pandas is imported where files are read, so ``import gradloop`` costs
+only numpy.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from gradloop.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_TEST_SIZE", "Dataset", "Standardizer", "encode_labels", "load_xy",
+__all__ = ["DEFAULT_TEST_SIZE", "SUPPORTED", "Dataset", "Standardizer", "encode_labels", "load_xy",
            "read_table", "select_xy", "train_test_split"]
 
 DEFAULT_TEST_SIZE = 0.2
@@ -30,29 +30,28 @@ SUPPORTED = (".csv", ".parquet", ".pq", ".npy", ".npz")
 
 
 def _one_line(text, limit=200) -> str:
-    """Collapse a library's message (often multi-line) into one short line."""
+    """A library's message (often multi-line) as one short line."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value, limit=40) -> str:
-    """Quote a cell value for a message; repr() escapes newlines."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = str(value)
+    """A cell value quoted for a message; repr() escapes newlines."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def _listing(names, limit=20) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(repr(n) for n in names[:limit]) + more
 
 
 # ----------------------------------------------------------------- reading
 
 def read_table(path):
-    """Read a CSV, Parquet, ``.npy`` or ``.npz`` file into a pandas DataFrame.
+    """Read a data file into a pandas DataFrame with at least one row and column.
 
+    ``.csv``: a header row, then data (UTF-8). ``.parquet``/``.pq``: any table.
     ``.npy``: a 2-D numeric array (columns "0", "1", ...) or a 1-D structured
     array (columns named by its fields). ``.npz``: 1-D arrays of equal length,
     one column per key; or exactly ``X`` (n, d) and ``y`` (n,), giving columns
@@ -65,8 +64,7 @@ def read_table(path):
         raise DataError(f"{name}: is a directory, not a data file; name a file inside it")
     ext = p.suffix.lower()
     if ext not in SUPPORTED:
-        raise DataError(f"{name}: unsupported file type {ext or '(no extension)'!r}; "
-                        f"use one of {', '.join(SUPPORTED)}")
+        raise DataError(f"{name}: unsupported file type {ext or '(no extension)'!r}; use one of {', '.join(SUPPORTED)}")
     if p.stat().st_size == 0:
         raise DataError(f"{name}: file is empty (0 bytes); write a header row and data to it")
     reader = {".csv": _read_csv, ".npy": _read_npy, ".npz": _read_npz}.get(ext, _read_parquet)
@@ -74,14 +72,13 @@ def read_table(path):
         frame = reader(p, name)
     except DataError:
         raise
-    except Exception as exc:  # the boundary: no library exception escapes for any content
+    except Exception as exc:  # the boundary: no library exception may escape, whatever the bytes
         raise DataError(f"{name}: cannot read this {ext} file ({_one_line(exc)}); "
                         "is it corrupted or of another format?") from exc
     if frame.shape[1] == 0:
-        raise DataError(f"{name}: holds no columns")
+        raise DataError(f"{name}: holds no columns; add data to it")
     if len(frame) == 0:
-        what = "a header but no data rows" if ext == ".csv" else "no rows"
-        raise DataError(f"{name}: has {what}; add data to it")
+        raise DataError(f"{name}: has {'a header but no data rows' if ext == '.csv' else 'no rows'}; add data to it")
     return frame
 
 
@@ -90,11 +87,13 @@ def _read_csv(p: Path, name: str):
 
     try:
         with warnings.catch_warnings():
-            # With index_col=False pandas only *warns* when the first data row
-            # is longer than the header and then drops the extra field.
+            # With index_col=False pandas only warns (and drops a field) when the
+            # first data row is longer than the header; without it, it would
+            # silently turn the first column into the index.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            # skip_blank_lines=False keeps data row i on file line i + 2, so
-            # messages can name the line; blank lines at the end are cut below.
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed columns are checked cell by cell
+            # skip_blank_lines=False keeps data row i on file line i + 2, so messages
+            # can name the line; blank lines at the end are cut below.
             frame = pd.read_csv(p, index_col=False, skip_blank_lines=False, encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{name}: is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
@@ -112,7 +111,7 @@ def _read_csv(p: Path, name: str):
         header = len(pd.read_csv(p, nrows=0, encoding="utf-8").columns)
         raise DataError(f"{name}: line {m[2]} has {m[3]} fields, the header has {header}; "
                         "quote fields that contain commas") from exc
-    if all(not str(c).strip() for c in frame.columns):  # also no columns at all
+    if all(not str(c).strip() for c in frame.columns):  # also true with no columns at all
         raise DataError(f"{name}: line 1 is blank; the first line must be the header naming the columns")
     filled = np.flatnonzero(frame.notna().to_numpy().any(axis=1))
     return frame.iloc[: filled[-1] + 1 if len(filled) else 0]
@@ -121,38 +120,40 @@ def _read_csv(p: Path, name: str):
 def _read_parquet(p: Path, name: str):
     import pandas as pd
 
-    try:
-        import pyarrow  # noqa: F401  (pandas' Parquet engine)
-    except ImportError as exc:
-        raise DataError(f"{name}: reading Parquet needs pyarrow; pip install pyarrow") from exc
     # A stored index is row labels, not data: number rows 0..n-1 like the other formats.
     return pd.read_parquet(p).reset_index(drop=True)
 
 
-def _load_npy(p: Path, name: str, want_npz: bool):
-    obj = np.load(p, allow_pickle=False)  # never unpickle: a data file must not run code
-    if want_npz != isinstance(obj, np.lib.npyio.NpzFile):
-        if not isinstance(obj, np.ndarray):
-            obj.close()
-        actual = ".npz archive" if isinstance(obj, np.lib.npyio.NpzFile) else ".npy array"
-        raise DataError(f"{name}: holds an {actual}; rename it to match its content")
-    return obj
+def _load(p: Path, name: str, want_npz: bool):
+    """The array of an .npy file, or the arrays of an .npz file by key, read in full."""
+    with open(p, "rb") as fh:  # our own handle, closed even when numpy fails half-way
+        obj = np.load(fh, allow_pickle=False)  # never unpickle: reading data must not run code
+        is_npz = isinstance(obj, np.lib.npyio.NpzFile)
+        if want_npz != is_npz:
+            raise DataError(f"{name}: holds an {'.npz archive' if is_npz else '.npy array'}; "
+                            "rename it to match its content")
+        return {key: obj[key] for key in obj.files} if is_npz else obj
+
+
+def _frame(columns: dict):
+    import pandas as pd
+
+    # Decode text now: numpy 'U' arrays can hold invalid code points that would
+    # otherwise blow up later, far from the file.
+    return pd.DataFrame({k: v.astype(object) if v.dtype.kind == "U" else v for k, v in columns.items()})
 
 
 def _read_npy(p: Path, name: str):
     import pandas as pd
 
-    arr = _load_npy(p, name, want_npz=False)
+    arr = _load(p, name, want_npz=False)
     if arr.dtype.names is not None:
-        if arr.ndim != 1:
-            raise DataError(f"{name}: structured array has shape {arr.shape}; expected 1-D (one record per row)")
-        columns = {}
-        for field in arr.dtype.names:
-            col = arr[field]
-            if col.ndim != 1 or col.dtype.names is not None:
-                raise DataError(f"{name}: field {field!r} is not a scalar column; flatten it into one field per value")
-            columns[field] = col
-        return pd.DataFrame(columns)
+        columns = {field: arr[field] for field in arr.dtype.names}
+        bad = [f for f, col in columns.items() if col.ndim != 1 or col.dtype.names is not None]
+        if bad:
+            raise DataError(f"{name}: structured array of shape {arr.shape} with field {bad[0]!r} of shape "
+                            f"{columns[bad[0]].shape[1:]}; expected a 1-D array of scalar fields")
+        return _frame(columns)
     if arr.ndim != 2:
         raise DataError(f"{name}: array has shape {arr.shape}; expected 2-D (rows, columns), "
                         "e.g. reshape a 1-D array to (n, 1)")
@@ -162,26 +163,23 @@ def _read_npy(p: Path, name: str):
 
 
 def _read_npz(p: Path, name: str):
-    import pandas as pd
-
-    with _load_npy(p, name, want_npz=True) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    if not arrays:
-        raise DataError(f"{name}: archive holds no arrays")
+    arrays = _load(p, name, want_npz=True)
     if set(arrays) == {"X", "y"} and arrays["X"].ndim == 2:
         X, y = arrays["X"], arrays["y"]
-        if y.ndim != 1 or len(y) != len(X):
+        if y.shape != (len(X),):
             raise DataError(f"{name}: y has shape {y.shape}, expected ({len(X)},) to match X {X.shape}")
         arrays = {f"x{j}": X[:, j] for j in range(X.shape[1])} | {"y": y}
-    n = None
+    if not arrays:
+        raise DataError(f"{name}: archive holds no arrays")
     for key, arr in arrays.items():
         if arr.ndim != 1 or arr.dtype.names is not None:
             raise DataError(f"{name}: array {key!r} has shape {arr.shape}; expected 1-D "
                             "(one array per column, or exactly X 2-D and y 1-D)")
-        if n is not None and len(arr) != n:
-            raise DataError(f"{name}: array {key!r} has {len(arr)} rows, the others {n}; columns must be equally long")
-        n = len(arr)
-    return pd.DataFrame(arrays)
+    first = next(iter(arrays))
+    if odd := [key for key, arr in arrays.items() if len(arr) != len(arrays[first])]:
+        raise DataError(f"{name}: array {odd[0]!r} has {len(arrays[odd[0]])} rows, {first!r} has "
+                        f"{len(arrays[first])}; columns must be equally long")
+    return _frame(arrays)
 
 
 # -------------------------------------------------------- columns to arrays
@@ -190,9 +188,9 @@ def _read_npz(p: Path, name: str):
 class Dataset:
     """Arrays ready for training.
 
-    X: float64 (n_rows, n_features), C-contiguous. y: (n_rows,), float64, or
-    int64 class indices 0..k-1 when read with ``labels=True``. classes: the
-    original label of each index (sorted), or None for regression.
+    X: float64 (n_rows, n_features), C-contiguous. y: (n_rows,), float64, or int64
+    class indices 0..k-1 with ``labels=True``. classes: the original label of each
+    index, sorted, or None without labels. source: where the rows came from.
     """
 
     X: np.ndarray
@@ -204,59 +202,61 @@ class Dataset:
 
 
 def load_xy(path, target, features=None, *, labels=False) -> Dataset:
-    """Read ``path`` and select its target and feature columns (see :func:`select_xy`)."""
+    """:func:`read_table` then :func:`select_xy`."""
     return select_xy(read_table(path), target, features, labels=labels, source=str(path))
 
 
 def _floats(col):
-    """Column -> (float64 values (n,), bool mask (n,) of cells that are not numbers).
-
-    Missing cells become NaN and are not flagged: the caller tells them apart.
-    """
+    """Column -> (float64 values (n,), mask (n,) of cells that are not numbers); missing cells are NaN."""
     import pandas as pd
 
-    dtype = col.dtype
-    if pd.api.types.is_complex_dtype(dtype):
+    if pd.api.types.is_complex_dtype(col.dtype):
         return np.full(len(col), np.nan), col.notna().to_numpy()
-    if pd.api.types.is_numeric_dtype(dtype):
+    if pd.api.types.is_numeric_dtype(col.dtype):  # includes bool
         return col.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(col), bool)
-    # Text, bytes, dates, mixed objects: go through each cell's text, so a date
+    # Text, bytes, dates, mixed objects: convert each cell's text, so that a date
     # is reported as not a number instead of silently becoming nanoseconds.
     cells = col.to_numpy(dtype=object)
-    text = [None if z else (c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c))
-            for c, z in zip(cells, pd.isna(cells))]
+    text = [None if na else (c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c))
+            for c, na in zip(cells, pd.isna(cells))]
     values = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(np.float64)
     blank = np.array([t is None or t.strip().lower() in ("", "nan", "+nan", "-nan") for t in text], bool)
     return values, np.isnan(values) & ~blank
 
 
 def select_xy(frame, target, features=None, *, labels=False, source="<data>") -> Dataset:
-    """Pick the target and feature columns of ``frame`` and check every value.
+    """Pick the target and feature columns of a DataFrame and check every value.
 
-    Column names are compared as strings. ``features`` is a list of names, a
-    comma-separated string, or None for every column except the target.
-    Messages name CSV cells by file line (data row i is line i + 2) and other
-    sources by 0-based row; a quoted field spanning lines shifts the count.
+    Column names are compared as strings. ``features``: a list of names, a
+    comma-separated string, or None for every column but the target. Messages
+    name CSV cells by file line (data row i is line i + 2; a quoted field
+    spanning lines shifts this) and other sources by 0-based row.
     """
-    names = [str(c) for c in frame.columns]
-    seen = set()
-    for n in names:
-        if n in seen:
-            raise DataError(f"{source}: column name {n!r} appears twice; give each column its own name")
-        seen.add(n)
-    target = str(target)
+    try:
+        return _select_xy(frame, target, features, labels, source)
+    except DataError:
+        raise
+    except Exception as exc:  # cell objects that pandas or numpy cannot convert
+        raise DataError(f"{source}: cannot use the values of this table ({_one_line(exc)})") from exc
+
+
+def _select_xy(frame, target, features, labels, source):
+    names, target = [str(c) for c in frame.columns], str(target)
+    pos = {n: i for i, n in enumerate(names)}
+    if len(pos) != len(names):
+        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        raise DataError(f"{source}: column name {twice!r} appears twice; give each column its own name")
     hint = ("; the file looks ';'- or tab-separated, gradloop reads comma-separated files"
             if len(names) == 1 and re.search("[;\t]", names[0]) else "")
-    if target not in seen:
+    if target not in pos:
         raise DataError(f"{source}: no target column {target!r}; columns are {_listing(names)}{hint}")
     if features is None:
         feats = [n for n in names if n != target]
     else:
         feats = [str(f).strip() for f in (features.split(",") if isinstance(features, str) else features)]
         feats = [f for f in feats if f]
-        missing = [f for f in feats if f not in seen]
-        if missing:
-            raise DataError(f"{source}: no feature column {_listing(missing)}; columns are {_listing(names)}{hint}")
+        if unknown := [f for f in feats if f not in pos]:
+            raise DataError(f"{source}: no feature column {_listing(unknown)}; columns are {_listing(names)}{hint}")
         if target in feats:
             raise DataError(f"{source}: column {target!r} is the target and cannot also be a feature")
         if len(set(feats)) != len(feats):
@@ -267,20 +267,15 @@ def select_xy(frame, target, features=None, *, labels=False, source="<data>") ->
     if len(frame) == 0:
         raise DataError(f"{source}: has no rows")
 
-    csv = source.lower().endswith(".csv")
-    where = (lambda i: f"line {i + 2}") if csv else (lambda i: f"row {i}")
-    index = {n: j for j, n in enumerate(names)}
+    where = (lambda i: f"line {i + 2}") if source.lower().endswith(".csv") else (lambda i: f"row {i}")
     X = np.empty((len(frame), len(feats)), dtype=np.float64)
-    problems = []  # (row, order, message): report the first offending cell of the file
-    for order, col_name in enumerate(feats + [target]):
-        col = frame.iloc[:, index[col_name]]
-        if col_name == target and labels:
-            # any label value is fine except a missing or infinite one
-            missing = col.isna().to_numpy()
+    problems = []  # (row, column order, message): report the file's first bad cell
+    for j, col_name in enumerate(feats + [target]):
+        col = frame.iloc[:, pos[col_name]]
+        if col_name == target and labels:  # any label will do, but not a missing or infinite one
             values = (col.to_numpy(np.float64, na_value=np.nan) if col.dtype.kind == "f"
-                      else np.where(missing, np.nan, 0.0))
-            text_bad = np.zeros(len(col), bool)
-            what_nan = "missing label; fill it in or drop the row"
+                      else np.where(col.isna().to_numpy(), np.nan, 0.0))
+            text_bad, what_nan = np.zeros(len(col), bool), "missing label; fill it in or drop the row"
         else:
             values, text_bad = _floats(col)
             what_nan = "missing value (empty cell, NaN or a short row); fill it in or drop the row"
@@ -289,100 +284,92 @@ def select_xy(frame, target, features=None, *, labels=False, source="<data>") ->
             i = int(np.argmax(bad))
             if text_bad[i]:
                 what = f"{_show(col.iloc[i])} is not a number"
-            elif np.isnan(values[i]):
-                what = what_nan
             else:
-                what = "infinite value; replace it with a finite number"
-            problems.append((i, order, f"{source}: {where(i)}, column {col_name!r}: {what}"))
-        elif col_name != target:
-            X[:, order] = values
-        elif not labels:
-            y = values
+                what = what_nan if np.isnan(values[i]) else "infinite value; replace it with a finite number"
+            problems.append((i, j, f"{source}: {where(i)}, column {col_name!r}: {what}"))
+        elif j < len(feats):
+            X[:, j] = values
+        else:
+            y = np.array(values)  # a copy: pandas may hand out a read-only view of its data
     if problems:
         raise DataError(min(problems)[2])
     classes = None
     if labels:
-        y, classes = encode_labels(frame.iloc[:, index[target]].to_numpy())
+        y, classes = encode_labels(frame.iloc[:, pos[target]].to_numpy())
     return Dataset(X, y, feats, target, classes, source)
 
 
 # ------------------------------------------------------------------ labels
 
 def _label(value):
-    """A label as a JSON-friendly scalar: numpy scalars -> python, 2.0 -> 2, bytes -> str."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise DataError("missing label (None or NaN); fill it in or drop the row")
+    """A label as a JSON-friendly scalar: numpy scalar -> python, bytes -> str, 2.0 -> 2."""
+    value = value.item() if isinstance(value, np.generic) else value
+    value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        raise DataError(f"missing or infinite label {value!r}; fill it in or drop the row")
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)  # a label column read as float (1.0) must match one read as int (1)
     return value if isinstance(value, (str, int, float, bool)) else str(value)
 
 
 def encode_labels(values, classes=None):
-    """Map labels to class indices.
+    """Map n labels (numbers, strings, bools) to class indices.
 
-    Args:
-        values: array-like of n labels (numbers, strings, bools).
-        classes: the known classes (e.g. from a trained model), or None to use
-            the sorted distinct labels of ``values``.
-    Returns:
-        (indices, classes): int64 (n,) with values in 0..k-1, and the class list.
-    Labels match classes by ``str()`` of their normalised form, so 1, 1.0, "1"
-    and numpy's 1 are the same class whichever way the file stored them.
+    ``classes``: the known classes (e.g. from a trained model), or None to use
+    the sorted distinct labels. Returns (int64 indices (n,) in 0..k-1, classes).
+    Labels match classes by ``str()`` of their normalised form (see ``_label``),
+    so 1, 1.0, np.int64(1) and "1" are one class however a file stored them.
     """
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise DataError(f"labels must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind in "biufU":  # fast path: numpy sorts and finds distinct values
-        if arr.dtype.kind == "f" and np.isnan(arr).any():
-            raise DataError(f"missing label (NaN) at row {int(np.argmax(np.isnan(arr)))}; fill it in or drop the row")
+    if arr.dtype.kind in "biufU":  # fast path: numpy finds and sorts the distinct values
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            i = int(np.argmax(~np.isfinite(arr)))
+            raise DataError(f"missing or infinite label {arr[i]} at row {i}; fill it in or drop the row")
         uniq, inverse = np.unique(arr, return_inverse=True)
         found = [_label(u) for u in uniq]
-    else:
+    else:  # object arrays: python scalars, possibly of mixed kinds
         labs = [_label(v) for v in arr]
         first = {}
         for v in labs:
             first.setdefault(str(v), v)
         try:
             found = sorted(first.values())
-        except TypeError:  # mixed kinds (e.g. int and str): order by text
+        except TypeError:  # e.g. int and str: order by text
             found = sorted(first.values(), key=str)
         position = {str(v): i for i, v in enumerate(found)}
         inverse = np.fromiter((position[str(v)] for v in labs), np.int64, len(labs))
+    inverse = np.asarray(inverse, np.int64).reshape(-1)
     if classes is None:
-        return np.asarray(inverse, np.int64).reshape(-1), found
+        return inverse, found
     classes = list(classes)
     known = {str(_label(c)): i for i, c in enumerate(classes)}
     if len(known) != len(classes):
         raise DataError(f"classes {classes!r} contain duplicates")
-    unseen = [v for v in found if str(v) not in known]
-    if unseen:
+    if unseen := [v for v in found if str(v) not in known]:
         raise DataError(f"label(s) {_listing(unseen)} not among the model's classes {_listing(classes)}; "
                         "retrain with these labels or drop those rows")
-    lookup = np.array([known[str(v)] for v in found], dtype=np.int64)
-    return lookup[np.asarray(inverse).reshape(-1)], classes
+    return np.array([known[str(v)] for v in found], dtype=np.int64)[inverse], classes
 
 
 # ------------------------------------------------------------------- split
 
 def train_test_split(n_rows, test_size, seed):
-    """Shuffle row indices 0..n_rows-1 and split them.
+    """Shuffle row indices 0..n_rows-1 with ``default_rng(seed)`` and split them.
 
-    Returns (train_idx, test_idx), int64 arrays. The test set has
-    round(test_size * n_rows) rows (Python's round: halves go to even). When
-    that is 0 the train indices are 0..n-1 in order, keeping the file's order.
+    Returns (train_idx, test_idx), int64 arrays; the test set has
+    round(test_size * n_rows) rows (Python's round, halves to even). When that is
+    0, train_idx is 0..n-1 in order, keeping the file's (the chapter's) row order.
     """
-    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real) \
-            or not 0 <= test_size < 1:  # NaN fails the comparison too
-        raise ConfigError(f"--test-size must be in [0, 1), got {test_size!r}")
+    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real) or not 0 <= test_size < 1:
+        shown = test_size if isinstance(test_size, numbers.Real) else repr(test_size)  # NaN fails 0 <= too
+        raise ConfigError(f"--test-size must be in [0, 1), got {shown}")
     n_rows = int(n_rows)
     if n_rows < 1:
         raise DataError("no rows to split; the data set is empty")
     n_test = int(round(float(test_size) * n_rows))
-    if n_rows - n_test < 1:
+    if n_test >= n_rows:
         raise DataError(f"--test-size {test_size} of {n_rows} rows leaves no training row; "
                         "lower --test-size or add data")
     if n_test == 0:
@@ -394,24 +381,23 @@ def train_test_split(n_rows, test_size, seed):
 # ----------------------------------------------------------------- scaling
 
 class Standardizer:
-    """Per-column centring and scaling: (X - mean_) / scale_, both of shape (d,)."""
+    """Per-column centring and scaling, (X - mean_) / scale_, with mean_ and scale_ of shape (d,)."""
 
     def __init__(self):
-        self.mean_ = None
-        self.scale_ = None
+        self.mean_ = self.scale_ = None
 
     def fit(self, X):
-        """Learn mean and population std (ddof=0) of X (n, d) in float64; returns self."""
+        """Learn the mean and population std (ddof=0) of each column of X (n, d), in float64."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[0] == 0 or X.dtype.kind not in "biuf":
             raise DataError(f"Standardizer.fit needs a numeric 2-D array with rows, got {X.dtype} {X.shape}")
-        mean = X.mean(axis=0, dtype=np.float64)
-        std = X.std(axis=0, dtype=np.float64)
+        with np.errstate(all="ignore"):  # NaN/inf input is reported just below
+            mean, std = X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
         if not (np.isfinite(mean).all() and np.isfinite(std).all()):
-            raise DataError("Standardizer.fit: X holds NaN or infinite values (or overflows)")
-        # A constant column has std 0 (or rounding noise): scale 1 avoids 0/0,
-        # and centring on its first value makes it exactly 0 (the mean of n
-        # equal floats can differ from them in the last bit).
+            raise DataError("Standardizer.fit: X holds NaN or infinite values, or overflows float64")
+        # A constant column has std 0 (or rounding noise): scale 1 avoids 0/0, and
+        # centring on its first value makes it exactly 0 (the mean of n equal floats
+        # can differ from them in the last bit).
         const = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
         mean[const] = X[0, const]
         self.mean_, self.scale_ = mean, np.where(const, 1.0, std)
@@ -423,31 +409,27 @@ class Standardizer:
         return self.mean_, self.scale_
 
     def transform(self, X):
-        """Return (X - mean_) / scale_ as a new (n, d) array; float32 stays float32, ints become float64."""
+        """(X - mean_) / scale_ for X (n, d), as a new array: float32 stays float32, integers give float64."""
         mean, scale = self._fitted()
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(mean):
             raise DataError(f"Standardizer.transform: expected shape (n, {len(mean)}), got {X.shape}")
-        dtype = X.dtype if X.dtype.kind == "f" else np.float64
+        dtype = X.dtype if X.dtype.kind == "f" else np.dtype(np.float64)
         return (X - mean.astype(dtype)) / scale.astype(dtype)
 
-    def fit_transform(self, X):
-        return self.fit(X).transform(X)
-
     def unscale_linear(self, W, b=None):
-        """Weights learnt on standardized inputs -> the same model on raw inputs.
+        """Turn weights learnt on standardized inputs into weights for raw inputs.
 
         W: (d, k) or (d,); b: (k,), a scalar, or None (zero). Returns float64
-        (W / scale_[:, None], b - (mean_ / scale_) @ W), so that
-        standardize(X) @ W + b == X @ W_orig + b_orig.
+        (W / scale_[:, None], b - (mean_ / scale_) @ W), which make
+        transform(X) @ W + b == X @ W_orig + b_orig.
         """
         mean, scale = self._fitted()
         W = np.asarray(W, dtype=np.float64)
-        if W.shape[:1] != (len(mean),) or W.ndim > 2:
+        if W.ndim not in (1, 2) or len(W) != len(mean):
             raise DataError(f"unscale_linear: W has shape {W.shape}, expected ({len(mean)}, k)")
         b = np.zeros(W.shape[1:]) if b is None else np.asarray(b, dtype=np.float64)
-        shift = (mean / scale) @ W
-        return W / (scale[:, None] if W.ndim == 2 else scale), b - shift
+        return W / (scale[:, None] if W.ndim == 2 else scale), b - (mean / scale) @ W
 
     def to_dict(self):
         mean, scale = self._fitted()
@@ -455,10 +437,9 @@ class Standardizer:
 
     @classmethod
     def from_dict(cls, d):
-        """Rebuild from :meth:`to_dict` output, checking lengths and values."""
+        """Rebuild from :meth:`to_dict` output; DataError unless mean and scale are equal-length finite lists."""
         try:
-            mean = np.asarray(d["mean"], dtype=np.float64)
-            scale = np.asarray(d["scale"], dtype=np.float64)
+            mean, scale = np.asarray(d["mean"], dtype=np.float64), np.asarray(d["scale"], dtype=np.float64)
         except (TypeError, KeyError, ValueError, IndexError) as exc:
             raise DataError(f"scaling statistics must be {{'mean': [...], 'scale': [...]}} of numbers "
                             f"({_one_line(exc)})") from exc
@@ -466,7 +447,7 @@ class Standardizer:
             raise DataError(f"scaling statistics: mean {mean.shape} and scale {scale.shape} "
                             "must be non-empty lists of equal length")
         if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
-            raise DataError("scaling statistics: mean must be finite and scale finite and positive")
+            raise DataError("scaling statistics: mean must be finite, scale finite and positive")
         self = cls()
         self.mean_, self.scale_ = mean, scale
         return self

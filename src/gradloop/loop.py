@@ -164,7 +164,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         schedule: a :class:`gradloop.optimizers.Schedule` (lr per epoch).
         clip_norm: clip the global gradient norm to this value each step.
         keep_records: keep every EpochRecord in ``history.records``.
-        stable_lr: the largest stable learning rate if known (for the divergence message).
+        stable_lr: the largest stable learning rate if known (for the divergence
+            message), or a function computing it, called only if training diverges.
 
     Raises:
         DivergenceError: the loss stopped being finite or grew 1e6-fold; the
@@ -399,7 +400,7 @@ class _EpochRunner:
         if not math.isfinite(value):
             raise DivergenceError(
                 f"the loss of the starting weights is {value}: check the data and the initial weights",
-                epoch=0, weights=[p.copy() for p in self.params], stable_lr=self.stable_lr, lr=self.optimizer.lr)
+                epoch=0, weights=[p.copy() for p in self.params], stable_lr=None, lr=self.optimizer.lr)
         self.start_loss = value
         return DIVERGENCE_FACTOR * max(value, 1e-8)  # a loss above this (or NaN) is divergence
 
@@ -407,12 +408,27 @@ class _EpochRunner:
         for keep, p in zip(self.last_good, self.params):
             np.copyto(p, keep)
         lr = self.optimizer.lr
+        stable = self.stable_lr() if callable(self.stable_lr) else self.stable_lr
         what = "is not finite" if not math.isfinite(value) else f"exploded to {value:.3g}"
-        if self.stable_lr is not None:
-            advice = f"the largest stable learning rate for this problem is {self.stable_lr:.6g}"
+        if stable is not None:
+            advice = f"the largest stable learning rate for this problem is {stable:.6g}"
         else:
             advice = f"try a smaller learning rate, e.g. {lr / 10:.3g}"
         raise DivergenceError(
             f"training diverged at epoch {epoch}{where}: the loss {what} with learning rate {lr:.6g}; "
-            f"{advice}; the model keeps the weights of epoch {epoch - 1}",
-            epoch=epoch, weights=[p.copy() for p in self.params], stable_lr=self.stable_lr, lr=lr)
+            f"{advice}; the last finite weights (epoch {epoch - 1}) are kept{_scale_hint(self.X)}",
+            epoch=epoch, weights=[p.copy() for p in self.params], stable_lr=stable, lr=lr)
+
+
+def _scale_hint(X):
+    """Advice to standardize when the features' sizes (root mean square) differ more than 10-fold.
+
+    Uneven (or uncentred) features stretch the loss surface: the stable step
+    is set by the largest feature while the small ones barely move.
+    """
+    X = np.asarray(X)
+    scales = np.sqrt(np.einsum("ij,ij->j", X, X) / len(X))
+    scales = scales[scales > 0]
+    if len(scales) > 1 and scales.max() / scales.min() > 10:
+        return "; the features' scales differ widely: standardize them (--standardize)"
+    return ""
