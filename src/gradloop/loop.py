@@ -95,6 +95,7 @@ class History:
         self.history: dict[str, list] = {"loss": [], "lr": []}
         self.records: list[EpochRecord] = []
         self.epochs_run = 0
+        self.gradient_mode = None  # which full-batch kernel ran: layers, stream or gram
         self.stopped_early = False
 
     def append(self, key, value):
@@ -144,7 +145,7 @@ class Trainer:
 
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, seed=0,
         validation_data=None, callbacks=(), verbose=False, every=1, round_to=None,
-        schedule=None, clip_norm=None, keep_records=False, stable_lr=None):
+        schedule=None, clip_norm=None, keep_records=False, stable_lr=None, gradient="auto"):
     """Train ``model`` on (X, y) and return its :class:`History`.
 
     Args:
@@ -164,6 +165,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         schedule: a :class:`gradloop.optimizers.Schedule` (lr per epoch).
         clip_norm: clip the global gradient norm to this value each step.
         keep_records: keep every EpochRecord in ``history.records``.
+        gradient: full-batch executor: "auto", "layers" (any model), or for the
+            linear model with MSE "stream" (one blocked pass over X per epoch)
+            or "gram" (X^T X once, then O(d^2) per epoch); see :mod:`gradloop.kernels`.
         stable_lr: the largest stable learning rate if known (for the divergence
             message), or a function computing it, called only if training diverges.
 
@@ -201,7 +205,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         cb.on_train_begin(trainer)
     try:
         if batch_size is None or batch_size >= len(X):
-            run.full_batch(epochs)
+            run.full_batch(epochs, gradient)
         else:
             run.mini_batch(epochs, int(batch_size), shuffle, np.random.default_rng(seed))
     finally:
@@ -256,42 +260,47 @@ class _EpochRunner:
         self.start_loss = None
 
     # ------------------------------------------------------------ full batch
-    def full_batch(self, epochs):
-        model, loss, optimizer, params, grads = self.model, self.loss, self.optimizer, self.params, self.grads
-        X, y, last_good, round_to = self.X, self.y, self.last_good, self.round_to
+    def full_batch(self, epochs, gradient):
+        from .kernels import make_kernel
+
+        optimizer, params, grads = self.optimizer, self.params, self.grads
+        last_good, round_to = self.last_good, self.round_to
         losses, new_losses = self.history.history["loss"], self.history.history.setdefault("new_loss", [])
         # Per-epoch bookkeeping only when something reads it: a silent run is the bare arithmetic.
         bookkeeping = bool(self.callbacks) or self.validation is not None or self.schedule is not None
-        pred = model.forward(X)
-        value, dpred = loss.value_and_grad(y, pred)
-        limit = self._check_start(value)
-        epoch = 0
-        for epoch in range(1, epochs + 1):
-            if bookkeeping:
-                started = time.perf_counter()
-                self._set_lr(epoch)
-            model.backward(dpred)
-            if self.clip_norm is not None or round_to is not None or self.records_wanted:
-                grad_norm = self._clip_and_round(grads)
-            partial = self._partial_record(epoch, value, pred, grad_norm) if self.records_wanted else None
-            for keep, p in zip(last_good, params):
-                np.copyto(keep, p)
-            optimizer.step(params, grads)
-            if round_to is not None:
-                for p in params:
-                    np.round(p, round_to, out=p)
-            # This forward pass is the report's "new prediction" and the next epoch's first.
-            pred = model.forward(X)
-            new_value, dpred = loss.value_and_grad(y, pred)
-            if not new_value <= limit:  # also true for NaN
-                self._diverge(epoch, new_value, "")
-            losses.append(value)
-            new_losses.append(new_value)
-            value = new_value
-            if bookkeeping:
-                self._end_epoch(epoch, partial, new_value, pred, started)
-                if self.trainer.stop_training:
-                    break
+        adjust_grads = self.clip_norm is not None or round_to is not None or self.records_wanted
+        kernel = make_kernel(self.model, self.loss, self.X, self.y, gradient, epochs)
+        self.history.gradient_mode = kernel.name
+        try:
+            # Loss and gradients at the current weights; after each update the same call is
+            # the report's "new loss" and the next epoch's gradient: one pass per epoch.
+            value = kernel.evaluate()
+            limit = self._check_start(value)
+            epoch = 0
+            for epoch in range(1, epochs + 1):
+                if bookkeeping:
+                    started = time.perf_counter()
+                    self._set_lr(epoch)
+                grad_norm = self._clip_and_round(grads) if adjust_grads else math.nan
+                partial = self._partial_record(epoch, value, kernel.head(), grad_norm) if self.records_wanted else None
+                for keep, p in zip(last_good, params):
+                    np.copyto(keep, p)
+                optimizer.step(params, grads)
+                if round_to is not None:
+                    for p in params:
+                        np.round(p, round_to, out=p)
+                new_value = kernel.evaluate()
+                if not new_value <= limit:  # also true for NaN
+                    self._diverge(epoch, new_value, "")
+                losses.append(value)
+                new_losses.append(new_value)
+                value = new_value
+                if bookkeeping:
+                    self._end_epoch(epoch, partial, new_value, kernel.head() if partial else None, started)
+                    if self.trainer.stop_training:
+                        break
+        finally:
+            getattr(kernel, "close", lambda: None)()
         self.history.epochs_run = epoch
         if not bookkeeping:
             self.history.history["lr"] = [optimizer.lr] * epoch
@@ -343,7 +352,7 @@ class _EpochRunner:
                 self.history.append("new_loss", new_value)
                 head = first_pred if first_pred is not None else pred[:HEAD]
                 partial = self._partial_record(epoch, mean_loss, head, grad_norm, batches=-(-n // batch_size))
-                self._end_epoch(epoch, partial, new_value, pred, started)
+                self._end_epoch(epoch, partial, new_value, pred[:HEAD], started)
             else:
                 self._end_epoch(epoch, None, None, None, started)
             if self.trainer.stop_training:
@@ -376,7 +385,7 @@ class _EpochRunner:
             gradients=[g.copy() for g in self.grads], weights=[], names=self.names, lr=self.optimizer.lr,
             grad_norm=grad_norm, seconds=0.0, batches=batches)
 
-    def _end_epoch(self, epoch, record, new_value, pred, started):
+    def _end_epoch(self, epoch, record, new_value, new_head, started):
         history = self.history
         history.epochs_run = epoch
         val_loss = None
@@ -386,7 +395,7 @@ class _EpochRunner:
             history.append("val_loss", val_loss)
         if record is not None:
             record.new_loss = new_value
-            record.new_pred_head = np.array(pred[:HEAD], dtype=np.float64)
+            record.new_pred_head = np.array(new_head, dtype=np.float64)
             record.weights = [p.copy() for p in self.params]
             record.val_loss = val_loss
             record.seconds = time.perf_counter() - started

@@ -1,0 +1,233 @@
+"""Full-batch gradient kernels: the loss and every gradient at the current weights, in one call.
+
+The training loop asks a kernel one thing per epoch: ``evaluate()`` returns the
+loss at the current parameters and leaves their gradients in the layers'
+``grads``; ``head()`` gives the first rows' predictions for the report. Three
+executors answer it:
+
+- :class:`LayerKernel`, any model: forward, loss gradient, backward.
+- :class:`StreamKernel`, linear model + MSE: rows in cache-sized blocks,
+  forward, residual and ``X_block.T @ r_block`` while the block is still in
+  cache, so X is read from memory once per epoch instead of twice; the blocks
+  are split between worker threads, each driving a single-threaded BLAS.
+- :class:`GramKernel`, linear model + MSE: one pass forms ``X^T X``,
+  ``X^T Y``, ``Y^T Y`` and the column sums (in float64); every epoch after
+  that costs O(d^2 k), whatever the number of rows. Where the loss is tiny
+  next to ``Y^T Y / N`` the sums lose it to cancellation, so that epoch is
+  computed by a streaming pass instead.
+
+For the linear model with MSE (mean over all N*k entries), with residual
+``R = X W + b - Y``::
+
+    loss = sum(R**2) / (N k),   dW = 2 X^T R / (N k),   db = 2 sum(R, axis=0) / (N k)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .layers import Dense
+from .losses import MSE
+
+HEAD = 5
+BLOCK_BYTES = 1 << 20  # rows per block: about 1 MiB of X, well inside a core's L2 cache
+STREAM_MIN_BYTES = 32 << 20  # below this, one plain pass beats the thread hand-off
+# Loss/scale below which the Gram sums cannot be trusted to 1e-9 (float64 has ~1e-16).
+GRAM_CANCELLATION = 1e-6
+GRAM_MIN_SIZE = 20_000  # entries of X below which a plain pass is cheaper than the Gram algebra
+
+
+class LayerKernel:
+    """Any model and loss: ``forward``, ``value_and_grad``, ``backward`` over all rows."""
+
+    name = "layers"
+
+    def __init__(self, model, loss, X, y):
+        self.model, self.loss, self.X, self.y = model, loss, X, y
+        self._pred = None
+
+    def evaluate(self):
+        self._pred = self.model.forward(self.X)
+        value, dpred = self.loss.value_and_grad(self.y, self._pred)
+        if math.isfinite(value):  # a non-finite loss ends training: no gradient needed
+            self.model.backward(dpred)
+        return value
+
+    def head(self):
+        return self._pred[:HEAD]
+
+
+def is_linear_mse(model, loss):
+    return len(model.layers) == 1 and isinstance(model.layers[0], Dense) and isinstance(loss, MSE)
+
+
+class _LinearKernel:
+    """Shared by the linear-MSE kernels: the layer's arrays and the head of the data."""
+
+    def __init__(self, model, X, Y):
+        self.layer = model.layers[0]
+        self.X, self.Y = X, Y
+        self.n, self.k = len(X), Y.shape[1]
+        self.scale = 2.0 / (self.n * self.k)
+
+    def head(self):
+        W, b = self.layer.params["W"], self.layer.params.get("b")
+        out = self.X[:HEAD] @ W
+        return out if b is None else out + b
+
+
+class StreamKernel(_LinearKernel):
+    """Linear model + MSE, one read of X per epoch: blocks of rows, split between threads."""
+
+    name = "stream"
+
+    def __init__(self, model, X, Y, threads=None, block_rows=None):
+        super().__init__(model, X, Y)
+        itemsize, d = X.dtype.itemsize, X.shape[1]
+        self.block_rows = block_rows or max(64, BLOCK_BYTES // (itemsize * d))
+        if threads is None:
+            threads = min(2, os.cpu_count() or 1) if X.nbytes >= STREAM_MIN_BYTES else 1
+        self.threads = max(1, int(threads))
+        # Contiguous row ranges, one per thread, each walked block by block.
+        bounds = np.linspace(0, self.n, self.threads + 1).astype(int)
+        self.ranges = [(int(a), int(c)) for a, c in zip(bounds[:-1], bounds[1:]) if c > a]
+        self._pool = ThreadPoolExecutor(self.threads) if len(self.ranges) > 1 else None
+        self._limiter = _blas_single_thread if self._pool is not None else None
+
+    def _partial(self, start, stop):
+        """(sum of squared residuals, X^T R, sum of R) over rows [start, stop), block by block."""
+        W, b = self.layer.params["W"], self.layer.params.get("b")
+        X, Y = self.X, self.Y
+        gW = np.zeros(W.shape, dtype=np.float64)
+        gb = np.zeros(W.shape[1], dtype=np.float64)
+        sse = 0.0
+        r = np.empty((self.block_rows, W.shape[1]), dtype=X.dtype)
+        for lo in range(start, stop, self.block_rows):
+            hi = min(lo + self.block_rows, stop)
+            xb, rb = X[lo:hi], r[: hi - lo]
+            np.matmul(xb, W, out=rb)
+            if b is not None:
+                rb += b
+            rb -= Y[lo:hi]
+            sse += float(np.vdot(rb, rb))
+            gW += xb.T @ rb  # xb is still in cache: the second use costs no memory traffic
+            gb += rb.sum(axis=0)
+        return sse, gW, gb
+
+    def evaluate(self):
+        if self._pool is None:
+            parts = [self._partial(*self.ranges[0])]
+        else:
+            with self._limiter():
+                parts = list(self._pool.map(lambda bounds: self._partial(*bounds), self.ranges))
+        sse = sum(p[0] for p in parts)
+        grads = self.layer.grads
+        np.multiply(sum(p[1] for p in parts), self.scale, out=grads["W"], casting="same_kind")
+        if "b" in grads:
+            np.multiply(sum(p[2] for p in parts), self.scale, out=grads["b"], casting="same_kind")
+        return sse / (self.n * self.k)
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+class GramKernel(_LinearKernel):
+    """Linear model + MSE from sufficient statistics: O(d^2 k) per epoch after one pass."""
+
+    name = "gram"
+
+    def __init__(self, model, X, Y, stream=None):
+        super().__init__(model, X, Y)
+        X64, Y64 = X.astype(np.float64, copy=False), Y.astype(np.float64, copy=False)
+        self.G = X64.T @ X64  # (d, d)
+        self.c = X64.T @ Y64  # (d, k)
+        self.yy = float(np.vdot(Y64, Y64))
+        self.sx = X64.sum(axis=0)  # (d,)
+        self.sy = Y64.sum(axis=0)  # (k,)
+        self.stream = stream  # for epochs whose loss the sums cannot resolve
+        self.fallbacks = 0
+
+    def evaluate(self):
+        W = self.layer.params["W"].astype(np.float64, copy=False)
+        b = self.layer.params.get("b")
+        # X^T R = G W + sx b^T - c ;  sum(R) = sx^T W + n b - sy
+        GW = self.G @ W
+        XtR = GW - self.c
+        sumR = self.sx @ W - self.sy
+        if b is not None:
+            b = b.astype(np.float64, copy=False)
+            XtR += np.outer(self.sx, b)
+            sumR += self.n * b
+        # sum(R**2) = tr(W^T G W) - 2 tr(W^T c) + yy + b-terms
+        quad = float(np.vdot(W, GW))
+        sse = quad - 2.0 * float(np.vdot(W, self.c)) + self.yy
+        if b is not None:
+            sse += 2.0 * float(b @ (self.sx @ W)) - 2.0 * float(b @ self.sy) + self.n * float(b @ b)
+        if sse < GRAM_CANCELLATION * max(self.yy, quad) and self.stream is not None:
+            # Cancellation: the difference of large sums has lost the digits; measure directly.
+            self.fallbacks += 1
+            return self.stream.evaluate()
+        grads = self.layer.grads
+        np.multiply(XtR, self.scale, out=grads["W"], casting="same_kind")
+        if "b" in grads:
+            np.multiply(sumR, self.scale, out=grads["b"], casting="same_kind")
+        return max(sse, 0.0) / (self.n * self.k)
+
+    def close(self):
+        if self.stream is not None:
+            self.stream.close()
+
+
+GRADIENT_MODES = ("auto", "gram", "stream", "layers")
+
+
+def make_kernel(model, loss, X, y, mode="auto", epochs=None):
+    """The kernel for a full-batch run: ``mode`` one of auto, gram, stream, layers.
+
+    auto, for the linear model with MSE: Gram when there are more epochs than
+    columns (forming X^T X is one BLAS-3 pass, repaid once the O(N d) epochs it
+    saves outnumber d) and X is not tiny (there a plain pass is a handful of
+    microseconds, fewer NumPy calls than the Gram algebra); else streaming for
+    large X; the layers for everything else.
+    """
+    from .errors import ConfigError
+
+    if mode not in GRADIENT_MODES:
+        raise ConfigError(f"unknown gradient mode {mode!r}; known: {', '.join(GRADIENT_MODES)}")
+    linear = is_linear_mse(model, loss) and y.ndim == 2
+    if mode in ("gram", "stream") and not linear:
+        raise ConfigError(f"gradient={mode!r} needs the linear model with MSE loss (full batch)")
+    if mode == "auto":
+        if not linear:
+            mode = "layers"
+        elif epochs is not None and epochs > X.shape[1] and X.size >= GRAM_MIN_SIZE:
+            mode = "gram"
+        else:
+            mode = "stream" if X.nbytes >= STREAM_MIN_BYTES else "layers"
+    if mode == "layers":
+        return LayerKernel(model, loss, X, y)
+    if mode == "stream":
+        return StreamKernel(model, X, y)
+    return GramKernel(model, X, y, stream=StreamKernel(model, X, y))
+
+
+class _blas_single_thread:
+    """Context: BLAS limited to one thread while our worker threads run (threadpoolctl)."""
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # without it the BLAS keeps its own threads: still correct, a bit slower
+            self._limits = None
+            return self
+        self._limits = threadpool_limits(1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self._limits is not None:
+            self._limits.restore_original_limits()
