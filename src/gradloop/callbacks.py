@@ -86,6 +86,23 @@ class TracePrinter(Callback):
         )
 
 
+def _json_line(obj):
+    """Strict JSON: a non-finite number (a diverging run's loss) is written as null."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:
+        def clean(v):
+            if isinstance(v, float):
+                return v if np.isfinite(v) else None
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        return json.dumps(clean(obj), allow_nan=False)
+
+
 class JSONLinesLogger(Callback):
     """One JSON object per epoch (``EpochRecord.to_dict()``), each line written whole and flushed.
 
@@ -104,7 +121,7 @@ class JSONLinesLogger(Callback):
     def on_epoch_end(self, record, trainer):
         if record.epoch % self.every and record.epoch not in (1, trainer.epochs):
             return
-        self._file.write(json.dumps(record.to_dict(), allow_nan=True) + "\n")
+        self._file.write(_json_line(record.to_dict()) + "\n")
         self._file.flush()
 
     def on_train_end(self, history, trainer):

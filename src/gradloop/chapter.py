@@ -60,15 +60,26 @@ def gradients(X, Y, weights, bias=None):
     """The chapter's gradient of the MSE: ``-2 X.T @ (Y - Y_pred) / N`` (and ``-2 mean(Y - Y_pred)`` for the bias).
 
     Shapes as :func:`model`; returns the weights' gradient (shape of ``weights``)
-    and, when a bias is given, the bias gradient.
+    and, when a bias is given, the bias gradient. With k outputs both are
+    divided by k: :func:`loss` averages over all N*k entries.
     """
     X, Y, W, b, _ = _validate(X, Y, weights, bias, None)
     r = Y - (X @ W + (0 if b is None else b))
+    # loss() (and train) average over all N*k entries, so with k outputs the
+    # gradient of that mean carries a further 1/k; for one output (the
+    # chapter's case) k == 1 and this is exactly -2 X.T @ r / N.
+    # Fix: it used to return k times the gradient of loss() for k > 1.
+    k = r.shape[1]
     gW = -2 * X.T @ r / len(X)
+    if k != 1:
+        gW /= k
     gW = gW.reshape(np.shape(weights))
     if b is None:
         return gW
-    return gW, (-2 * r.mean(axis=0)).reshape(np.shape(bias))
+    gb = -2 * r.mean(axis=0)
+    if k != 1:
+        gb /= k
+    return gW, gb.reshape(np.shape(bias))
 
 
 @dataclass
@@ -130,10 +141,10 @@ class LinearRun:
 
     @property
     def stable_lr(self):
-        return 2.0 / lipschitz(self._X, bias=self.bias is not None)
+        return 2.0 / _loss_lipschitz(self._X, self.bias is not None, self._Y.shape[1])
 
 
-def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round_to=None):
+def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round_to=None, gradient="auto"):
     """Full-batch gradient descent on the linear model with MSE: the chapter's ``train``.
 
     Each epoch: predictions and loss, the gradient ``-2 X.T @ (Y - Y_pred) / N``,
@@ -145,7 +156,8 @@ def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round
         Y: (N,) or (N, 1) targets (or (N, k) for k outputs).
         weights: (d,) or (d, 1) (or (d, k)) starting weights; never modified.
         lr: learning rate > 0, or "auto" for 1/L (L the largest eigenvalue of
-            the Hessian 2 X^T X / N): the largest step that is safe for every
+            the Hessian 2 X^T X / N, divided by k for k outputs since the loss
+            averages over them): the largest step that is safe for every
             direction.
         epochs: number of epochs, an integer >= 0.
         bias: optional starting bias (scalar or (k,)); when given it is trained too.
@@ -154,6 +166,13 @@ def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round
         round_to: the chapter rounds gradients and weights to 3 decimals each
             epoch; off by default because it stalls learning once
             ``lr * gradient`` is below half the last digit (0.0005 for 3).
+        gradient: how each epoch's gradient is computed: "layers" (forward and
+            backward through the Dense layer), "stream" (rows in cache-sized
+            blocks, one read of X per epoch), "gram" (X^T X once, then O(d^2)
+            per epoch, independent of N), or "auto" (gram when there are more
+            epochs than columns and X is not tiny; stream for large X). All
+            agree to ~1e-14 relative; pin one for bit-identical reruns with a
+            different number of epochs.
 
     Returns:
         The trained weights in the shape passed in; ``(weights, bias)`` when a bias was given.
@@ -166,12 +185,13 @@ def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round
         >>> train(np.array([[0.5]]), np.array([[1.0]]), np.array([[1.0]]), lr=0.1, epochs=2)
         array([[1.0975]])
     """
-    run = fit_linear(X, Y, weights, lr, epochs, bias=bias, verbose=verbose, every=every, round_to=round_to)
+    run = fit_linear(X, Y, weights, lr, epochs, bias=bias, verbose=verbose, every=every, round_to=round_to,
+                     gradient=gradient)
     return run.weights if run.bias is None else (run.weights, run.bias)
 
 
 def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round_to=None,
-               callbacks=(), keep_records=False) -> LinearRun:
+               callbacks=(), keep_records=False, gradient="auto") -> LinearRun:
     """:func:`train`, returning the whole run: weights, bias, history, optimum and gap.
 
     ``keep_records=True`` keeps every epoch's record (the report as data) in
@@ -179,22 +199,28 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     loss per epoch.
     """
     X, Y, W, b, dtype = _validate(X, Y, weights, bias, lr)
+    # _validate skips the lr check when lr is None (its "not given" for
+    # gradients/evaluate); here None is a bad value. Fix: it used to reach
+    # float(None) and raise a bare TypeError.
+    _check_lr(lr)
     epochs = check_epochs(epochs)
     if every is None or isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every!r}")
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer))
                                  or not 0 <= round_to <= 15):
         raise ConfigError(f"round_to must be an integer in [0, 15] or None, got {round_to!r}")
-    lr_value = 1.0 / lipschitz(X, bias=b is not None) if isinstance(lr, str) else float(lr)
+    lr_value = 1.0 / _loss_lipschitz(X, b is not None, W.shape[1]) if isinstance(lr, str) else float(lr)
     net = linear(W.shape[0], W.shape[1], bias=b is not None, dtype=dtype)
     net.layers[0].params["W"][...] = W
     if b is not None:
         net.layers[0].params["b"][...] = b
     try:
         history = fit(net, X, Y, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
-                      every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records)
+                      every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records,
+                      gradient=gradient)
     except DivergenceError as exc:
-        _explain_divergence(exc, X, b is not None, np.shape(weights), None if b is None else np.shape(bias))
+        _explain_divergence(exc, X, b is not None, np.shape(weights), None if b is None else np.shape(bias),
+                            W.shape[1])
         raise
     return LinearRun(net, history, X, Y, np.shape(weights), None if bias is None else np.shape(bias), lr_value)
 
@@ -291,17 +317,30 @@ def lipschitz(X, *, bias=True, iterations=1000, tol=1e-10):
     return 2.0 * estimate / n
 
 
+def _loss_lipschitz(X, has_bias, n_outputs):
+    """L of the training loss itself: ``lipschitz(X)`` for one output.
+
+    The loss averages over all N*k entries, so with k outputs its Hessian is
+    ``2 A^T A / (N k)`` (per output): L is k times smaller, and 1/L, 2/L k
+    times larger. Fix: with k > 1 "auto" and the stable lr were k times too small.
+    """
+    return lipschitz(X, bias=has_bias) / n_outputs
+
+
 # ---------------------------------------------------------------- validation
-def _explain_divergence(exc, X, has_bias, weights_shape, bias_shape):
+def _explain_divergence(exc, X, has_bias, weights_shape, bias_shape, n_outputs=1):
     """Give a diverging linear run its stable learning rate and the caller-shaped weights."""
     try:
-        stable = 2.0 / lipschitz(X, bias=has_bias)
+        stable = 2.0 / _loss_lipschitz(X, has_bias, n_outputs)
     except DataError:
         stable = None
     exc.stable_lr = stable
     params = exc.weights
     exc.weights = params[0].reshape(weights_shape)
     exc.bias = params[1].reshape(bias_shape) if bias_shape is not None else None
+    if bias_shape == ():
+        # Fix: a scalar bias came back as a 0-d array here but as a float from train (LinearRun).
+        exc.bias = float(exc.bias)
     advice = f"the largest stable learning rate is {stable:.6g} (2/L)" if stable else "use a smaller lr"
     scales = X.std(axis=0)
     uneven = scales[scales > 0]

@@ -195,6 +195,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         callbacks.insert(0, TracePrinter(every=every))
     if keep_records:
         callbacks.append(_KeepRecords())
+    X = _inputs_for(model, X, "X")
+    if validation_data is not None:
+        validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
     y = _targets_for(model, loss, y)
     history = History()
     trainer = Trainer(model, optimizer, loss, history, epochs)
@@ -224,10 +227,26 @@ def check_epochs(epochs):
     return int(epochs)
 
 
+def _inputs_for(model, X, name):
+    """Inputs must already have the model's dtype: gradloop never mixes precisions silently."""
+    X = np.asarray(X)
+    if X.dtype != model.dtype:
+        raise ConfigError(f"{name} is {X.dtype} but the model is {model.dtype}: convert one of them "
+                          f"(e.g. X.astype(np.{model.dtype})) so the arithmetic runs in one precision")
+    if X.ndim != 2 or X.shape[1] != model.n_inputs:
+        raise ConfigError(f"{name} has shape {X.shape}; the model reads (n_samples, {model.n_inputs})")
+    return X
+
+
 def _targets_for(model, loss, y):
     """Targets shaped once for the loss: (n, outputs) for regression/binary, (n,) int for classes."""
     if loss.task == "multiclass":
-        return np.asarray(y).reshape(-1).astype(np.intp, copy=False)
+        labels = np.asarray(y).reshape(-1)
+        if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
+                            or labels.max() >= model.n_outputs):
+            raise ConfigError(f"class labels must be integers in [0, {model.n_outputs}) for a model with "
+                              f"{model.n_outputs} outputs, got {labels.dtype} in [{labels.min()}, {labels.max()}]")
+        return labels.astype(np.intp, copy=False)
     y = np.asarray(y, dtype=model.dtype)
     return y.reshape(-1, 1) if y.ndim == 1 else y
 
@@ -298,6 +317,7 @@ class _EpochRunner:
                 if bookkeeping:
                     self._end_epoch(epoch, partial, new_value, kernel.head() if partial else None, started)
                     if self.trainer.stop_training:
+                        self.history.stopped_early = epoch < epochs
                         break
         finally:
             getattr(kernel, "close", lambda: None)()
@@ -319,8 +339,10 @@ class _EpochRunner:
             for keep, p in zip(self.last_good, params):
                 np.copyto(keep, p)
             total = 0.0
-            first_pred = None
             grad_norm = 0.0
+            # The report's "predicted output for the first 5 samples": before this epoch's updates.
+            head = model.predict_raw(X[:HEAD]) if self.records_wanted else None
+            model.train()
             for start in range(0, n, batch_size):
                 if order is None:
                     xb, yb = X[start:start + batch_size], y[start:start + batch_size]
@@ -332,8 +354,6 @@ class _EpochRunner:
                 if not math.isfinite(value):
                     # Stop before a non-finite gradient reaches the weights.
                     self._diverge(epoch, value, f" (batch {start // batch_size + 1})")
-                if first_pred is None and order is None:
-                    first_pred = pred[:HEAD].copy()
                 model.backward(dpred)
                 grad_norm = self._clip_and_round(grads)
                 optimizer.step(params, grads)
@@ -350,12 +370,12 @@ class _EpochRunner:
                 pred = model.predict_raw(X)
                 new_value = loss.value(y, pred)
                 self.history.append("new_loss", new_value)
-                head = first_pred if first_pred is not None else pred[:HEAD]
                 partial = self._partial_record(epoch, mean_loss, head, grad_norm, batches=-(-n // batch_size))
                 self._end_epoch(epoch, partial, new_value, pred[:HEAD], started)
             else:
                 self._end_epoch(epoch, None, None, None, started)
             if self.trainer.stop_training:
+                self.history.stopped_early = epoch < epochs
                 break
 
     # ------------------------------------------------------------ helpers

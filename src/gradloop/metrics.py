@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .errors import DataError
+
 
 def regression_metrics(y_true, y_pred):
     """MSE, RMSE, MAE and R^2 of predictions (n,) or (n, k) against targets of the same size.
@@ -14,8 +16,11 @@ def regression_metrics(y_true, y_pred):
     output); NaN when the targets are constant.
     """
     y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape) if np.size(y_pred) == np.size(
-        y_true) else np.asarray(y_pred, dtype=np.float64)
+    # Fix: predictions of another size used to broadcast against the targets
+    # (e.g. (n, 1) against (n, 2)) and give silently wrong numbers.
+    if np.size(y_pred) != y_true.size:
+        raise DataError(f"y_pred has {np.size(y_pred)} values but y_true has {y_true.size}: they must match")
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
     r = y_true - y_pred
     mse = float(np.vdot(r, r)) / r.size
     centred = y_true - y_true.mean(axis=0)
@@ -30,9 +35,27 @@ def regression_metrics(y_true, y_pred):
 
 def confusion_matrix(y_true, y_pred, n_classes):
     """Counts (n_classes, n_classes): row = true class, column = predicted class."""
+    # Fix: a single label used to broadcast against the other list.
+    if np.size(y_true) != np.size(y_pred):
+        raise DataError(f"y_true has {np.size(y_true)} labels but y_pred has {np.size(y_pred)}: they must match")
     counts = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(counts, (np.asarray(y_true, dtype=np.intp), np.asarray(y_pred, dtype=np.intp)), 1)
+    np.add.at(counts, (_labels("y_true", y_true, n_classes), _labels("y_pred", y_pred, n_classes)), 1)
     return counts
+
+
+def _labels(name, y, n_classes):
+    """Class indices as intp, checked to be whole numbers in [0, n_classes).
+
+    Fix: a negative label used to be counted silently in the last class (Python
+    indexing), and 1.5 in class 1.
+    """
+    a = np.asarray(y).reshape(-1)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_)):
+        if not np.issubdtype(a.dtype, np.floating) or not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            raise DataError(f"{name} must hold class indices (whole numbers), got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() >= n_classes):
+        raise DataError(f"{name} holds labels outside [0, {n_classes}): min {a.min()}, max {a.max()}")
+    return a.astype(np.intp)
 
 
 def classification_metrics(y_true, y_pred, n_classes):

@@ -113,7 +113,7 @@ class Sequential:
 
     @property
     def n_inputs(self):
-        return self.layers[0].in_features
+        return next(layer for layer in self.layers if isinstance(layer, Dense)).in_features
 
     @property
     def n_outputs(self):
@@ -141,7 +141,10 @@ class Sequential:
                                      f"the architecture needs {p.shape} {p.dtype}")
             if not np.all(np.isfinite(t)):
                 raise ModelFileError(f"parameter {name} holds non-finite values")
-            p[...] = t
+        # Fix: copy only after every tensor passed the checks, so a refused file
+        # leaves the model as it was instead of half-loaded.
+        for name, p in expected.items():
+            p[...] = tensors[name]
 
     @classmethod
     def from_config(cls, config):

@@ -26,6 +26,10 @@ def _check_lr(lr):
 
 
 def _check_range(value, name, low, high, *, high_open=True):
+    # Fix: a non-number (None, "0.9", True) used to escape as a bare TypeError/ValueError
+    # from float(), or be accepted ("0.9"); refuse it as ConfigError, like _check_lr does.
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"Invalid {name}: {value!r} (must be a number)")
     value = float(value)
     ok = low <= value < high if high_open else low <= value <= high
     if not ok or not math.isfinite(value):
@@ -105,7 +109,9 @@ class SGD(Optimizer):
         self.weight_decay = _check_range(weight_decay, "weight_decay", 0.0, math.inf)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
-            raise ConfigError("Nesterov momentum needs momentum > 0")
+            # Fix: the message now names the arguments and the value received.
+            raise ConfigError(f"Invalid nesterov=True with momentum: {self.momentum} "
+                              "(Nesterov momentum needs momentum > 0)")
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
