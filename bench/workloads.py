@@ -139,6 +139,46 @@ def linear_large_float32(quick):
     return linear_large(quick, np.float32)
 
 
+def linear_gram(quick):
+    """100 full-batch epochs on a tall X: Gram mode (X^T X once, then O(d^2) per epoch) against loops over X."""
+    n, d = (200_000, 64) if quick else (2_000_000, 64)
+    epochs = 100
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d))
+    Y = X @ rng.standard_normal((d, 1))
+    lr = 0.1
+
+    def gradloop_train():
+        return gradloop.train(X, Y, np.zeros((d, 1)), lr, epochs)  # auto: gram (epochs > d)
+
+    def numpy_plain():
+        w = np.zeros((d, 1))
+        for _ in range(epochs):
+            r = Y - X @ w
+            float(np.vdot(r, r)) / r.size
+            w -= lr * (-2.0 / n) * (X.T @ r)
+
+    work = Workload(f"linear MSE, {epochs} epochs, {n:,} x {d} float64 (gram)", "epoch", epochs,
+                    {"gradloop": gradloop_train, "numpy (plain)": numpy_plain})
+    torch = _torch()
+    if torch is not None:
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+
+        def torch_loop():
+            model = torch.nn.Linear(d, 1, bias=False, dtype=Xt.dtype)
+            torch.nn.init.zeros_(model.weight)
+            opt = torch.optim.SGD(model.parameters(), lr=lr)
+            for _ in range(epochs):
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(Xt), Yt)
+                loss.backward()
+                opt.step()
+                float(loss.detach())
+
+        work.contenders["pytorch (nn + optim)"] = torch_loop
+    return work
+
+
 # ---------------------------------------------------------------- MLP, mini-batches
 def mlp_minibatch(quick):
     """MLP 784-128-10, ReLU, softmax cross-entropy, SGD, batch 128, float32: one epoch."""
@@ -261,6 +301,7 @@ WORKLOADS = {
     "chapter-small": chapter_small,
     "linear-large-f64": linear_large,
     "linear-large-f32": linear_large_float32,
+    "linear-gram": linear_gram,
     "mlp-minibatch": mlp_minibatch,
     "linear-tiny": linear_tiny,
 }

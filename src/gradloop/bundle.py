@@ -9,12 +9,35 @@ safetensors for the parameters, JSON metadata, atomic write, never pickle.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import DataError, GradloopError, ModelFileError
 from .models import Sequential
+
+# Metadata key of the SHA-256 over the tensors and the rest of the metadata. safetensors has no
+# checksum: without it a flipped byte in a weight (or a digit in the scaling statistics)
+# would load without complaint and predict wrong numbers.
+CHECKSUM_KEY = "sha256"
+# Keys the file layer (gradloop.io) adds after the checksum is taken; it validates them itself.
+_UNHASHED = (CHECKSUM_KEY, "format", "format_version")
+
+
+def _checksum(tensors, metadata):
+    """SHA-256 hex digest of the tensors (name, dtype, shape, little-endian bytes) and the metadata JSON."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        a = np.asarray(tensors[name])
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        digest.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode("utf-8"))
+        digest.update(a.tobytes())
+    rest = {k: v for k, v in metadata.items() if k not in _UNHASHED}
+    # JSON floats round-trip exactly, so the loaded metadata re-serializes to the same text.
+    digest.update(json.dumps(rest, sort_keys=True, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
 
 
 @dataclass
@@ -86,7 +109,12 @@ class ModelBundle:
             "loss": self.loss,
             "info": self.info,
         }
-        write_model_file(path, self.model.state_dict(), metadata)
+        tensors = self.model.state_dict()
+        try:
+            metadata[CHECKSUM_KEY] = _checksum(tensors, metadata)
+        except (TypeError, ValueError):  # e.g. NaN in info: the writer below says what is wrong
+            pass
+        write_model_file(path, tensors, metadata)
 
     @classmethod
     def load(cls, path):
@@ -95,6 +123,16 @@ class ModelBundle:
         from .io import read_model_file
 
         tensors, meta = read_model_file(path)
+        # Files written before the checksum existed have none; those are trusted as before.
+        stored = meta.get(CHECKSUM_KEY)
+        if stored is not None:
+            try:
+                actual = _checksum(tensors, meta)
+            except (TypeError, ValueError):
+                actual = None
+            if actual != stored:
+                raise ModelFileError(f"{path}: the model file is corrupted (its SHA-256 checksum does not match "
+                                     "its contents); write it again or retrain and save the model")
         try:
             model = Sequential.from_config(meta["architecture"])
             model.load_state_dict(tensors)

@@ -392,7 +392,9 @@ def _validate(X, Y, weights, bias, lr):
         if b.size != W.shape[1]:
             raise DataError(f"bias has {b.size} values but the model has {W.shape[1]} output(s)")
     for name, a in (("X", X), ("Y", Y), ("weights", W), ("bias", b)):
-        if a is not None and not np.all(np.isfinite(a)):
+        # One sum is finite exactly when every entry is (barring overflow near 1e308, which
+        # the exact search below then clears): one read of X, no n x d boolean temporary.
+        if a is not None and not math.isfinite(float(a.sum())) and not np.all(np.isfinite(a)):
             bad = np.argwhere(~np.isfinite(a))[0]
             raise DataError(f"{name} holds a non-finite value ({a[tuple(bad)]}) at index {tuple(int(i) for i in bad)}")
     if lr is not None:

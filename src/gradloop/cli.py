@@ -2,7 +2,9 @@
 
 Every user error becomes one line on stderr and exit status 2 (divergence: 3),
 with no traceback, and no file written or overwritten: inputs are validated and
-training finishes before anything is saved, and saving is atomic.
+training finishes before anything is saved, and saving is atomic. One exception:
+a run that diverges after its first epoch leaves its ``--log`` with the epochs
+before the divergence (the message says so), the evidence of what went wrong.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 
 import numpy as np
 
-from .errors import ConfigError, DivergenceError, GradloopError
+from .errors import ConfigError, DataError, DivergenceError, GradloopError
 
 EXIT_ERROR, EXIT_DIVERGED = 2, 3
 CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
@@ -90,7 +92,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model on a data file")
-    train.add_argument("data", help="CSV (with a header), Parquet, .npy or .npz file")
+    train.add_argument("data", help="CSV (with a header), Parquet, .npy or .npz file, or sklearn:NAME for "
+                                    "scikit-learn's bundled diabetes, digits, iris, wine, breast_cancer")
     train.add_argument("--target", required=True, help="name of the target column")
     train.add_argument("--features", help="comma-separated feature columns (default: every other column)")
     train.add_argument("--lr", type=_lr, default=None,
@@ -122,12 +125,12 @@ def build_parser():
 
     evaluate = sub.add_parser("evaluate", help="metrics of a saved model on a data file")
     evaluate.add_argument("model")
-    evaluate.add_argument("data")
+    evaluate.add_argument("data", help="a data file as for train, with the target column")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     predict = sub.add_parser("predict", help="one prediction per row of a data file")
     predict.add_argument("model")
-    predict.add_argument("data")
+    predict.add_argument("data", help="a data file as for train (the target column is not needed)")
     predict.add_argument("--out", metavar="CSV", help="write a CSV file instead of printing")
     predict.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
 
@@ -145,8 +148,21 @@ def main(argv=None):
     """Entry point of the ``gradloop`` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo}[
-            args.command](args)
+        # NumPy's overflow/invalid warnings would add lines to stderr: the loop and the checks
+        # below detect non-finite numbers themselves and say so in one line.
+        with np.errstate(all="ignore"):
+            status = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo}[
+                args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # `gradloop predict ... | head`: the reader left. Not an error of ours; exit quietly
+        # (128 + SIGPIPE, as a shell reports it), and keep Python from complaining at exit.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests)
+            pass
+        return 141
     except DivergenceError as exc:
         print(f"gradloop: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -154,7 +170,8 @@ def main(argv=None):
         print(f"gradloop: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:  # e.g. permission denied on an output file
-        print(f"gradloop: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"gradloop: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("gradloop: interrupted", file=sys.stderr)
@@ -175,19 +192,28 @@ def _check_output_path(path, option):
 
 def cmd_train(args, *, trace_first=None, progress=True):
     from .bundle import ModelBundle
-    from .callbacks import JSONLinesLogger, ProgressPrinter, TracePrinter
+    from .callbacks import ProgressPrinter, TracePrinter
     from .data import DEFAULT_TEST_SIZE, Standardizer, load_xy, train_test_split
     from .loop import fit
     from .losses import get_loss
 
     _check_output_path(args.out, "--out")
     _check_output_path(args.log, "--log")
-    loss = get_loss(args.loss)
+    try:
+        loss = get_loss(args.loss)
+    except ConfigError as exc:  # name the option, like the other unknown names
+        raise ConfigError(f"--loss: {exc}") from None
     classify = loss.name in CLASSIFICATION_LOSSES
     optimizer_name = args.optimizer
     _check_choices(args)
 
-    data = load_xy(args.data, args.target, args.features, labels=classify)
+    try:
+        data = load_xy(args.data, args.target, args.features, labels=classify)
+    except DataError as exc:
+        # Text in the target under a regression loss: the user most likely wants a classifier.
+        if not classify and f"column {str(args.target)!r}: " in str(exc) and "is not a number" in str(exc):
+            raise DataError(f"{exc}; to predict labels train a classifier (--loss cross-entropy or bce)") from None
+        raise
     test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
     train_idx, test_idx = train_test_split(len(data.X), test_size, args.seed)
     X_train, y_train = data.X[train_idx], data.y[train_idx]
@@ -197,6 +223,11 @@ def cmd_train(args, *, trace_first=None, progress=True):
         X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
     dtype = np.dtype(args.dtype)
     X_train, X_test = X_train.astype(dtype), X_test.astype(dtype)
+    # float32 holds up to 3.4e38: a larger value would become inf here and fail far away.
+    if not (np.isfinite(X_train).all() and np.isfinite(X_test).all()
+            and (classify or np.isfinite(y_train.astype(dtype)).all())):
+        raise ConfigError(f"--dtype {args.dtype}: {args.data} holds values too large for {args.dtype}; "
+                          "use --dtype float64" + ("" if args.standardize else " or --standardize"))
 
     n_classes = len(data.classes) if classify else 0
     if loss.name == "bce" and n_classes != 2:
@@ -216,18 +247,27 @@ def cmd_train(args, *, trace_first=None, progress=True):
     if progress and args.trace is None:
         callbacks.append(ProgressPrinter())
     if args.log:
-        callbacks.append(JSONLinesLogger(args.log))
+        callbacks.append(_LogFromFirstEpoch(args.log))
     print(f"gradloop: {model_summary(model, loss)} on {len(X_train)} training rows "
           f"({len(X_test)} test), lr {lr:.6g}{' (auto: 1/L)' if args.lr in (None, 'auto') and stable_lr else ''}, "
           f"{args.epochs} epochs" + (f", batches of {args.batch_size}" if args.batch_size else ", full batch"))
-    history = fit(model, X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                  batch_size=args.batch_size, seed=args.seed, callbacks=callbacks, round_to=args.round_to,
-                  schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr)
+    try:
+        history = fit(model, X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                      batch_size=args.batch_size, seed=args.seed, callbacks=callbacks, round_to=args.round_to,
+                      schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr)
+    except DivergenceError as exc:
+        # The loop "keeps" the last finite weights in memory; on the command line say what that means.
+        done = (f"; they were not saved to {args.out}" if args.out else "") + (
+            f"; {args.log} holds epochs 1 to {exc.epoch - 1}" if args.log and exc.epoch > 1 else "")
+        raise DivergenceError(f"{exc}{done}", epoch=exc.epoch, weights=exc.weights, stable_lr=exc.stable_lr,
+                              lr=exc.lr, bias=exc.bias) from exc
 
     bundle = ModelBundle(model, data.feature_names, data.target_name, scaler, data.classes, loss.name,
                          {"epochs": history.epochs_run, "lr": lr, "optimizer": optimizer_name,
                           "batch_size": args.batch_size, "seed": args.seed, "final_loss": history.final_loss})
-    print(f"\nTrained {history.epochs_run} epochs; final training loss {history.final_loss:.6g}")
+    # --epochs 0 is allowed (the starting weights, evaluated): there is no final loss to print then.
+    final = "none (no epoch run)" if history.final_loss is None else f"{history.final_loss:.6g}"
+    print(f"\nTrained {history.epochs_run} epochs; final training loss {final}")
     _print_metrics("training rows", bundle, X_train, y_train)
     if len(X_test):
         _print_metrics("test rows", bundle, X_test, y_test)
@@ -237,6 +277,39 @@ def cmd_train(args, *, trace_first=None, progress=True):
         bundle.save(args.out)
         print(f"Saved the model to {args.out}")
     return 0
+
+
+class _LogFromFirstEpoch:
+    """The ``--log`` callback: a JSONLinesLogger whose file is created at the first epoch's record.
+
+    JSONLinesLogger opens its file when training begins, so a run whose starting loss is
+    already not finite would leave an empty (or emptied) log behind. A 0-epoch run that
+    finishes still gets its (empty) file.
+    """
+
+    wants_records = True
+
+    def __init__(self, path):
+        from .callbacks import JSONLinesLogger
+
+        self.logger, self.opened = JSONLinesLogger(path), False
+
+    def _open(self, trainer):
+        if not self.opened:
+            self.opened = True
+            self.logger.on_train_begin(trainer)
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_epoch_end(self, record, trainer):
+        self._open(trainer)
+        self.logger.on_epoch_end(record, trainer)
+
+    def on_train_end(self, history, trainer):
+        if history.epochs_run == trainer.epochs == 0:
+            self._open(trainer)
+        self.logger.on_train_end(history, trainer)
 
 
 def model_summary(model, loss):
@@ -278,6 +351,12 @@ def _learning_rate(args, model, loss, X):
     from .chapter import lipschitz
 
     linear_mse = args.model == "linear" and loss.name == "mse"
+    if linear_mse and X.size:
+        # 1/L needs X^T X: with values near sqrt(float max) it overflows to inf and the step to 0.
+        big = float(np.abs(X).max())
+        if not math.isfinite(big * big * len(X)):
+            raise ConfigError(f"{args.data}: feature values up to {big:.3g} are too large for the linear model "
+                              "(their squares overflow); use --standardize or rescale them")
     stable = 2.0 / lipschitz(X) if linear_mse else None
     if args.lr == "auto" or (args.lr is None and linear_mse and args.optimizer == "sgd"):
         if not linear_mse:
@@ -339,7 +418,7 @@ def _print_optimum(bundle, X, y):
 def _load_for(model_path, data_path, *, need_target):
     """Load a saved bundle and the data columns it reads (target too when ``need_target``)."""
     from .bundle import ModelBundle
-    from .data import encode_labels, read_table, select_xy
+    from .data import _listing, encode_labels, read_table, select_xy
 
     bundle = ModelBundle.load(model_path)
     frame = read_table(data_path)
@@ -350,9 +429,17 @@ def _load_for(model_path, data_path, *, need_target):
         y = data.y
         if bundle.classes is not None:
             originals = np.asarray(data.classes, dtype=object)[data.y]
-            y, _ = encode_labels(originals, bundle.classes)
+            try:
+                y, _ = encode_labels(originals, bundle.classes)
+            except DataError as exc:  # say where the unseen labels are
+                raise DataError(f"{data_path}: column {bundle.target!r}: {exc}") from None
         return bundle, data.X, y
-    # Predicting on rows without a target: borrow the first feature as a dummy target for the checks.
+    # Predicting on rows without a target: borrow a dummy target for the checks; name missing
+    # features here so the message does not list the dummy column.
+    columns = [str(c) for c in frame.columns]
+    if missing := [f for f in bundle.feature_names if f not in columns]:
+        raise DataError(f"{data_path}: no feature column {_listing(missing)}, which the model reads; "
+                        f"columns are {_listing(columns)}")
     data = select_xy(frame.assign(__no_target__=0.0), "__no_target__", bundle.feature_names, source=str(data_path))
     return bundle, data.X, None
 
@@ -405,7 +492,7 @@ def cmd_demo(args):
           "target: disease progression after one year). Linear model, MSE, full-batch gradient descent,\n"
           "standardized features, learning rate 1/L. The report of the first 2 epochs, then a summary.\n")
     train_args = build_parser().parse_args(
-        ["train", datasets.path("diabetes"), "--target", "progression", "--standardize", "--epochs", "300"])
+        ["train", datasets.path("diabetes"), "--target", "progression", "--standardize", "--epochs", "3000"])
     return cmd_train(train_args, trace_first=2)
 
 

@@ -22,11 +22,15 @@ import numpy as np
 
 from gradloop.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_TEST_SIZE", "SUPPORTED", "Dataset", "Standardizer", "encode_labels", "load_xy",
-           "read_table", "select_xy", "train_test_split"]
+__all__ = ["DEFAULT_TEST_SIZE", "SKLEARN_DATASETS", "SUPPORTED", "Dataset", "Standardizer", "encode_labels",
+           "load_xy", "read_table", "select_xy", "train_test_split"]
 
 DEFAULT_TEST_SIZE = 0.2
 SUPPORTED = (".csv", ".parquet", ".pq", ".npy", ".npz")
+# Real data sets bundled with scikit-learn (on disk, no network): a data argument
+# "sklearn:NAME" reads sklearn.datasets.load_NAME(as_frame=True).frame.
+SKLEARN_PREFIX = "sklearn:"
+SKLEARN_DATASETS = ("diabetes", "digits", "iris", "wine", "breast_cancer")
 
 
 def _one_line(text, limit=200) -> str:
@@ -55,8 +59,17 @@ def read_table(path):
     ``.npy``: a 2-D numeric array (columns "0", "1", ...) or a 1-D structured
     array (columns named by its fields). ``.npz``: 1-D arrays of equal length,
     one column per key; or exactly ``X`` (n, d) and ``y`` (n,), giving columns
-    "x0".."x{d-1}" and "y". Never unpickles. Raises DataError for anything else.
+    "x0".."x{d-1}" and "y". ``sklearn:NAME`` (NAME one of ``SKLEARN_DATASETS``):
+    scikit-learn's bundled data set, its feature columns then "target" (read
+    from scikit-learn's installation, no network). Never unpickles. Raises
+    DataError for anything else.
+
+    Example:
+        >>> read_table("sklearn:iris").shape
+        (150, 5)
     """
+    if isinstance(path, str) and path.startswith(SKLEARN_PREFIX):
+        return _read_sklearn(path[len(SKLEARN_PREFIX):], path)
     p, name = Path(path), str(path)
     if not p.exists():
         raise DataError(f"{name}: no such file; check the path")
@@ -82,8 +95,36 @@ def read_table(path):
     return frame
 
 
+def _read_sklearn(dataset: str, name: str):
+    """scikit-learn's bundled data set ``dataset`` as a DataFrame (its ``.frame``: features, then "target")."""
+    if dataset not in SKLEARN_DATASETS:
+        raise DataError(f"{name}: unknown scikit-learn data set {dataset!r}; known: "
+                        f"{', '.join(SKLEARN_PREFIX + d for d in SKLEARN_DATASETS)}")
+    try:
+        import sklearn.datasets  # lazy: scikit-learn is optional and slow to import
+    except ImportError as exc:
+        raise DataError(f"{name}: reading scikit-learn's data sets needs scikit-learn; "
+                        "pip install scikit-learn") from exc
+    try:
+        frame = getattr(sklearn.datasets, f"load_{dataset}")(as_frame=True).frame
+    except Exception as exc:  # e.g. a broken installation: still one line, never a traceback
+        raise DataError(f"{name}: scikit-learn could not load it ({_one_line(exc)})") from exc
+    # Copy with plain string column names and a 0..n-1 index, like the files.
+    frame = frame.reset_index(drop=True)
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
 def _read_csv(p: Path, name: str):
     import pandas as pd
+
+    # Text never holds NUL bytes; without this check pandas parses binary files as
+    # ragged CSV and the message would be about field counts.
+    with open(p, "rb") as fh:
+        head = fh.read(1 << 16)
+    if (nul := head.find(b"\0")) >= 0:
+        raise DataError(f"{name}: is a binary file, not UTF-8 CSV text (NUL byte at offset {nul}); "
+                        "is it another format (.parquet, .npy, .npz)?")
 
     try:
         with warnings.catch_warnings():
