@@ -141,12 +141,15 @@ class ProgressPrinter(Callback):
 
     wants_records = False
 
-    def __init__(self, lines=10, file=None):
+    def __init__(self, lines=10, file=None, after=0):
         self.lines = max(1, int(lines))
         self.file = file
+        self.after = after  # epochs already shown in full (the demo's first reports): no line for them
 
     def on_epoch_end(self, record, trainer):
         epoch, total = trainer.history.epochs_run, trainer.epochs
+        if epoch <= self.after:
+            return
         step = max(1, total // self.lines)
         if epoch % step and epoch not in (1, total):
             return

@@ -217,10 +217,9 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     try:
         history = fit(net, X, Y, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
                       every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records,
-                      gradient=gradient)
+                      gradient=gradient, stable_lr=lambda: _stable_lr(X, b is not None, W.shape[1]))
     except DivergenceError as exc:
-        _explain_divergence(exc, X, b is not None, np.shape(weights), None if b is None else np.shape(bias),
-                            W.shape[1])
+        _caller_shaped(exc, np.shape(weights), None if b is None else np.shape(bias))
         raise
     return LinearRun(net, history, X, Y, np.shape(weights), None if bias is None else np.shape(bias), lr_value)
 
@@ -328,27 +327,22 @@ def _loss_lipschitz(X, has_bias, n_outputs):
 
 
 # ---------------------------------------------------------------- validation
-def _explain_divergence(exc, X, has_bias, weights_shape, bias_shape, n_outputs=1):
-    """Give a diverging linear run its stable learning rate and the caller-shaped weights."""
+def _stable_lr(X, has_bias, n_outputs):
+    """2/L for the linear MSE problem, or None when the features carry no signal to measure L."""
     try:
-        stable = 2.0 / _loss_lipschitz(X, has_bias, n_outputs)
+        return 2.0 / _loss_lipschitz(X, has_bias, n_outputs)
     except DataError:
-        stable = None
-    exc.stable_lr = stable
-    params = exc.weights
-    exc.weights = params[0].reshape(weights_shape)
-    exc.bias = params[1].reshape(bias_shape) if bias_shape is not None else None
-    if bias_shape == ():
-        # Fix: a scalar bias came back as a 0-d array here but as a float from train (LinearRun).
-        exc.bias = float(exc.bias)
-    advice = f"the largest stable learning rate is {stable:.6g} (2/L)" if stable else "use a smaller lr"
-    scales = X.std(axis=0)
-    uneven = scales[scales > 0]
-    hint = ""
-    if len(uneven) > 1 and uneven.max() / uneven.min() > 100:
-        hint = "; the features' scales differ widely: standardize them (--standardize)"
-    exc.args = (f"training diverged at epoch {exc.epoch} with learning rate {exc.lr:.6g}: {advice}; "
-                f"the last finite weights (epoch {exc.epoch - 1}) are kept{hint}",)
+        return None
+
+
+def _caller_shaped(exc, weights_shape, bias_shape):
+    """Give a DivergenceError from the loop the weights (and bias) in the shapes the caller passed."""
+    W, *rest = exc.weights
+    exc.weights = W.reshape(weights_shape)
+    exc.bias = None
+    if bias_shape is not None:
+        b = rest[0]
+        exc.bias = float(b[0]) if bias_shape == () else b.reshape(bias_shape)
 
 
 def _as_matrix(name, value, dtype=None):

@@ -122,6 +122,10 @@ def build_parser():
     train.add_argument("--schedule", default=None, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     train.add_argument("--clip-norm", type=_float, default=None, help="clip the global gradient norm")
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    train.add_argument("--gradient", choices=("auto", "gram", "stream", "layers"), default="auto",
+                       help="full-batch gradient executor for the linear model with MSE: gram (X^T X once, "
+                            "then O(d^2) per epoch), stream (one blocked pass over X per epoch), layers, "
+                            "or auto (default: by cost)")
 
     evaluate = sub.add_parser("evaluate", help="metrics of a saved model on a data file")
     evaluate.add_argument("model")
@@ -245,7 +249,7 @@ def cmd_train(args, *, trace_first=None, progress=True):
     if args.trace is not None or trace_first is not None:
         callbacks.append(TracePrinter(every=args.trace or 1, limit=trace_first))
     if progress and args.trace is None:
-        callbacks.append(ProgressPrinter())
+        callbacks.append(ProgressPrinter(after=trace_first or 0))
     if args.log:
         callbacks.append(_LogFromFirstEpoch(args.log))
     print(f"gradloop: {model_summary(model, loss)} on {len(X_train)} training rows "
@@ -254,7 +258,7 @@ def cmd_train(args, *, trace_first=None, progress=True):
     try:
         history = fit(model, X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, callbacks=callbacks, round_to=args.round_to,
-                      schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr)
+                      schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient)
     except DivergenceError as exc:
         # The loop "keeps" the last finite weights in memory; on the command line say what that means.
         done = (f"; they were not saved to {args.out}" if args.out else "") + (

@@ -36,8 +36,9 @@ from .losses import MSE
 HEAD = 5
 BLOCK_BYTES = 1 << 20  # rows per block: about 1 MiB of X, well inside a core's L2 cache
 STREAM_MIN_BYTES = 32 << 20  # below this, one plain pass beats the thread hand-off
-# Loss/scale below which the Gram sums cannot be trusted to 1e-9 (float64 has ~1e-16).
-GRAM_CANCELLATION = 1e-6
+# sse / max(Y^T Y, W^T G W) below which the Gram sums cannot be trusted to 1e-9: their rounding
+# error is ~d * 1e-16 of that scale (measured: 1.1e-9 relative at 2.4e-6 of it).
+GRAM_CANCELLATION = 1e-4
 GRAM_MIN_SIZE = 20_000  # entries of X below which a plain pass is cheaper than the Gram algebra
 
 
