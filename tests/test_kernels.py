@@ -12,7 +12,7 @@ import pytest
 
 import gradloop
 from gradloop.errors import ConfigError
-from gradloop.kernels import GramKernel, StreamKernel, make_kernel
+from gradloop.kernels import StreamKernel, make_kernel
 from gradloop.loop import fit
 from gradloop.losses import MSE
 from gradloop.models import linear, mlp
