@@ -68,7 +68,6 @@ def gradients(X, Y, weights, bias=None):
     # loss() (and train) average over all N*k entries, so with k outputs the
     # gradient of that mean carries a further 1/k; for one output (the
     # chapter's case) k == 1 and this is exactly -2 X.T @ r / N.
-    # Fix: it used to return k times the gradient of loss() for k > 1.
     k = r.shape[1]
     gW = -2 * X.T @ r / len(X)
     if k != 1:
@@ -200,8 +199,7 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     """
     X, Y, W, b, dtype = _validate(X, Y, weights, bias, lr)
     # _validate skips the lr check when lr is None (its "not given" for
-    # gradients/evaluate); here None is a bad value. Fix: it used to reach
-    # float(None) and raise a bare TypeError.
+    # gradients/evaluate); for training None is a bad value.
     _check_lr(lr)
     epochs = check_epochs(epochs)
     if every is None or isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
@@ -321,7 +319,7 @@ def _loss_lipschitz(X, has_bias, n_outputs):
 
     The loss averages over all N*k entries, so with k outputs its Hessian is
     ``2 A^T A / (N k)`` (per output): L is k times smaller, and 1/L, 2/L k
-    times larger. Fix: with k > 1 "auto" and the stable lr were k times too small.
+    times larger.
     """
     return lipschitz(X, bias=has_bias) / n_outputs
 
@@ -386,14 +384,22 @@ def _validate(X, Y, weights, bias, lr):
         if b.size != W.shape[1]:
             raise DataError(f"bias has {b.size} values but the model has {W.shape[1]} output(s)")
     for name, a in (("X", X), ("Y", Y), ("weights", W), ("bias", b)):
-        # One sum is finite exactly when every entry is (barring overflow near 1e308, which
-        # the exact search below then clears): one read of X, no n x d boolean temporary.
-        if a is not None and not math.isfinite(float(a.sum())) and not np.all(np.isfinite(a)):
+        if a is not None and not _all_finite(a):
             bad = np.argwhere(~np.isfinite(a))[0]
             raise DataError(f"{name} holds a non-finite value ({a[tuple(bad)]}) at index {tuple(int(i) for i in bad)}")
     if lr is not None:
         _check_lr(lr)
     return X, Y, W, b, dtype
+
+
+def _all_finite(a):
+    """True when every entry is finite, in one BLAS pass over ``a`` and no boolean temporary.
+
+    A NaN or infinity anywhere makes the row sums (a @ ones) non-finite; a non-finite
+    sum with finite entries (overflow near 1e308) is cleared by the exact check.
+    """
+    sums = a.reshape(len(a), -1) @ np.ones(a[0].size, dtype=a.dtype) if a.ndim else a
+    return bool(np.isfinite(sums).all()) or bool(np.isfinite(a).all())
 
 
 def _check_lr(lr):

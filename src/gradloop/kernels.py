@@ -146,9 +146,10 @@ class GramKernel(_LinearKernel):
         super().__init__(model, X, Y)
         X64, Y64 = X.astype(np.float64, copy=False), Y.astype(np.float64, copy=False)
         self.G = X64.T @ X64  # (d, d)
-        self.c = X64.T @ Y64  # (d, k)
+        # X^T Y and the column sums of X in one more pass: X^T [Y, 1].
+        both = X64.T @ np.hstack([Y64, np.ones((self.n, 1))])
+        self.c, self.sx = both[:, :-1], both[:, -1].copy()  # (d, k), (d,)
         self.yy = float(np.vdot(Y64, Y64))
-        self.sx = X64.sum(axis=0)  # (d,)
         self.sy = Y64.sum(axis=0)  # (k,)
         self.stream = stream  # for epochs whose loss the sums cannot resolve
         self.fallbacks = 0

@@ -18,8 +18,7 @@ from .layers import sigmoid
 
 def _match(y_true, y_pred):
     """View targets (batch,) as (batch, 1) when the model has one output, in the predictions' dtype."""
-    # Fix: float64 targets with float32 predictions used to promote the regression
-    # losses' gradients to float64 (BCE already cast); never mix dtypes silently.
+    # Targets take the predictions' dtype so float32 gradients stay float32.
     y_true = np.asarray(y_true, dtype=y_pred.dtype)
     if y_true.ndim == 1 and y_pred.ndim == 2:
         return y_true.reshape(-1, 1)

@@ -16,8 +16,7 @@ def regression_metrics(y_true, y_pred):
     output); NaN when the targets are constant.
     """
     y_true = np.asarray(y_true, dtype=np.float64)
-    # Fix: predictions of another size used to broadcast against the targets
-    # (e.g. (n, 1) against (n, 2)) and give silently wrong numbers.
+    # Sizes must match exactly: (n, 1) against (n, 2) would broadcast into wrong numbers.
     if np.size(y_pred) != y_true.size:
         raise DataError(f"y_pred has {np.size(y_pred)} values but y_true has {y_true.size}: they must match")
     y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
@@ -35,7 +34,7 @@ def regression_metrics(y_true, y_pred):
 
 def confusion_matrix(y_true, y_pred, n_classes):
     """Counts (n_classes, n_classes): row = true class, column = predicted class."""
-    # Fix: a single label used to broadcast against the other list.
+    # Equal lengths: a single label would otherwise broadcast against the other list.
     if np.size(y_true) != np.size(y_pred):
         raise DataError(f"y_true has {np.size(y_true)} labels but y_pred has {np.size(y_pred)}: they must match")
     counts = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -46,8 +45,7 @@ def confusion_matrix(y_true, y_pred, n_classes):
 def _labels(name, y, n_classes):
     """Class indices as intp, checked to be whole numbers in [0, n_classes).
 
-    Fix: a negative label used to be counted silently in the last class (Python
-    indexing), and 1.5 in class 1.
+    Checked because indexing would silently count -1 in the last class and 1.5 in class 1.
     """
     a = np.asarray(y).reshape(-1)
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_)):

@@ -141,8 +141,7 @@ class Sequential:
                                      f"the architecture needs {p.shape} {p.dtype}")
             if not np.all(np.isfinite(t)):
                 raise ModelFileError(f"parameter {name} holds non-finite values")
-        # Fix: copy only after every tensor passed the checks, so a refused file
-        # leaves the model as it was instead of half-loaded.
+        # Copy only once every tensor passed: a refused file leaves the model as it was.
         for name, p in expected.items():
             p[...] = tensors[name]
 

@@ -26,8 +26,7 @@ def _check_lr(lr):
 
 
 def _check_range(value, name, low, high, *, high_open=True):
-    # Fix: a non-number (None, "0.9", True) used to escape as a bare TypeError/ValueError
-    # from float(), or be accepted ("0.9"); refuse it as ConfigError, like _check_lr does.
+    # A non-number (None, "0.9", True) is refused here, not left to float() to half-accept.
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ConfigError(f"Invalid {name}: {value!r} (must be a number)")
     value = float(value)
@@ -109,7 +108,6 @@ class SGD(Optimizer):
         self.weight_decay = _check_range(weight_decay, "weight_decay", 0.0, math.inf)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
-            # Fix: the message now names the arguments and the value received.
             raise ConfigError(f"Invalid nesterov=True with momentum: {self.momentum} "
                               "(Nesterov momentum needs momentum > 0)")
 
