@@ -15,7 +15,7 @@ by the modules that read files, save models or draw progress.
 """
 
 from .chapter import LinearRun, evaluate, fit_linear, gradients, least_squares, lipschitz, loss, model, train
-from .errors import ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
+from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
 from .loop import Callback, EpochRecord, History, fit
 
 __version__ = "0.1.0"
@@ -23,5 +23,6 @@ __version__ = "0.1.0"
 __all__ = [
     "model", "loss", "train", "gradients", "fit_linear", "evaluate", "least_squares", "lipschitz",
     "LinearRun", "fit", "History", "EpochRecord", "Callback",
-    "GradloopError", "DataError", "ConfigError", "ModelFileError", "DivergenceError", "__version__",
+    "GradloopError", "DataError", "ConfigError", "ModelFileError", "DivergenceError", "CheckpointError",
+    "__version__",
 ]

@@ -1,6 +1,9 @@
-"""Consumers of epoch records: the chapter's report printer and the JSON-lines logger.
+"""Consumers of epoch records: the report printer, progress, loggers, early stopping, checkpoints.
 
-Each is a :class:`gradloop.loop.Callback`; pass them to ``fit(..., callbacks=[...])``.
+Each is a :class:`gradloop.loop.Callback`; pass them to ``fit(..., callbacks=[...])``:
+``TracePrinter`` (the chapter's report), ``ProgressPrinter``, ``JSONLinesLogger``,
+``CSVLogger``, ``EarlyStopping``, ``ReduceLROnPlateau``, ``TerminateOnNaN``,
+``ModelCheckpoint``; ``gradloop.checkpoint.CheckpointWriter`` saves runs for exact resume.
 
 Example:
     >>> fit(model, X, y, loss="mse", optimizer=SGD(0.1), epochs=10,
@@ -10,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -161,3 +165,191 @@ class ProgressPrinter(Callback):
             parts.append(f"val loss {h['val_loss'][-1]:.6g}")
         parts.append(f"lr {h['lr'][-1]:.4g}")
         print("  ".join(parts), file=self.file or sys.stdout)
+
+
+# ---------------------------------------------------------------- monitoring
+def _monitored(trainer, monitor, owner):
+    """The latest value of ``monitor`` ("val_loss", "loss", "new_loss") from the History."""
+    values = trainer.history.history.get(monitor)
+    if not values:
+        from .errors import ConfigError
+
+        hint = " (pass validation_data or validation_split)" if monitor == "val_loss" else ""
+        raise ConfigError(f"{owner} monitors {monitor!r}, which this run does not record{hint}")
+    return values[-1]
+
+
+class _Monitor(Callback):
+    """Shared by callbacks that watch a quantity for improvement (lower is better)."""
+
+    wants_records = False
+
+    def __init__(self, monitor, min_delta):
+        self.monitor, self.min_delta = monitor, float(min_delta)
+        self.best, self.best_epoch = math.inf, None
+
+    def on_train_begin(self, trainer):
+        self.best, self.best_epoch = math.inf, None
+
+    def _improved(self, trainer):
+        """Read the monitored value; True (and remember it) when it beats the best by min_delta."""
+        value = _monitored(trainer, self.monitor, type(self).__name__)
+        if math.isfinite(value) and value < self.best - self.min_delta:
+            self.best, self.best_epoch = value, trainer.epoch
+            return True
+        return False
+
+
+class EarlyStopping(_Monitor):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best`` the model ends with the weights of its best epoch,
+    however training ended (stopped early, finished, diverged or interrupted).
+
+    Example:
+        >>> fit(model, X, y, ..., validation_split=0.2, callbacks=[EarlyStopping(patience=10)])
+    """
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
+        super().__init__(monitor, min_delta)
+        if int(patience) < 0:
+            from .errors import ConfigError
+
+            raise ConfigError(f"EarlyStopping patience must be >= 0, got {patience}")
+        self.patience, self.restore_best = int(patience), bool(restore_best)
+        self.best_weights, self.stopped_epoch = None, None
+
+    def on_train_begin(self, trainer):
+        super().on_train_begin(trainer)
+        self.best_weights, self.stopped_epoch = None, None
+
+    def on_epoch_end(self, record, trainer):
+        if self._improved(trainer):
+            if self.restore_best:
+                self.best_weights = trainer.model.state_dict()
+        elif trainer.epoch - (self.best_epoch or 0) > self.patience:
+            trainer.stop_training, trainer.stop_reason = True, "early stopping"
+            self.stopped_epoch = trainer.epoch
+            trainer.history.stop_message = (
+                f"early stopping at epoch {trainer.epoch}: {self.monitor} has not improved for "
+                f"{self.patience} epochs; best {self.best:.6g} at epoch {self.best_epoch}")
+
+    def on_train_end(self, history, trainer):
+        if self.restore_best and self.best_weights is not None:
+            trainer.model.load_state_dict(self.best_weights)
+            history.restored_epoch = self.best_epoch
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs.
+
+    Works with schedules: it scales whatever the schedule gives. Never below ``min_lr``.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=0.0, min_lr=0.0, cooldown=0):
+        super().__init__(monitor, min_delta)
+        if not 0 < float(factor) < 1:
+            from .errors import ConfigError
+
+            raise ConfigError(f"ReduceLROnPlateau factor must be in (0, 1), got {factor}")
+        self.factor, self.patience, self.min_lr, self.cooldown = float(factor), int(patience), float(min_lr), int(cooldown)
+        self._wait = self._cooling = 0
+
+    def on_train_begin(self, trainer):
+        super().on_train_begin(trainer)
+        self._wait = self._cooling = 0
+
+    def on_epoch_end(self, record, trainer):
+        if self._cooling:
+            self._cooling -= 1
+        if self._improved(trainer):
+            self._wait = 0
+            return
+        self._wait += 1
+        if self._wait > self.patience and not self._cooling:
+            lr = trainer.optimizer.lr
+            new_lr = max(lr * self.factor, self.min_lr)
+            if new_lr < lr:
+                trainer.lr_factor *= new_lr / lr
+            self._wait, self._cooling = 0, self.cooldown
+
+
+class TerminateOnNaN(Callback):
+    """Stop quietly, instead of raising DivergenceError, when a loss is not finite.
+
+    The loop checks every batch's loss before its update, so the bad gradient
+    never reaches the weights: they stay those before that batch (mini-batch)
+    or before the epoch that produced the NaN (full batch). ``history.stop_message``
+    names the epoch and batch.
+    """
+
+    wants_records = False
+    terminates_on_nan = True
+
+
+class CSVLogger(Callback):
+    """One CSV row per epoch: epoch, loss, new_loss, val_loss, lr, grad_norm, update_ratio, seconds.
+
+    Written with the standard csv module, each row flushed whole; opened when
+    training begins (after every input was validated).
+    """
+
+    COLUMNS = ("epoch", "loss", "new_loss", "val_loss", "lr", "grad_norm", "update_ratio", "seconds")
+
+    def __init__(self, path):
+        self.path = path
+        self._file = self._writer = None
+
+    def on_train_begin(self, trainer):
+        import csv
+
+        self._file = open(self.path, "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.COLUMNS)
+
+    def on_epoch_end(self, record, trainer):
+        row = record.to_dict()
+        self._writer.writerow(["" if row.get(c) is None else row.get(c) for c in self.COLUMNS])
+        self._file.flush()
+
+    def on_train_end(self, history, trainer):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (a gradloop model file) after epochs where ``monitor`` improved, or every epoch.
+
+    ``bundle``: a :class:`gradloop.bundle.ModelBundle` describing the data
+    (feature names, scaling, classes) whose ``model`` is the model being
+    trained; without one, features are named x0, x1, ... and the target "y".
+    Each save is atomic: the file is always a complete model.
+    """
+
+    wants_records = False
+
+    def __init__(self, path, monitor="val_loss", save_best_only=True, bundle=None):
+        self.path, self.monitor, self.save_best_only, self.bundle = path, monitor, bool(save_best_only), bundle
+        self.best, self.saved_epoch = math.inf, None
+
+    def on_train_begin(self, trainer):
+        self.best, self.saved_epoch = math.inf, None
+
+    def on_epoch_end(self, record, trainer):
+        if self.save_best_only:
+            value = _monitored(trainer, self.monitor, "ModelCheckpoint")
+            if not (math.isfinite(value) and value < self.best):
+                return
+            self.best = value
+        self._bundle(trainer).save(self.path)
+        self.saved_epoch = trainer.epoch
+
+    def _bundle(self, trainer):
+        from .bundle import ModelBundle
+
+        if self.bundle is not None:
+            return self.bundle
+        model = trainer.model
+        classes = list(range(max(model.n_outputs, 2))) if model.task != "regression" else None
+        return ModelBundle(model, [f"x{i}" for i in range(model.n_inputs)], "y", None, classes, trainer.loss.name)

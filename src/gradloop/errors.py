@@ -44,3 +44,7 @@ class DivergenceError(GradloopError):
         self.bias = bias
         self.stable_lr = stable_lr
         self.lr = lr
+
+
+class CheckpointError(GradloopError):
+    """A checkpoint is missing, damaged, or belongs to another model or run."""

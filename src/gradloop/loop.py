@@ -60,6 +60,7 @@ class EpochRecord:
     seconds: float
     batches: int = 1
     val_loss: float | None = None
+    update_ratio: float | None = None  # ||weights after - before|| / ||before||
     metrics: dict = field(default_factory=dict)
 
     @property
@@ -74,7 +75,8 @@ class EpochRecord:
 
         return {
             "epoch": self.epoch, "loss": self.loss, "new_loss": self.new_loss, "val_loss": self.val_loss,
-            "lr": self.lr, "grad_norm": self.grad_norm, "seconds": self.seconds, "batches": self.batches,
+            "lr": self.lr, "grad_norm": self.grad_norm, "update_ratio": self.update_ratio,
+            "seconds": self.seconds, "batches": self.batches,
             "pred_head": listify(self.pred_head), "target_head": listify(self.target_head),
             "diff_head": listify(self.diff_head), "new_pred_head": listify(self.new_pred_head),
             "gradients": {n: listify(g) for n, g in zip(self.names, self.gradients)},
@@ -96,6 +98,8 @@ class History:
         self.records: list[EpochRecord] = []
         self.epochs_run = 0
         self.gradient_mode = None  # which full-batch kernel ran: layers, stream or gram
+        self.start_loss = None  # loss of the very first weights: the divergence threshold's base
+        self.stop_message = None  # why a run stopped before its last epoch, when a callback says
         self.stopped_early = False
 
     def append(self, key, value):
@@ -107,21 +111,36 @@ class History:
         new = self.history.get("new_loss")
         return new[-1] if new else (self.history["loss"][-1] if self.history["loss"] else None)
 
+    def plot(self, ax=None):
+        """Draw the loss curves (loss, new loss, validation loss per epoch) with matplotlib; returns the axes."""
+        from .report import plot_history
+
+        return plot_history(self, ax)
+
     def __repr__(self):
         return f"History(epochs={self.epochs_run}, final_loss={self.final_loss})"
 
 
 class Callback:
-    """Consumer of epoch records. Override the hooks you need.
+    """Consumer of the loop's records. Override the hooks you need.
 
-    ``wants_records``: set False for a callback that only needs the loss values
-    (then the loop can skip building records). ``trainer.stop_training = True``
-    in ``on_epoch_end`` ends training after that epoch.
+    Hooks: ``on_train_begin(trainer)``, ``on_epoch_end(record, trainer)``,
+    ``on_batch_end(batch, trainer)`` (only for callbacks with
+    ``wants_batches = True``; ``batch`` is a :class:`BatchRecord`), and
+    ``on_train_end(history, trainer)``, which runs however training ended.
+    ``wants_records = False`` marks a callback that reads only
+    ``trainer.history`` (its ``record`` may then be None, and a run without
+    record consumers builds none). ``trainer.stop_training = True`` ends
+    training after the current epoch.
     """
 
     wants_records = True
+    wants_batches = False
 
     def on_train_begin(self, trainer):
+        pass
+
+    def on_batch_end(self, batch, trainer):
         pass
 
     def on_epoch_end(self, record, trainer):
@@ -132,8 +151,24 @@ class Callback:
 
 
 @dataclass
+class BatchRecord:
+    """One mini-batch step: its epoch, its number in the epoch (1-based), its loss and size."""
+
+    epoch: int
+    batch: int
+    loss: float
+    size: int
+
+
+@dataclass
 class Trainer:
-    """What callbacks can see and change while training runs."""
+    """What callbacks can see and change while training runs.
+
+    ``lr_factor`` multiplies the learning rate (or the schedule's) from the
+    next epoch on (ReduceLROnPlateau lowers it); ``stop_reason`` says why a
+    run stopped early; ``rng`` is the mini-batch order's generator and
+    ``epoch`` the last completed epoch, both saved by checkpoints.
+    """
 
     model: object
     optimizer: Optimizer
@@ -141,11 +176,20 @@ class Trainer:
     history: History
     epochs: int = 0
     stop_training: bool = False
+    stop_reason: str | None = None
+    lr_factor: float = 1.0
+    base_lr: float = 0.0
+    epoch: int = 0
+    rng: object = None
+    schedule: object = None
+    terminate_on_nan: bool = False
+    dropout_states: list | None = None  # full batch: dropout generators before the last evaluation
 
 
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, seed=0,
         validation_data=None, callbacks=(), verbose=False, every=1, round_to=None,
-        schedule=None, clip_norm=None, keep_records=False, stable_lr=None, gradient="auto"):
+        schedule=None, clip_norm=None, keep_records=False, stable_lr=None, gradient="auto",
+        validation_split=None, resume=None):
     """Train ``model`` on (X, y) and return its :class:`History`.
 
     Args:
@@ -158,6 +202,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         batch_size: None for full batch (the chapter's mode), else rows per step.
         shuffle, seed: mini-batch order from ``numpy.random.default_rng(seed)``.
         validation_data: optional (X_val, y_val); "val_loss" is recorded each epoch.
+        validation_split: or a fraction of (X, y) held out for validation, drawn
+            at random from ``seed`` (stratified by class for classifiers).
         callbacks: consumers of epoch records (see :mod:`gradloop.callbacks`).
         verbose: add the chapter's report printer (every ``every`` epochs).
         round_to: round gradients and weights to this many decimals each step,
@@ -170,6 +216,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
             or "gram" (X^T X once, then O(d^2) per epoch); see :mod:`gradloop.kernels`.
         stable_lr: the largest stable learning rate if known (for the divergence
             message), or a function computing it, called only if training diverges.
+        resume: a :class:`gradloop.checkpoint.TrainingState` to continue from:
+            model, optimizer, generator and history are restored and training
+            runs from its epoch up to ``epochs`` (the total, not a count).
 
     Raises:
         DivergenceError: the loss stopped being finite or grew 1e6-fold; the
@@ -196,27 +245,53 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     if keep_records:
         callbacks.append(_KeepRecords())
     X = _inputs_for(model, X, "X")
+    y = _targets_for(model, loss, y)
+    if validation_split is not None:
+        if validation_data is not None:
+            raise ConfigError("give validation_data or validation_split, not both")
+        X, y, validation_data = _split_validation(X, y, validation_split, seed, loss.task == "multiclass")
     if validation_data is not None:
         validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
-    y = _targets_for(model, loss, y)
     history = History()
-    trainer = Trainer(model, optimizer, loss, history, epochs)
+    mini_batch = batch_size is not None and batch_size < len(X)
+    trainer = Trainer(model, optimizer, loss, history, epochs, base_lr=optimizer.lr, schedule=schedule,
+                      rng=np.random.default_rng(seed) if mini_batch else None)
+    trainer.terminate_on_nan = any(getattr(cb, "terminates_on_nan", False) for cb in callbacks)
+    if resume is not None:
+        resume.restore(trainer)
     run = _EpochRunner(model, loss, optimizer, X, y, callbacks, trainer, round_to, schedule, clip_norm,
                        validation_data, stable_lr)
     model.train()
     for cb in callbacks:
         cb.on_train_begin(trainer)
     try:
-        if batch_size is None or batch_size >= len(X):
-            run.full_batch(epochs, gradient)
+        if mini_batch:
+            run.mini_batch(epochs, int(batch_size), shuffle)
         else:
-            run.mini_batch(epochs, int(batch_size), shuffle, np.random.default_rng(seed))
+            run.full_batch(epochs, gradient)
     finally:
         # Train end runs however training ended (divergence included): loggers close their files.
         model.eval()
         for cb in callbacks:
             cb.on_train_end(history, trainer)
     return history
+
+
+def _split_validation(X, y, fraction, seed, stratify):
+    """Hold out ``fraction`` of the rows at random (by class when ``stratify``): (X, y, (X_val, y_val))."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < fraction < 1:
+        raise ConfigError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
+    # A generator of its own: the split never shifts the mini-batch order drawn from the same seed.
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(X))]
+    held = np.concatenate([g[rng.permutation(len(g))[:int(round(fraction * len(g)))]] for g in groups])
+    if len(held) == 0 or len(held) == len(X):
+        raise ConfigError(f"validation_split {fraction} of {len(X)} rows leaves no rows for "
+                          f"{'validation' if len(held) == 0 else 'training'}")
+    keep = np.ones(len(X), dtype=bool)
+    keep[held] = False
+    held.sort()
+    return X[keep], y[keep], (X[held], y[held])
 
 
 def check_epochs(epochs):
@@ -265,6 +340,7 @@ class _EpochRunner:
         self.X, self.y = X, y
         self.callbacks, self.trainer, self.history = callbacks, trainer, trainer.history
         self.records_wanted = any(cb.wants_records for cb in callbacks)
+        self.batch_callbacks = [cb for cb in callbacks if getattr(cb, "wants_batches", False)]
         self.round_to, self.schedule, self.clip_norm = round_to, schedule, clip_norm
         self.validation = None
         if validation_data is not None:
@@ -273,16 +349,17 @@ class _EpochRunner:
         self.stable_lr = stable_lr
         self.params, self.grads = model.parameters(), model.gradients()
         self.names = [n for n, _ in model.named_parameters()]
-        self.base_lr = optimizer.lr
         # The last parameters with a finite loss, restored if training diverges.
         self.last_good = [p.copy() for p in self.params]
-        self.start_loss = None
+        from .layers import Dropout
+
+        self.dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
 
     # ------------------------------------------------------------ full batch
     def full_batch(self, epochs, gradient):
         from .kernels import make_kernel
 
-        optimizer, params, grads = self.optimizer, self.params, self.grads
+        optimizer, params, grads, trainer = self.optimizer, self.params, self.grads, self.trainer
         last_good, round_to = self.last_good, self.round_to
         losses, new_losses = self.history.history["loss"], self.history.history.setdefault("new_loss", [])
         # Per-epoch bookkeeping only when something reads it: a silent run is the bare arithmetic.
@@ -290,13 +367,16 @@ class _EpochRunner:
         adjust_grads = self.clip_norm is not None or round_to is not None or self.records_wanted
         kernel = make_kernel(self.model, self.loss, self.X, self.y, gradient, epochs)
         self.history.gradient_mode = kernel.name
+        first = trainer.epoch + 1
+        epoch = trainer.epoch
         try:
             # Loss and gradients at the current weights; after each update the same call is
             # the report's "new loss" and the next epoch's gradient: one pass per epoch.
+            if self.dropouts:
+                trainer.dropout_states = [d._rng.bit_generator.state for d in self.dropouts]
             value = kernel.evaluate()
             limit = self._check_start(value)
-            epoch = 0
-            for epoch in range(1, epochs + 1):
+            for epoch in range(first, epochs + 1):
                 if bookkeeping:
                     started = time.perf_counter()
                     self._set_lr(epoch)
@@ -308,42 +388,47 @@ class _EpochRunner:
                 if round_to is not None:
                     for p in params:
                         np.round(p, round_to, out=p)
+                if self.dropouts:
+                    # This evaluation draws the masks of the next epoch's gradient: a checkpoint
+                    # of this epoch must let a resumed run draw them again.
+                    trainer.dropout_states = [d._rng.bit_generator.state for d in self.dropouts]
                 new_value = kernel.evaluate()
                 if not new_value <= limit:  # also true for NaN
+                    if trainer.terminate_on_nan and not math.isfinite(new_value):
+                        self._undo_epoch(epoch, new_value)
+                        epoch -= 1
+                        break
                     self._diverge(epoch, new_value, "")
                 losses.append(value)
                 new_losses.append(new_value)
                 value = new_value
                 if bookkeeping:
+                    trainer.epoch = epoch
                     self._end_epoch(epoch, partial, new_value, kernel.head() if partial else None, started)
-                    if self.trainer.stop_training:
-                        self.history.stopped_early = epoch < epochs
+                    if trainer.stop_training:
                         break
         finally:
             getattr(kernel, "close", lambda: None)()
-        self.history.epochs_run = epoch
-        if not bookkeeping:
-            self.history.history["lr"] = [optimizer.lr] * epoch
+        self._finish(epoch, epochs, bookkeeping, first)
 
     # ------------------------------------------------------------ mini-batch
-    def mini_batch(self, epochs, batch_size, shuffle, rng):
+    def mini_batch(self, epochs, batch_size, shuffle):
         model, loss, optimizer, params, grads = self.model, self.loss, self.optimizer, self.params, self.grads
-        X, y = self.X, self.y
+        trainer, X, y = self.trainer, self.X, self.y
         n = len(X)
         limit = self._check_start(loss.value(y, model.predict_raw(X)))
         model.train()
-        for epoch in range(1, epochs + 1):
+        epoch = trainer.epoch
+        for epoch in range(trainer.epoch + 1, epochs + 1):
             started = time.perf_counter()
             self._set_lr(epoch)
-            order = rng.permutation(n) if shuffle else None
+            order = trainer.rng.permutation(n) if shuffle else None
             for keep, p in zip(self.last_good, params):
                 np.copyto(keep, p)
-            total = 0.0
-            grad_norm = 0.0
             # The report's "predicted output for the first 5 samples": before this epoch's updates.
             head = model.predict_raw(X[:HEAD]) if self.records_wanted else None
-            model.train()
-            for start in range(0, n, batch_size):
+            total, grad_norm = 0.0, 0.0
+            for batch, start in enumerate(range(0, n, batch_size), 1):
                 if order is None:
                     xb, yb = X[start:start + batch_size], y[start:start + batch_size]
                 else:
@@ -352,8 +437,9 @@ class _EpochRunner:
                 pred = model.forward(xb)
                 value, dpred = loss.value_and_grad(yb, pred)
                 if not math.isfinite(value):
-                    # Stop before a non-finite gradient reaches the weights.
-                    self._diverge(epoch, value, f" (batch {start // batch_size + 1})")
+                    # Stop before a non-finite gradient reaches the weights: they are still finite.
+                    if self._stop_on_nan(epoch, batch, value):
+                        break
                 model.backward(dpred)
                 grad_norm = self._clip_and_round(grads)
                 optimizer.step(params, grads)
@@ -361,10 +447,18 @@ class _EpochRunner:
                     for p in params:
                         np.round(p, self.round_to, out=p)
                 total += value * len(xb)
+                if self.batch_callbacks:
+                    record = BatchRecord(epoch, batch, value, len(xb))
+                    for cb in self.batch_callbacks:
+                        cb.on_batch_end(record, trainer)
+            if trainer.stop_reason == "nan":
+                epoch -= 1  # the interrupted epoch did not complete
+                break
             mean_loss = total / n
             if not mean_loss <= limit:
                 self._diverge(epoch, mean_loss, "")
             self.history.history["loss"].append(mean_loss)
+            trainer.epoch = epoch
             if self.records_wanted:
                 # The loss of the epoch's final weights on the whole training set, evaluation mode.
                 pred = model.predict_raw(X)
@@ -374,14 +468,39 @@ class _EpochRunner:
                 self._end_epoch(epoch, partial, new_value, pred[:HEAD], started)
             else:
                 self._end_epoch(epoch, None, None, None, started)
-            if self.trainer.stop_training:
-                self.history.stopped_early = epoch < epochs
+            if trainer.stop_training:
                 break
+        self._finish(epoch, epochs, True, None)
 
     # ------------------------------------------------------------ helpers
+    def _finish(self, epoch, epochs, bookkeeping, first):
+        history, trainer = self.history, self.trainer
+        trainer.epoch = history.epochs_run = epoch
+        history.stopped_early = epoch < epochs
+        if not bookkeeping and epoch >= first:
+            history.history["lr"].extend([self.optimizer.lr] * (epoch - first + 1))
+
+    def _undo_epoch(self, epoch, value):
+        """TerminateOnNaN, full batch: this epoch's update gave a non-finite loss; take it back and stop."""
+        for keep, p in zip(self.last_good, self.params):
+            np.copyto(p, keep)
+        self.trainer.stop_training, self.trainer.stop_reason = True, "nan"
+        self.history.stop_message = (f"stopped at epoch {epoch}: its update made the loss {value}; "
+                                     f"the weights of epoch {epoch - 1} are kept")
+
+    def _stop_on_nan(self, epoch, batch, value):
+        """A non-finite batch loss: stop quietly (TerminateOnNaN) or raise DivergenceError."""
+        if self.trainer.terminate_on_nan:
+            self.trainer.stop_training, self.trainer.stop_reason = True, "nan"
+            self.history.stop_message = (f"stopped at epoch {epoch}, batch {batch}: the loss is {value}; "
+                                         f"the weights are those before that batch's update")
+            return True
+        self._diverge(epoch, value, f" (batch {batch})")
+
     def _set_lr(self, epoch):
-        if self.schedule is not None:
-            self.optimizer.lr = self.schedule.lr(self.base_lr, epoch - 1)
+        trainer = self.trainer
+        base = self.schedule.lr(trainer.base_lr, epoch - 1) if self.schedule is not None else trainer.base_lr
+        self.optimizer.lr = base * trainer.lr_factor
         self.history.history["lr"].append(self.optimizer.lr)
 
     def _clip_and_round(self, grads):
@@ -417,21 +536,25 @@ class _EpochRunner:
             record.new_loss = new_value
             record.new_pred_head = np.array(new_head, dtype=np.float64)
             record.weights = [p.copy() for p in self.params]
+            # How far this epoch moved the weights, relative to where they were.
+            moved = math.sqrt(sum(float(np.vdot(w - old, w - old)) for w, old in zip(record.weights, self.last_good)))
+            size = math.sqrt(sum(float(np.vdot(old, old)) for old in self.last_good))
+            record.update_ratio = moved / size if size > 0 else None  # undefined from all-zero weights
             record.val_loss = val_loss
             record.seconds = time.perf_counter() - started
-            for cb in self.callbacks:
-                cb.on_epoch_end(record, self.trainer)
-        elif self.callbacks:
-            for cb in self.callbacks:
-                cb.on_epoch_end(None, self.trainer)
+        for cb in self.callbacks:
+            cb.on_epoch_end(record, self.trainer)
 
     def _check_start(self, value):
         if not math.isfinite(value):
             raise DivergenceError(
                 f"the loss of the starting weights is {value}: check the data and the initial weights",
-                epoch=0, weights=[p.copy() for p in self.params], stable_lr=None, lr=self.optimizer.lr)
-        self.start_loss = value
-        return DIVERGENCE_FACTOR * max(value, 1e-8)  # a loss above this (or NaN) is divergence
+                epoch=self.trainer.epoch, weights=[p.copy() for p in self.params], stable_lr=None,
+                lr=self.optimizer.lr)
+        # A resumed run keeps the divergence threshold of its first start.
+        if self.history.start_loss is None:
+            self.history.start_loss = value
+        return DIVERGENCE_FACTOR * max(self.history.start_loss, 1e-8)  # a loss above this (or NaN) diverged
 
     def _diverge(self, epoch, value, where):
         for keep, p in zip(self.last_good, self.params):
@@ -443,9 +566,10 @@ class _EpochRunner:
             advice = f"the largest stable learning rate for this problem is {stable:.6g}"
         else:
             advice = f"try a smaller learning rate, e.g. {lr / 10:.3g}"
+        kept = f"the last finite weights (epoch {epoch - 1}) are kept"
         raise DivergenceError(
             f"training diverged at epoch {epoch}{where}: the loss {what} with learning rate {lr:.6g}; "
-            f"{advice}; the last finite weights (epoch {epoch - 1}) are kept{_scale_hint(self.X)}",
+            f"{advice}; {kept}{_scale_hint(self.X)}",
             epoch=epoch, weights=[p.copy() for p in self.params], stable_lr=stable, lr=lr)
 
 

@@ -1,0 +1,230 @@
+"""Checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint holds the model's parameters, the optimizer's state (momentum,
+Adam moments, step count), the mini-batch generator's state, dropout
+generators, the epoch, the learning-rate factor and the History, so that a
+run of k + m epochs and a run stopped after k epochs and resumed for m end
+with the same weights, bit for bit.
+
+On disk it is one file, ``DIR/checkpoint.safetensors`` (tensors in
+safetensors, the rest as JSON metadata), replaced atomically each time
+(temporary file, fsync, rename): a process killed at any moment leaves the
+previous complete checkpoint, never a half-written one.
+
+Example:
+    >>> fit(model, X, y, loss="mse", optimizer=opt, epochs=10, callbacks=[CheckpointWriter("ckpt")])
+    >>> state = load("ckpt")
+    >>> fit(model, X, y, loss="mse", optimizer=opt, epochs=20, resume=state)   # epochs 11..20
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import CheckpointError
+from .loop import Callback
+
+FILE_NAME = "checkpoint.safetensors"
+KIND = "gradloop-checkpoint"
+
+
+@dataclass
+class TrainingState:
+    """A run frozen at the end of an epoch. Build with :func:`capture`, write with :func:`save`."""
+
+    epoch: int
+    architecture: dict
+    parameters: dict  # name -> array
+    optimizer: dict  # Optimizer.state_dict()
+    rng_state: dict | None  # mini-batch order generator (None for full batch)
+    dropout_states: list  # one bit-generator state per Dropout layer, in order
+    history: dict
+    start_loss: float | None
+    lr_factor: float = 1.0
+    base_lr: float = 0.0
+    config: dict = field(default_factory=dict)  # the caller's description of the run (data, options)
+
+    def restore(self, trainer):
+        """Put this state into a trainer's model, optimizer, generator and history (checked first)."""
+        model = trainer.model
+        if _shape_of(model.config()) != _shape_of(self.architecture):
+            raise CheckpointError(
+                f"the checkpoint is for a different model: it holds {_describe(self.architecture)}, "
+                f"the model being trained is {_describe(model.config())}")
+        try:
+            model.load_state_dict(self.parameters)
+            trainer.optimizer.load_state_dict(self.optimizer)
+        except Exception as exc:  # ModelFileError / ConfigError: say it is the checkpoint
+            raise CheckpointError(f"the checkpoint does not fit this run: {exc}") from exc
+        dropouts = _dropouts(model)
+        if len(dropouts) != len(self.dropout_states):
+            raise CheckpointError("the checkpoint's dropout layers do not match the model's")
+        for layer, state in zip(dropouts, self.dropout_states):
+            layer._rng.bit_generator.state = state
+        if self.rng_state is not None:
+            if trainer.rng is None:
+                raise CheckpointError("the checkpoint was written by a mini-batch run; resume it with "
+                                      "the same batch size")
+            trainer.rng.bit_generator.state = self.rng_state
+        elif trainer.rng is not None:
+            raise CheckpointError("the checkpoint was written by a full-batch run; resume it without a batch size")
+        history = trainer.history
+        history.history = {k: list(v) for k, v in self.history.items()}
+        history.start_loss = self.start_loss
+        history.epochs_run = trainer.epoch = self.epoch
+        trainer.lr_factor, trainer.base_lr = self.lr_factor, self.base_lr
+        if self.epoch > trainer.epochs:
+            raise CheckpointError(f"the checkpoint is at epoch {self.epoch}, past the {trainer.epochs} "
+                                  f"epochs asked for (epochs is the total, not a count)")
+
+
+def capture(trainer, config=None) -> TrainingState:
+    """The trainer's state now (copies), at the end of epoch ``trainer.epoch``."""
+    return TrainingState(
+        epoch=trainer.epoch,
+        architecture=trainer.model.config(),
+        parameters=trainer.model.state_dict(),
+        optimizer=trainer.optimizer.state_dict(),
+        rng_state=None if trainer.rng is None else trainer.rng.bit_generator.state,
+        dropout_states=trainer.dropout_states or [layer._rng.bit_generator.state
+                                                  for layer in _dropouts(trainer.model)],
+        history={k: list(v) for k, v in trainer.history.history.items()},
+        start_loss=trainer.history.start_loss,
+        lr_factor=trainer.lr_factor,
+        base_lr=trainer.base_lr,
+        config=dict(config or {}),
+    )
+
+
+def save(directory, state: TrainingState):
+    """Write ``state`` to ``directory/checkpoint.safetensors`` atomically; returns the file's path."""
+    from .io import write_model_file
+
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"checkpoint folder {directory} does not exist")
+    tensors = {f"model.{k}": v for k, v in state.parameters.items()}
+    optimizer = dict(state.optimizer)
+    for key, arrays in optimizer.pop("state", {}).items():
+        for i, a in enumerate(arrays):
+            tensors[f"optimizer.{key}.{i}"] = a
+    metadata = {
+        "kind": KIND, "epoch": state.epoch, "architecture": state.architecture, "optimizer": optimizer,
+        # Bit-generator states hold 128-bit integers: JSON numbers of any size, as Python writes them.
+        "rng_state": state.rng_state, "dropout_states": state.dropout_states, "history": state.history,
+        "start_loss": state.start_loss, "lr_factor": state.lr_factor, "base_lr": state.base_lr,
+        "config": state.config,
+    }
+    path = os.path.join(directory, FILE_NAME)
+    write_model_file(path, tensors, _json_safe(metadata))
+    return path
+
+
+def load(directory) -> TrainingState:
+    """Read the checkpoint in ``directory``; a missing, foreign or damaged one raises CheckpointError."""
+    from .errors import ModelFileError
+    from .io import read_model_file
+
+    path = directory if os.path.isfile(directory) else os.path.join(directory, FILE_NAME)
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint in {directory} (expected {FILE_NAME}); "
+                              f"write one with --checkpoint {directory}")
+    try:
+        tensors, meta = read_model_file(path)
+    except ModelFileError as exc:
+        raise CheckpointError(f"{exc}") from exc
+    if meta.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not a gradloop checkpoint (it may be a model file: "
+                              f"those are loaded with evaluate/predict)")
+    try:
+        parameters = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        optimizer = dict(meta["optimizer"])
+        state_arrays = {}
+        for name, array in tensors.items():
+            if name.startswith("optimizer."):
+                _, key, index = name.split(".")
+                state_arrays.setdefault(key, {})[int(index)] = array
+        optimizer["state"] = {k: [v[i] for i in range(len(v))] for k, v in state_arrays.items()}
+        history = {k: [_none_to_nan(x) for x in v] for k, v in meta["history"].items()}
+        return TrainingState(
+            epoch=int(meta["epoch"]), architecture=meta["architecture"], parameters=parameters,
+            optimizer=optimizer, rng_state=meta["rng_state"], dropout_states=list(meta["dropout_states"]),
+            history=history, start_loss=meta["start_loss"], lr_factor=float(meta["lr_factor"]),
+            base_lr=float(meta["base_lr"]), config=dict(meta.get("config") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete or malformed ({exc})") from exc
+
+
+class CheckpointWriter(Callback):
+    """Save the run every ``every`` epochs (and when training ends) into ``directory``.
+
+    ``config`` (JSON-friendly) is stored with it, for a resuming caller to
+    check that the data and options match.
+    """
+
+    wants_records = False
+
+    def __init__(self, directory, every=1, config=None):
+        if int(every) < 1:
+            from .errors import ConfigError
+
+            raise ConfigError(f"checkpoint every must be >= 1, got {every}")
+        self.directory, self.every, self.config = directory, int(every), config
+        self.path = None
+        self._saved_epoch = None
+
+    def on_train_begin(self, trainer):
+        os.makedirs(self.directory, exist_ok=True)
+
+    def on_epoch_end(self, record, trainer):
+        if trainer.epoch % self.every == 0:
+            self.write(trainer)
+
+    def on_train_end(self, history, trainer):
+        # However training ended (finished, stopped, interrupted, diverged): the last complete epoch.
+        if self._saved_epoch != trainer.epoch:
+            self.write(trainer)
+
+    def write(self, trainer):
+        self.path = save(self.directory, capture(trainer, self.config))
+        self._saved_epoch = trainer.epoch
+
+
+def _dropouts(model):
+    from .layers import Dropout
+
+    return [layer for layer in model.layers if isinstance(layer, Dropout)]
+
+
+def _shape_of(architecture):
+    """The architecture without seeds: a dropout seed is superseded by the generator state restored."""
+    layers = [{k: v for k, v in layer.items() if k != "seed"} for layer in architecture.get("layers", [])]
+    return {**architecture, "layers": layers}
+
+
+def _describe(architecture):
+    layers = architecture.get("layers", []) if isinstance(architecture, dict) else []
+    parts = []
+    for layer in layers:
+        if layer.get("type") == "Dense":
+            parts.append(f"Dense({layer.get('in_features')}, {layer.get('out_features')})")
+        else:
+            parts.append(str(layer.get("type")))
+    return f"[{', '.join(parts)}] ({architecture.get('dtype')})"
+
+
+def _json_safe(value):
+    """NaN/inf (a diverged epoch's loss) become None: checkpoint metadata is strict JSON."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _none_to_nan(value):
+    return float("nan") if value is None else value
