@@ -107,11 +107,12 @@ def _json_line(obj):
         return json.dumps(clean(obj), allow_nan=False)
 
 
-class JSONLinesLogger(Callback):
-    """One JSON object per epoch (``EpochRecord.to_dict()``), each line written whole and flushed.
+class _LineLogger(Callback):
+    """A file with one line per epoch, opened at the first epoch's end and flushed line by line.
 
-    The file is opened when training begins, after every input was validated,
-    so a bad argument never leaves a file behind.
+    Opening late means a run that fails before any epoch (bad input, a
+    non-finite starting loss) leaves no file behind and overwrites none; a
+    0-epoch run that finishes gets its (header-only) file.
     """
 
     def __init__(self, path, every=1):
@@ -120,21 +121,58 @@ class JSONLinesLogger(Callback):
         self._file = None
 
     def on_train_begin(self, trainer):
-        self._file = open(self.path, "w", encoding="utf-8")
+        self._file = None
+
+    def _open(self):
+        self._file = open(self.path, "w", newline="", encoding="utf-8")
+        self._start()
+
+    def _start(self):
+        pass
 
     def on_epoch_end(self, record, trainer):
         if record.epoch % self.every and record.epoch not in (1, trainer.epochs):
             return
-        self._file.write(_json_line(record.to_dict()) + "\n")
+        if self._file is None:
+            self._open()
+        self._write(record)
         self._file.flush()
 
     def on_train_end(self, history, trainer):
+        if self._file is None and trainer.epochs == 0:
+            self._open()
         self.close()
 
     def close(self):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class JSONLinesLogger(_LineLogger):
+    """One JSON object per epoch (``EpochRecord.to_dict()``): strict JSON, each line written whole."""
+
+    def _write(self, record):
+        self._file.write(_json_line(record.to_dict()) + "\n")
+
+
+class CSVLogger(_LineLogger):
+    """One CSV row per epoch: epoch, loss, new_loss, val_loss, lr, grad_norm, update_ratio, seconds.
+
+    Written with the standard csv module, each row flushed whole.
+    """
+
+    COLUMNS = ("epoch", "loss", "new_loss", "val_loss", "lr", "grad_norm", "update_ratio", "seconds")
+
+    def _start(self):
+        import csv
+
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.COLUMNS)
+
+    def _write(self, record):
+        row = record.to_dict()
+        self._writer.writerow(["" if row.get(c) is None else row.get(c) for c in self.COLUMNS])
 
 
 class ProgressPrinter(Callback):
@@ -159,12 +197,48 @@ class ProgressPrinter(Callback):
             return
         h = trainer.history.history
         parts = [f"epoch {epoch:>{len(str(total))}}/{total}", f"loss {h['loss'][-1]:.6g}"]
-        if h.get("new_loss"):
+        if len(h.get("new_loss", ())) == len(h["loss"]):  # this epoch measured it
             parts.append(f"after update {h['new_loss'][-1]:.6g}")
         if h.get("val_loss"):
             parts.append(f"val loss {h['val_loss'][-1]:.6g}")
         parts.append(f"lr {h['lr'][-1]:.4g}")
         print("  ".join(parts), file=self.file or sys.stdout)
+
+
+class RichProgress(Callback):
+    """A progress bar on a terminal (rich): epoch, loss, validation loss, learning rate, time left.
+
+    For output that is not a terminal use :class:`ProgressPrinter` (plain lines that
+    stay readable in logs). Reads only the History: no records are built for it.
+    """
+
+    wants_records = False
+
+    def __init__(self, console=None):
+        self.console = console
+        self._progress = None
+
+    def on_train_begin(self, trainer):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                                  console=self.console, transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=trainer.epochs, completed=trainer.epoch, status="")
+
+    def on_epoch_end(self, record, trainer):
+        h = trainer.history.history
+        status = f"loss {h['loss'][-1]:.5g}"
+        if h.get("val_loss"):
+            status += f"  val loss {h['val_loss'][-1]:.5g}"
+        status += f"  lr {h['lr'][-1]:.3g}"
+        self._progress.update(self._task, completed=trainer.epoch, status=status)
+
+    def on_train_end(self, history, trainer):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
 
 # ---------------------------------------------------------------- monitoring
@@ -285,37 +359,6 @@ class TerminateOnNaN(Callback):
 
     wants_records = False
     terminates_on_nan = True
-
-
-class CSVLogger(Callback):
-    """One CSV row per epoch: epoch, loss, new_loss, val_loss, lr, grad_norm, update_ratio, seconds.
-
-    Written with the standard csv module, each row flushed whole; opened when
-    training begins (after every input was validated).
-    """
-
-    COLUMNS = ("epoch", "loss", "new_loss", "val_loss", "lr", "grad_norm", "update_ratio", "seconds")
-
-    def __init__(self, path):
-        self.path = path
-        self._file = self._writer = None
-
-    def on_train_begin(self, trainer):
-        import csv
-
-        self._file = open(self.path, "w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(self.COLUMNS)
-
-    def on_epoch_end(self, record, trainer):
-        row = record.to_dict()
-        self._writer.writerow(["" if row.get(c) is None else row.get(c) for c in self.COLUMNS])
-        self._file.flush()
-
-    def on_train_end(self, history, trainer):
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 class ModelCheckpoint(Callback):

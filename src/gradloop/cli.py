@@ -1,4 +1,4 @@
-"""The ``gradloop`` command: train, evaluate, predict, demo.
+"""The ``gradloop`` command: train, evaluate, predict, report, demo.
 
 Every user error becomes one line on stderr and exit status 2 (divergence: 3),
 with no traceback, and no file written or overwritten: inputs are validated and
@@ -109,7 +109,21 @@ def build_parser():
                        help="print the chapter's per-epoch report, every EVERY epochs (default 1)")
     train.add_argument("--round-to", type=_non_negative_int, default=None, metavar="N",
                        help="round gradients and weights to N decimals each epoch, as the chapter does")
-    train.add_argument("--log", metavar="RUN.jsonl", help="write every epoch's record as a JSON line")
+    train.add_argument("--log", metavar="RUN.jsonl",
+                       help="write every epoch's record as a JSON line (or a CSV row, for a .csv name)")
+    train.add_argument("--val-split", type=_float, default=None, metavar="F",
+                       help="hold out this fraction of the training rows for validation (by --seed; "
+                            "stratified for classifiers): val loss every epoch")
+    train.add_argument("--early-stopping", type=_non_negative_int, default=None, metavar="PATIENCE",
+                       help="stop when the validation loss (training loss without --val-split) has not "
+                            "improved for PATIENCE epochs, and keep the best epoch's weights")
+    train.add_argument("--checkpoint", metavar="DIR",
+                       help="save the whole run (model, optimizer, generator, history) in DIR for --resume")
+    train.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
+                       help="checkpoint every N epochs (default 1), and always at the end")
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue the run checkpointed in DIR; --epochs is the total, not a count")
+    train.add_argument("--quiet", action="store_true", help="print nothing but errors")
     train.add_argument("--out", metavar="MODEL", help="save the trained model (safetensors + JSON metadata)")
     train.add_argument("--model", choices=("linear", "mlp"), default="linear")
     train.add_argument("--hidden", type=_hidden, default=[64], help="hidden layer sizes of the MLP, e.g. 64,32")
@@ -138,6 +152,12 @@ def build_parser():
     predict.add_argument("--out", metavar="CSV", help="write a CSV file instead of printing")
     predict.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
 
+    report = sub.add_parser("report", help="an HTML page (and PNG plots) of a training log")
+    report.add_argument("log", help="a JSON-lines log from train --log, or a CSV with epoch and loss columns")
+    report.add_argument("-o", "--out", metavar="HTML",
+                        help="the HTML report to write (default: the log's name with .html, unless --png is given)")
+    report.add_argument("--png", metavar="DIR", help="write every plot as a PNG file into DIR (created if missing)")
+
     sub.add_parser("demo", help="train on the bundled diabetes data and show every number")
     return parser
 
@@ -155,7 +175,8 @@ def main(argv=None):
         # NumPy's overflow/invalid warnings would add lines to stderr: the loop and the checks
         # below detect non-finite numbers themselves and say so in one line.
         with np.errstate(all="ignore"):
-            status = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo}[
+            status = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo,
+                      "report": cmd_report}[
                 args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
         return status
@@ -183,26 +204,39 @@ def main(argv=None):
 
 
 # ---------------------------------------------------------------- train
-def _check_output_path(path, option):
-    """Refuse an output whose folder is missing or that is a folder, before any work is done."""
+def _check_output_path(path, option, folder=False):
+    """Refuse an output whose parent folder is missing, or that is a folder (a file) or a file (a folder)."""
     if path is None:
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ConfigError(f"{option} {path}: the folder {folder} does not exist")
-    if os.path.isdir(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{option} {path}: the folder {parent} does not exist")
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: is a file, expected a folder")
+    if not folder and os.path.isdir(path):
         raise ConfigError(f"{option} {path}: is a folder, expected a file name")
 
 
 def cmd_train(args, *, trace_first=None, progress=True):
+    """``gradloop train``; with --quiet everything but errors (stderr) is silenced."""
+    if not args.quiet:
+        return _train(args, trace_first, progress)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _train(args, trace_first, progress)
+
+
+def _train(args, trace_first, progress):
     from .bundle import ModelBundle
-    from .callbacks import ProgressPrinter, TracePrinter
     from .data import DEFAULT_TEST_SIZE, Standardizer, load_xy, train_test_split
     from .loop import fit
     from .losses import get_loss
 
     _check_output_path(args.out, "--out")
     _check_output_path(args.log, "--log")
+    _check_output_path(args.checkpoint, "--checkpoint", folder=True)
     try:
         loss = get_loss(args.loss)
     except ConfigError as exc:  # name the option, like the other unknown names
@@ -245,26 +279,29 @@ def cmd_train(args, *, trace_first=None, progress=True):
     optimizer = get_optimizer(optimizer_name, lr, args.weight_decay)
     schedule = _schedule(args)
 
-    callbacks = []
-    if args.trace is not None or trace_first is not None:
-        callbacks.append(TracePrinter(every=args.trace or 1, limit=trace_first))
-    if progress and args.trace is None:
-        callbacks.append(ProgressPrinter(after=trace_first or 0))
-    if args.log:
-        callbacks.append(_LogFromFirstEpoch(args.log))
-    print(f"gradloop: {model_summary(model, loss)} on {len(X_train)} training rows "
-          f"({len(X_test)} test), lr {lr:.6g}{' (auto: 1/L)' if args.lr in (None, 'auto') and stable_lr else ''}, "
-          f"{args.epochs} epochs" + (f", batches of {args.batch_size}" if args.batch_size else ", full batch"))
+    config = _run_config(args)
+    resume = _load_resume(args, config)
+    callbacks = _callbacks(args, trace_first, progress, config)
+    print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, stable_lr, resume))
+    stopper = _SignalStop()
     try:
         history = fit(model, X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                      batch_size=args.batch_size, seed=args.seed, callbacks=callbacks, round_to=args.round_to,
-                      schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient)
+                      batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
+                      round_to=args.round_to, schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr,
+                      gradient=args.gradient, validation_split=args.val_split, resume=resume)
     except DivergenceError as exc:
         # The loop "keeps" the last finite weights in memory; on the command line say what that means.
         done = (f"; they were not saved to {args.out}" if args.out else "") + (
             f"; {args.log} holds epochs 1 to {exc.epoch - 1}" if args.log and exc.epoch > 1 else "")
         raise DivergenceError(f"{exc}{done}", epoch=exc.epoch, weights=exc.weights, stable_lr=exc.stable_lr,
                               lr=exc.lr, bias=exc.bias) from exc
+    if stopper.signum is not None:
+        where = f"; the run up to epoch {history.epochs_run} is checkpointed in {args.checkpoint} " \
+                f"(continue with --resume {args.checkpoint})" if args.checkpoint else "; nothing was saved"
+        print(f"gradloop: interrupted by {stopper.name}{where}", file=sys.stderr)
+        return 128 + stopper.signum
+    if history.stop_message:
+        print(f"gradloop: {history.stop_message}")
 
     bundle = ModelBundle(model, data.feature_names, data.target_name, scaler, data.classes, loss.name,
                          {"epochs": history.epochs_run, "lr": lr, "optimizer": optimizer_name,
@@ -277,43 +314,109 @@ def cmd_train(args, *, trace_first=None, progress=True):
         _print_metrics("test rows", bundle, X_test, y_test)
     if args.model == "linear" and loss.name == "mse":
         _print_optimum(bundle, X_train, y_train)
+    if args.log and history.epochs_run:
+        held_out = len(X_test) > 0
+        _log_final(args.log, bundle, X_test if held_out else X_train, y_test if held_out else y_train,
+                   "test" if held_out else "training")
     if args.out:
         bundle.save(args.out)
         print(f"Saved the model to {args.out}")
     return 0
 
 
-class _LogFromFirstEpoch:
-    """The ``--log`` callback: a JSONLinesLogger whose file is created at the first epoch's record.
+def _run_summary(args, model, loss, n_train, n_test, lr, stable_lr, resume):
+    """The one line that says what is about to be trained, on what, and how."""
+    rows = f"{n_train} training rows ({n_test} test"
+    if args.val_split:
+        rows += f"; {round(args.val_split * n_train)} of the training rows held out for validation"
+    auto = " (auto: 1/L)" if args.lr in (None, "auto") and stable_lr else ""
+    batches = f"batches of {args.batch_size}" if args.batch_size else "full batch"
+    resuming = f", resuming at epoch {resume.epoch}" if resume else ""
+    return (f"gradloop: {model_summary(model, loss)} on {rows}), lr {lr:.6g}{auto}, "
+            f"{args.epochs} epochs, {batches}{resuming}")
 
-    JSONLinesLogger opens its file when training begins, so a run whose starting loss is
-    already not finite would leave an empty (or emptied) log behind. A 0-epoch run that
-    finishes still gets its (empty) file.
+
+def _callbacks(args, trace_first, progress, config):
+    """The consumers of the run's records that the options ask for."""
+    from .callbacks import (CSVLogger, EarlyStopping, JSONLinesLogger, ProgressPrinter, RichProgress,
+                            TracePrinter)
+    from .checkpoint import CheckpointWriter
+
+    callbacks = []
+    if args.trace is not None or trace_first is not None:
+        callbacks.append(TracePrinter(every=args.trace or 1, limit=trace_first))
+    elif progress and not args.quiet:
+        # A bar on a terminal; plain lines where the output is a file or a pipe (logs stay readable).
+        callbacks.append(RichProgress() if sys.stdout.isatty() else ProgressPrinter(after=trace_first or 0))
+    if args.log:
+        callbacks.append(CSVLogger(args.log) if args.log.lower().endswith(".csv") else JSONLinesLogger(args.log))
+    if args.early_stopping is not None:
+        callbacks.append(EarlyStopping("val_loss" if args.val_split else "loss", patience=args.early_stopping))
+    if args.checkpoint:
+        callbacks.append(CheckpointWriter(args.checkpoint, args.checkpoint_every, config))
+    return callbacks
+
+
+# Options that must match between a checkpointed run and its resumption (the rest may change).
+RESUME_KEYS = ("data", "target", "features", "model", "hidden", "activation", "loss", "optimizer", "batch_size",
+               "seed", "standardize", "test_size", "val_split", "dtype", "weight_decay", "schedule", "round_to")
+
+
+def _run_config(args):
+    return {key: getattr(args, key) for key in RESUME_KEYS}
+
+
+def _load_resume(args, config):
+    """The checkpoint to continue from (None without --resume), checked against this command's options."""
+    from .checkpoint import load
+    from .errors import CheckpointError
+
+    if args.resume is None:
+        return None
+    state = load(args.resume)
+    saved = state.config
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != config[key]:
+            raise CheckpointError(f"--resume {args.resume}: the checkpoint was trained with --{key.replace('_', '-')} "
+                                  f"{saved[key]!r}, this command says {config[key]!r}; give the same options")
+    return state
+
+
+class _SignalStop:
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current epoch, let the checkpoint be written, then stop.
+
+    A second signal interrupts at once (the last complete checkpoint is still on disk).
     """
 
-    wants_records = True
+    wants_records = False
 
-    def __init__(self, path):
-        from .callbacks import JSONLinesLogger
-
-        self.logger, self.opened = JSONLinesLogger(path), False
-
-    def _open(self, trainer):
-        if not self.opened:
-            self.opened = True
-            self.logger.on_train_begin(trainer)
+    def __init__(self):
+        self.signum, self.name, self._previous = None, None, {}
 
     def on_train_begin(self, trainer):
-        pass
+        import signal
+
+        def handler(signum, frame):
+            if self.signum is not None:
+                raise KeyboardInterrupt
+            self.signum, self.name = signum, signal.Signals(signum).name
+            trainer.stop_training, trainer.stop_reason = True, self.name
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread: leave the signals alone
+                pass
 
     def on_epoch_end(self, record, trainer):
-        self._open(trainer)
-        self.logger.on_epoch_end(record, trainer)
+        pass
 
     def on_train_end(self, history, trainer):
-        if history.epochs_run == trainer.epochs == 0:
-            self._open(trainer)
-        self.logger.on_train_end(history, trainer)
+        import signal
+
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 def model_summary(model, loss):
@@ -485,6 +588,61 @@ def cmd_predict(args):
 
     atomic_write_bytes(args.out, frame.to_csv(index=False).encode("utf-8"))
     print(f"Wrote {len(frame)} predictions to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------- report
+FINAL_ROWS = 5000  # rows of targets and predictions kept in the --log's final line
+
+
+def _log_final(path, bundle, X_scaled, y, split):
+    """Append the run's result to the ``--log`` file: one last line ``{"final": true, ...}``.
+
+    It holds the task, the targets and predictions of the held-out rows (the training rows when
+    none are held out; the first FINAL_ROWS), the classes, and the metrics and confusion matrix of
+    all those rows: what ``gradloop report`` draws beside the epochs. Labels are the data's.
+    """
+    from .callbacks import _json_line
+
+    model, classes = bundle.model, bundle.classes
+    metrics = _metrics(bundle, X_scaled, y)
+    confusion = metrics.pop("confusion_matrix", None)
+    true, pred = y[:FINAL_ROWS], model.predict(X_scaled[:FINAL_ROWS])
+    if classes is None:
+        y_true, y_pred = true.tolist(), pred.reshape(len(pred), -1)[:, 0].tolist()
+    else:
+        y_true, y_pred = [classes[i] for i in true], [classes[i] for i in pred]
+    line = {"final": True, "task": model.task, "split": split, "rows": len(y), "y_true": y_true,
+            "y_pred": y_pred, "classes": classes, "metrics": metrics}
+    if confusion is not None:
+        line["confusion_matrix"] = confusion
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(_json_line(line) + "\n")
+
+
+def cmd_report(args):
+    from .io import atomic_write_bytes
+    from .report import figures, png_bytes, read_log, render_html, write_pngs
+
+    out = args.out
+    if out is None and args.png is None:
+        out = os.path.splitext(args.log)[0] + ".html"
+    records, final = read_log(args.log)
+    _check_output_path(out, "-o")
+    if out is not None and os.path.abspath(out) == os.path.abspath(args.log):
+        raise ConfigError(f"-o {out}: is the log itself; give the report another name")
+    if args.png is not None and os.path.exists(args.png) and not os.path.isdir(args.png):
+        raise ConfigError(f"--png {args.png}: is a file, expected a folder for the PNG files")
+    # Everything is rendered before the first file is written.
+    pngs = {name: png_bytes(fig) for name, fig in figures(records, final).items()}
+    page = render_html(records, final, pngs, title=os.path.basename(args.log)) if out is not None else None
+    if args.png is not None:
+        paths = write_pngs(args.png, pngs)
+        print(f"Wrote {len(paths)} plot{'s' * (len(paths) != 1)} to {args.png}: {', '.join(p.name for p in paths)}")
+    if page is not None:
+        atomic_write_bytes(out, page.encode("utf-8"), "report")
+        print(f"Wrote the report of {len(records)} epoch{'s' * (len(records) != 1)} "
+              f"({len(pngs)} plot{'s' * (len(pngs) != 1)}) to {out}")
     return 0
 
 
