@@ -314,7 +314,7 @@ def _train(args, trace_first, progress):
         _print_metrics("test rows", bundle, X_test, y_test)
     if args.model == "linear" and loss.name == "mse":
         _print_optimum(bundle, X_train, y_train)
-    if args.log and history.epochs_run:
+    if args.log and history.epochs_run and not args.log.lower().endswith(".csv"):  # CSV rows are epochs only
         held_out = len(X_test) > 0
         _log_final(args.log, bundle, X_test if held_out else X_train, y_test if held_out else y_train,
                    "test" if held_out else "training")
