@@ -188,3 +188,22 @@ def test_sigkill_at_any_moment_leaves_the_last_complete_checkpoint(blobs, tmp_pa
     assert state.epoch >= first
     leftovers = [p.name for p in ckpt.iterdir() if p.name != "checkpoint.safetensors"]
     assert all(name.endswith(".tmp") for name in leftovers)  # at most the temporary file of a killed write
+
+
+def test_checkpoint_after_early_stopping_holds_the_last_epoch_not_the_restored_best(tmp_path, capsys):
+    # EarlyStopping restores the best weights when training ends; the checkpoint written then
+    # must still be the last epoch's state, or a resumed run would continue from the wrong weights.
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.standard_normal((120, 6)), columns=list("abcdef")).assign(y=rng.standard_normal(120))
+    data, ckpt, model = tmp_path / "noise.csv", tmp_path / "ck", tmp_path / "m.safetensors"
+    frame.to_csv(data, index=False)
+    status, out, _ = run(capsys, "train", data, "--target", "y", "--model", "mlp", "--hidden", "64",
+                         "--optimizer", "adam", "--lr", "0.01", "--batch-size", "8", "--epochs", "200",
+                         "--val-split", "0.3", "--early-stopping", "2", "--checkpoint", ckpt,
+                         "--checkpoint-every", "1000", "--out", model)
+    assert status == 0 and "keeps epoch" in out
+    trained = int(out.split("Trained ")[1].split()[0])
+    state = load(ckpt)
+    assert state.epoch == trained and len(state.history["loss"]) == trained
+    best = _tensors(model)
+    assert any(not np.array_equal(state.parameters[name], best[name]) for name in best)

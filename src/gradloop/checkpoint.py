@@ -50,39 +50,47 @@ class TrainingState:
     def restore(self, trainer):
         """Put this state into a trainer's model, optimizer, generator and history (checked first)."""
         model = trainer.model
+        # Every check comes before the first change: a refused checkpoint used to leave the model and the
+        # optimizer already overwritten (the batch-mode and epoch checks ran after loading them).
         if _shape_of(model.config()) != _shape_of(self.architecture):
             raise CheckpointError(
                 f"the checkpoint is for a different model: it holds {_describe(self.architecture)}, "
                 f"the model being trained is {_describe(model.config())}")
+        dropouts = _dropouts(model)
+        if len(dropouts) != len(self.dropout_states):
+            raise CheckpointError("the checkpoint's dropout layers do not match the model's")
+        if self.rng_state is not None and trainer.rng is None:
+            raise CheckpointError("the checkpoint was written by a mini-batch run; resume it with "
+                                  "the same batch size")
+        if self.rng_state is None and trainer.rng is not None:
+            raise CheckpointError("the checkpoint was written by a full-batch run; resume it without a batch size")
+        if self.epoch > trainer.epochs:
+            raise CheckpointError(f"the checkpoint is at epoch {self.epoch}, past the {trainer.epochs} "
+                                  f"epochs asked for (epochs is the total, not a count)")
+        before = model.state_dict()
         try:
             model.load_state_dict(self.parameters)
             trainer.optimizer.load_state_dict(self.optimizer)
         except Exception as exc:  # ModelFileError / ConfigError: say it is the checkpoint
+            model.load_state_dict(before)  # the optimizer refused after the model was loaded
             raise CheckpointError(f"the checkpoint does not fit this run: {exc}") from exc
-        dropouts = _dropouts(model)
-        if len(dropouts) != len(self.dropout_states):
-            raise CheckpointError("the checkpoint's dropout layers do not match the model's")
         for layer, state in zip(dropouts, self.dropout_states):
             layer._rng.bit_generator.state = state
         if self.rng_state is not None:
-            if trainer.rng is None:
-                raise CheckpointError("the checkpoint was written by a mini-batch run; resume it with "
-                                      "the same batch size")
             trainer.rng.bit_generator.state = self.rng_state
-        elif trainer.rng is not None:
-            raise CheckpointError("the checkpoint was written by a full-batch run; resume it without a batch size")
         history = trainer.history
         history.history = {k: list(v) for k, v in self.history.items()}
         history.start_loss = self.start_loss
         history.epochs_run = trainer.epoch = self.epoch
         trainer.lr_factor, trainer.base_lr = self.lr_factor, self.base_lr
-        if self.epoch > trainer.epochs:
-            raise CheckpointError(f"the checkpoint is at epoch {self.epoch}, past the {trainer.epochs} "
-                                  f"epochs asked for (epochs is the total, not a count)")
 
 
 def capture(trainer, config=None) -> TrainingState:
     """The trainer's state now (copies), at the end of epoch ``trainer.epoch``."""
+    return _capture(trainer, config, {k: list(v) for k, v in trainer.history.history.items()})
+
+
+def _capture(trainer, config, history) -> TrainingState:
     return TrainingState(
         epoch=trainer.epoch,
         architecture=trainer.model.config(),
@@ -91,7 +99,7 @@ def capture(trainer, config=None) -> TrainingState:
         rng_state=None if trainer.rng is None else trainer.rng.bit_generator.state,
         dropout_states=trainer.dropout_states or [layer._rng.bit_generator.state
                                                   for layer in _dropouts(trainer.model)],
-        history={k: list(v) for k, v in trainer.history.history.items()},
+        history=history,
         start_loss=trainer.history.start_loss,
         lr_factor=trainer.lr_factor,
         base_lr=trainer.base_lr,
@@ -153,7 +161,8 @@ def load(directory) -> TrainingState:
             optimizer=optimizer, rng_state=meta["rng_state"], dropout_states=list(meta["dropout_states"]),
             history=history, start_loss=meta["start_loss"], lr_factor=float(meta["lr_factor"]),
             base_lr=float(meta["base_lr"]), config=dict(meta.get("config") or {}))
-    except (KeyError, TypeError, ValueError) as exc:
+    # AttributeError too: a "history" or "optimizer" that is not a JSON object has no .items().
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete or malformed ({exc})") from exc
 
 
@@ -173,23 +182,32 @@ class CheckpointWriter(Callback):
             raise ConfigError(f"checkpoint every must be >= 1, got {every}")
         self.directory, self.every, self.config = directory, int(every), config
         self.path = None
-        self._saved_epoch = None
+        self._saved_epoch = self._pending = None
+        self._last = None  # (state, history lengths) at the end of the last complete epoch
 
     def on_train_begin(self, trainer):
         os.makedirs(self.directory, exist_ok=True)
+        self._pending = None
 
     def on_epoch_end(self, record, trainer):
+        state = capture(trainer, self.config)
         if trainer.epoch % self.every == 0:
-            self.write(trainer)
+            self._write(state)
+        else:
+            # Kept for train end: by then other callbacks (EarlyStopping restoring its best
+            # weights) may have changed the model, and the checkpoint must be this epoch's.
+            self._pending = state
 
     def on_train_end(self, history, trainer):
         # However training ended (finished, stopped, interrupted, diverged): the last complete epoch.
-        if self._saved_epoch != trainer.epoch:
-            self.write(trainer)
+        if self._pending is not None:
+            self._write(self._pending)
+        elif self._saved_epoch is None and trainer.epoch == 0:
+            self._write(capture(trainer, self.config))
 
-    def write(self, trainer):
-        self.path = save(self.directory, capture(trainer, self.config))
-        self._saved_epoch = trainer.epoch
+    def _write(self, state):
+        self.path = save(self.directory, state)
+        self._saved_epoch, self._pending = state.epoch, None
 
 
 def _dropouts(model):

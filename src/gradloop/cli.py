@@ -308,7 +308,9 @@ def _train(args, trace_first, progress):
                           "batch_size": args.batch_size, "seed": args.seed, "final_loss": history.final_loss})
     # --epochs 0 is allowed (the starting weights, evaluated): there is no final loss to print then.
     final = "none (no epoch run)" if history.final_loss is None else f"{history.final_loss:.6g}"
-    print(f"\nTrained {history.epochs_run} epochs; final training loss {final}")
+    restored = getattr(history, "restored_epoch", None)
+    kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
+    print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
     _print_metrics("training rows", bundle, X_train, y_train)
     if len(X_test):
         _print_metrics("test rows", bundle, X_test, y_test)
