@@ -51,6 +51,18 @@ def environment():
     return info
 
 
+def peak_memory(fn):
+    """Peak bytes NumPy allocated while ``fn`` ran (tracemalloc sees NumPy's allocations, not PyTorch's)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def measure(work, repeats):
     """Median seconds per unit for every contender, interleaving repetitions."""
     times = {name: [] for name in work.contenders}
@@ -71,13 +83,28 @@ def _fmt_time(seconds):
     return f"{seconds / 1e-9:.3g} ns"
 
 
+def _fmt_memory(extra, input_bytes):
+    """Extra bytes, and as a fraction of the input data when that is large enough to matter."""
+    if extra is None:
+        return "n/a"
+    text = f"{extra / 2**20:.1f} MiB"
+    if input_bytes and input_bytes >= 2**24:
+        text += f" ({extra / input_bytes:.2f}x X)"
+    return text
+
+
 def markdown(results, env):
-    lines = ["| workload | contender | median per epoch | gradloop / this |", "| --- | --- | ---: | ---: |"]
+    lines = ["| workload | contender | median per epoch | gradloop / this | peak extra memory |",
+             "| --- | --- | ---: | ---: | ---: |"]
     for r in results:
         base = r["medians"][r["baseline"]]
         for name, median in r["medians"].items():
             ratio = "" if name == r["baseline"] else f"{base / median:.2f}x"
-            lines.append(f"| {r['name']} | {name} | {_fmt_time(median)} | {ratio} |")
+            lines.append(f"| {r['name']} | {name} | {_fmt_time(median)} | {ratio} | "
+                         f"{_fmt_memory(r['peak_extra_bytes'].get(name), r['input_bytes'])} |")
+    lines.append("")
+    lines.append("Peak extra memory: what NumPy allocated during one call beyond the inputs (tracemalloc); "
+                 "n/a where the library allocates outside NumPy.")
     lines.append("")
     lines.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None))
     for r in results:
@@ -99,8 +126,12 @@ def main(argv=None):
     for key in args.only or WORKLOADS:
         work = WORKLOADS[key](args.quick)
         medians, all_times = measure(work, repeats)
+        # Memory beyond the inputs (allocated before tracing), for the NumPy-based contenders.
+        memory = {name: peak_memory(fn) for name, fn in work.contenders.items()
+                  if not name.startswith(("pytorch", "scikit-learn"))}
         results.append({"key": key, "name": work.name, "unit": work.unit, "baseline": work.baseline,
-                        "limit": work.limit, "medians": medians, "times": all_times, "notes": work.notes})
+                        "limit": work.limit, "medians": medians, "times": all_times, "notes": work.notes,
+                        "peak_extra_bytes": memory, "input_bytes": work.input_bytes})
         base = medians[work.baseline]
         print(f"{work.name}:", file=sys.stderr)
         for name, median in medians.items():

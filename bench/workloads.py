@@ -28,6 +28,7 @@ class Workload:
     limit: str | None = None  # contender name that is the hardware floor
     baseline: str = "gradloop"
     notes: list = field(default_factory=list)
+    input_bytes: int = 0  # size of X, for memory ratios
 
 
 def _torch():
@@ -116,6 +117,7 @@ def linear_large(quick, dtype=np.float64):
     work = Workload(f"linear MSE full batch, {n:,} x {d} {name}", "epoch", epochs,
                     {"gradloop": gradloop_train, "numpy (plain)": numpy_plain, "limit: one read of X": streaming_read},
                     limit="limit: one read of X")
+    work.input_bytes = X.nbytes
     torch = _torch()
     if torch is not None:
         Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
@@ -162,6 +164,7 @@ def linear_gram(quick):
 
     work = Workload(f"linear MSE, {epochs} epochs, {n:,} x {d} float64 (gram)", "epoch", epochs,
                     {"gradloop": gradloop_train, "numpy (plain)": numpy_plain})
+    work.input_bytes = X.nbytes
     torch = _torch()
     if torch is not None:
         Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
