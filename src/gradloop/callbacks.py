@@ -242,6 +242,15 @@ class RichProgress(Callback):
 
 
 # ---------------------------------------------------------------- monitoring
+def _check_monitor(trainer, monitor, owner):
+    """Refuse, before any epoch runs, to watch a validation loss that will never exist."""
+    if monitor == "val_loss" and not trainer.has_validation:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{owner} monitors 'val_loss', which this run does not record "
+                          f"(pass validation_data or validation_split, or monitor 'loss')")
+
+
 def _monitored(trainer, monitor, owner):
     """The latest value of ``monitor`` ("val_loss", "loss", "new_loss") from the History."""
     values = trainer.history.history.get(monitor)
@@ -263,6 +272,7 @@ class _Monitor(Callback):
         self.best, self.best_epoch = math.inf, None
 
     def on_train_begin(self, trainer):
+        _check_monitor(trainer, self.monitor, type(self).__name__)
         self.best, self.best_epoch = math.inf, None
 
     def _improved(self, trainer):
@@ -301,7 +311,9 @@ class EarlyStopping(_Monitor):
         if self._improved(trainer):
             if self.restore_best:
                 self.best_weights = trainer.model.state_dict()
-        elif trainer.epoch - (self.best_epoch or 0) > self.patience:
+        # ">=": stop once `patience` epochs in a row have not improved, as documented and as the stop message
+        # says (">" waited one epoch more: patience=3 stopped 4 epochs after the best).
+        elif trainer.epoch - (self.best_epoch or 0) >= self.patience:
             trainer.stop_training, trainer.stop_reason = True, "early stopping"
             self.stopped_epoch = trainer.epoch
             trainer.history.stop_message = (
@@ -340,11 +352,18 @@ class ReduceLROnPlateau(_Monitor):
             self._wait = 0
             return
         self._wait += 1
-        if self._wait > self.patience and not self._cooling:
+        # ">=": reduce after `patience` stalled epochs, as documented (">" waited one stalled epoch more).
+        if self._wait >= self.patience and not self._cooling:
             lr = trainer.optimizer.lr
             new_lr = max(lr * self.factor, self.min_lr)
             if new_lr < lr:
-                trainer.lr_factor *= new_lr / lr
+                factor = trainer.lr_factor * new_lr / lr
+                if trainer.schedule is None:
+                    # The loop sets lr = base_lr * lr_factor, which can round one ulp below the value meant
+                    # (base 0.1, factor 0.1, min_lr 0.007 gave 0.006999999999999999): nudge the factor up.
+                    while trainer.base_lr * factor < new_lr:
+                        factor = math.nextafter(factor, math.inf)
+                trainer.lr_factor = factor
             self._wait, self._cooling = 0, self.cooldown
 
 
@@ -377,6 +396,8 @@ class ModelCheckpoint(Callback):
         self.best, self.saved_epoch = math.inf, None
 
     def on_train_begin(self, trainer):
+        if self.save_best_only:
+            _check_monitor(trainer, self.monitor, "ModelCheckpoint")
         self.best, self.saved_epoch = math.inf, None
 
     def on_epoch_end(self, record, trainer):

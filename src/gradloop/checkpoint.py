@@ -183,14 +183,16 @@ class CheckpointWriter(Callback):
         self.directory, self.every, self.config = directory, int(every), config
         self.path = None
         self._saved_epoch = self._pending = None
-        self._last = None  # (state, history lengths) at the end of the last complete epoch
 
     def on_train_begin(self, trainer):
         os.makedirs(self.directory, exist_ok=True)
         self._pending = None
 
     def on_epoch_end(self, record, trainer):
-        state = capture(trainer, self.config)
+        # The History is kept as list lengths, cut when written: copying every list each epoch
+        # cost O(epochs**2) (20,000 full-batch epochs of the linear model: 0.2 s became 2.9 s).
+        history = trainer.history.history
+        state = _capture(trainer, self.config, (history, {k: len(v) for k, v in history.items()}))
         if trainer.epoch % self.every == 0:
             self._write(state)
         else:
@@ -206,6 +208,9 @@ class CheckpointWriter(Callback):
             self._write(capture(trainer, self.config))
 
     def _write(self, state):
+        if isinstance(state.history, tuple):  # (lists, lengths) from on_epoch_end
+            lists, lengths = state.history
+            state.history = {k: list(lists[k][:n]) for k, n in lengths.items()}
         self.path = save(self.directory, state)
         self._saved_epoch, self._pending = state.epoch, None
 

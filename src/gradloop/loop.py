@@ -184,6 +184,7 @@ class Trainer:
     schedule: object = None
     terminate_on_nan: bool = False
     dropout_states: list | None = None  # full batch: dropout generators before the last evaluation
+    has_validation: bool = False
 
 
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, seed=0,
@@ -249,7 +250,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     if validation_split is not None:
         if validation_data is not None:
             raise ConfigError("give validation_data or validation_split, not both")
-        X, y, validation_data = _split_validation(X, y, validation_split, seed, loss.task == "multiclass")
+        X, y, validation_data = _split_validation(X, y, validation_split, seed, loss.task != "regression")
     if validation_data is not None:
         validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
     history = History()
@@ -257,6 +258,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     trainer = Trainer(model, optimizer, loss, history, epochs, base_lr=optimizer.lr, schedule=schedule,
                       rng=np.random.default_rng(seed) if mini_batch else None)
     trainer.terminate_on_nan = any(getattr(cb, "terminates_on_nan", False) for cb in callbacks)
+    trainer.has_validation = validation_data is not None
     if resume is not None:
         resume.restore(trainer)
     run = _EpochRunner(model, loss, optimizer, X, y, callbacks, trainer, round_to, schedule, clip_norm,
@@ -269,12 +271,28 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
             run.mini_batch(epochs, int(batch_size), shuffle)
         else:
             run.full_batch(epochs, gradient)
-    finally:
-        # Train end runs however training ended (divergence included): loggers close their files.
-        model.eval()
-        for cb in callbacks:
-            cb.on_train_end(history, trainer)
+    except BaseException:
+        _end_training(model, callbacks, history, trainer, failing=True)
+        raise
+    _end_training(model, callbacks, history, trainer, failing=False)
     return history
+
+
+def _end_training(model, callbacks, history, trainer, failing):
+    """Train end runs for every callback however training ended: loggers close, best weights return.
+
+    One callback's error does not skip the others; it is raised afterwards unless
+    training itself already failed (that error says more).
+    """
+    model.eval()
+    first = None
+    for cb in callbacks:
+        try:
+            cb.on_train_end(history, trainer)
+        except Exception as exc:
+            first = first or exc
+    if first is not None and not failing:
+        raise first
 
 
 def _split_validation(X, y, fraction, seed, stratify):
@@ -283,7 +301,8 @@ def _split_validation(X, y, fraction, seed, stratify):
         raise ConfigError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
     # A generator of its own: the split never shifts the mini-batch order drawn from the same seed.
     rng = np.random.default_rng([int(seed), 0x5EED])
-    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(X))]
+    labels = y.reshape(len(y), -1)[:, 0] if stratify else None  # binary targets are (n, 1)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if stratify else [np.arange(len(X))]
     held = np.concatenate([g[rng.permutation(len(g))[:int(round(fraction * len(g)))]] for g in groups])
     if len(held) == 0 or len(held) == len(X):
         raise ConfigError(f"validation_split {fraction} of {len(X)} rows leaves no rows for "
@@ -396,6 +415,8 @@ class _EpochRunner:
                 if not new_value <= limit:  # also true for NaN
                     if trainer.terminate_on_nan and not math.isfinite(new_value):
                         self._undo_epoch(epoch, new_value)
+                        if bookkeeping:
+                            self.history.history["lr"].pop()
                         epoch -= 1
                         break
                     self._diverge(epoch, new_value, "")
@@ -416,7 +437,13 @@ class _EpochRunner:
         model, loss, optimizer, params, grads = self.model, self.loss, self.optimizer, self.params, self.grads
         trainer, X, y = self.trainer, self.X, self.y
         n = len(X)
-        limit = self._check_start(loss.value(y, model.predict_raw(X)))
+        start = loss.value(y, model.predict_raw(X))
+        if math.isfinite(start):
+            limit = self._check_start(start)
+        else:
+            # Some rows give a non-finite loss (a NaN in the data): each batch's check finds
+            # the batch and stops before its update; there is no start to measure growth from.
+            limit = math.inf
         model.train()
         epoch = trainer.epoch
         for epoch in range(trainer.epoch + 1, epochs + 1):
@@ -452,7 +479,8 @@ class _EpochRunner:
                     for cb in self.batch_callbacks:
                         cb.on_batch_end(record, trainer)
             if trainer.stop_reason == "nan":
-                epoch -= 1  # the interrupted epoch did not complete
+                epoch -= 1  # the interrupted epoch did not complete: it leaves no entries
+                self.history.history["lr"].pop()
                 break
             mean_loss = total / n
             if not mean_loss <= limit:
