@@ -207,3 +207,20 @@ def test_checkpoint_after_early_stopping_holds_the_last_epoch_not_the_restored_b
     assert state.epoch == trained and len(state.history["loss"]) == trained
     best = _tensors(model)
     assert any(not np.array_equal(state.parameters[name], best[name]) for name in best)
+
+
+def test_resumed_run_with_early_stopping_stops_where_an_unbroken_one_does(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.standard_normal((120, 6)), columns=list("abcdef")).assign(y=rng.standard_normal(120))
+    data, ckpt = tmp_path / "noise.csv", tmp_path / "ck"
+    frame.to_csv(data, index=False)
+    common = ["train", data, "--target", "y", "--model", "mlp", "--hidden", "64", "--optimizer", "adam",
+              "--lr", "0.003", "--batch-size", "8", "--val-split", "0.3", "--early-stopping", "4"]
+    status, out, _ = run(capsys, *common, "--epochs", "200", "--out", tmp_path / "a.st")
+    unbroken = int(out.split("Trained ")[1].split()[0])
+    assert status == 0 and unbroken > 4  # early stopping fired after the checkpoint below
+    assert run(capsys, *common, "--epochs", "3", "--checkpoint", ckpt)[0] == 0
+    status, out, _ = run(capsys, *common, "--epochs", "200", "--resume", ckpt, "--out", tmp_path / "b.st")
+    assert status == 0 and int(out.split("Trained ")[1].split()[0]) == unbroken
+    a, b = _tensors(tmp_path / "a.st"), _tensors(tmp_path / "b.st")
+    assert all(np.array_equal(a[name], b[name]) for name in a)

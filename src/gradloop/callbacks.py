@@ -320,6 +320,16 @@ class EarlyStopping(_Monitor):
                 f"early stopping at epoch {trainer.epoch}: {self.monitor} has not improved for "
                 f"{self.patience} epochs; best {self.best:.6g} at epoch {self.best_epoch}")
 
+    def state_dict(self):
+        """Counters and best weights, for checkpoints: a resumed run stops where an unbroken one would."""
+        return {"best": None if math.isinf(self.best) else self.best, "best_epoch": self.best_epoch,
+                "arrays": self.best_weights}
+
+    def load_state_dict(self, state):
+        self.best = math.inf if state["best"] is None else float(state["best"])
+        self.best_epoch = state["best_epoch"]
+        self.best_weights = state.get("arrays")
+
     def on_train_end(self, history, trainer):
         if self.restore_best and self.best_weights is not None:
             trainer.model.load_state_dict(self.best_weights)
@@ -344,6 +354,14 @@ class ReduceLROnPlateau(_Monitor):
     def on_train_begin(self, trainer):
         super().on_train_begin(trainer)
         self._wait = self._cooling = 0
+
+    def state_dict(self):
+        return {"best": None if math.isinf(self.best) else self.best, "best_epoch": self.best_epoch,
+                "wait": self._wait, "cooling": self._cooling}
+
+    def load_state_dict(self, state):
+        self.best = math.inf if state["best"] is None else float(state["best"])
+        self.best_epoch, self._wait, self._cooling = state["best_epoch"], int(state["wait"]), int(state["cooling"])
 
     def on_epoch_end(self, record, trainer):
         if self._cooling:

@@ -46,6 +46,22 @@ class TrainingState:
     lr_factor: float = 1.0
     base_lr: float = 0.0
     config: dict = field(default_factory=dict)  # the caller's description of the run (data, options)
+    callbacks: list = field(default_factory=list)  # [class name, state] of callbacks that keep state
+
+    def restore_callbacks(self, callbacks):
+        """Give stateful callbacks (EarlyStopping, ReduceLROnPlateau) back their counters and best values.
+
+        Matched in order by class name; a callback the checkpointed run did not have starts fresh.
+        """
+        saved = list(self.callbacks)
+        for cb in callbacks:
+            if not hasattr(cb, "load_state_dict"):
+                continue
+            for i, (name, state) in enumerate(saved):
+                if name == type(cb).__name__:
+                    cb.load_state_dict(state)
+                    del saved[i]
+                    break
 
     def restore(self, trainer):
         """Put this state into a trainer's model, optimizer, generator and history (checked first)."""
@@ -104,6 +120,7 @@ def _capture(trainer, config, history) -> TrainingState:
         lr_factor=trainer.lr_factor,
         base_lr=trainer.base_lr,
         config=dict(config or {}),
+        callbacks=[[type(cb).__name__, cb.state_dict()] for cb in trainer.callbacks if hasattr(cb, "state_dict")],
     )
 
 
@@ -118,7 +135,14 @@ def save(directory, state: TrainingState):
     for key, arrays in optimizer.pop("state", {}).items():
         for i, a in enumerate(arrays):
             tensors[f"optimizer.{key}.{i}"] = a
+    callbacks = []
+    for i, (name, cb_state) in enumerate(state.callbacks):
+        arrays = cb_state.get("arrays") or {}
+        for key, a in arrays.items():
+            tensors[f"callback.{i}.{key}"] = a
+        callbacks.append([name, {k: v for k, v in cb_state.items() if k != "arrays"}, sorted(arrays)])
     metadata = {
+        "callbacks": callbacks,
         "kind": KIND, "epoch": state.epoch, "architecture": state.architecture, "optimizer": optimizer,
         # Bit-generator states hold 128-bit integers: JSON numbers of any size, as Python writes them.
         "rng_state": state.rng_state, "dropout_states": state.dropout_states, "history": state.history,
@@ -160,7 +184,9 @@ def load(directory) -> TrainingState:
             epoch=int(meta["epoch"]), architecture=meta["architecture"], parameters=parameters,
             optimizer=optimizer, rng_state=meta["rng_state"], dropout_states=list(meta["dropout_states"]),
             history=history, start_loss=meta["start_loss"], lr_factor=float(meta["lr_factor"]),
-            base_lr=float(meta["base_lr"]), config=dict(meta.get("config") or {}))
+            base_lr=float(meta["base_lr"]), config=dict(meta.get("config") or {}),
+            callbacks=[[name, {**cb_state, "arrays": {k: tensors[f"callback.{i}.{k}"] for k in keys} or None}]
+                       for i, (name, cb_state, keys) in enumerate(meta.get("callbacks") or [])])
     # AttributeError too: a "history" or "optimizer" that is not a JSON object has no .items().
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete or malformed ({exc})") from exc

@@ -185,6 +185,7 @@ class Trainer:
     terminate_on_nan: bool = False
     dropout_states: list | None = None  # full batch: dropout generators before the last evaluation
     has_validation: bool = False
+    callbacks: list = field(default_factory=list)
 
 
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, seed=0,
@@ -263,9 +264,12 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         resume.restore(trainer)
     run = _EpochRunner(model, loss, optimizer, X, y, callbacks, trainer, round_to, schedule, clip_norm,
                        validation_data, stable_lr)
+    trainer.callbacks = callbacks
     model.train()
     for cb in callbacks:
         cb.on_train_begin(trainer)
+    if resume is not None:
+        resume.restore_callbacks(callbacks)  # after train begin, which resets their counters
     try:
         if mini_batch:
             run.mini_batch(epochs, int(batch_size), shuffle)
