@@ -215,11 +215,13 @@ def test_resumed_run_with_early_stopping_stops_where_an_unbroken_one_does(tmp_pa
     data, ckpt = tmp_path / "noise.csv", tmp_path / "ck"
     frame.to_csv(data, index=False)
     common = ["train", data, "--target", "y", "--model", "mlp", "--hidden", "64", "--optimizer", "adam",
-              "--lr", "0.003", "--batch-size", "8", "--val-split", "0.3", "--early-stopping", "4"]
+              "--lr", "0.01", "--batch-size", "8", "--val-split", "0.3", "--early-stopping", "4"]
     status, out, _ = run(capsys, *common, "--epochs", "200", "--out", tmp_path / "a.st")
     unbroken = int(out.split("Trained ")[1].split()[0])
-    assert status == 0 and unbroken > 4  # early stopping fired after the checkpoint below
-    assert run(capsys, *common, "--epochs", "3", "--checkpoint", ckpt)[0] == 0
+    best = int(out.split("keeps epoch ")[1].split("'")[0])
+    assert status == 0 and best + 2 < unbroken
+    # Checkpoint between the best epoch and the stop: the resumed run must remember that best.
+    assert run(capsys, *common, "--epochs", str(best + 2), "--checkpoint", ckpt)[0] == 0
     status, out, _ = run(capsys, *common, "--epochs", "200", "--resume", ckpt, "--out", tmp_path / "b.st")
     assert status == 0 and int(out.split("Trained ")[1].split()[0]) == unbroken
     a, b = _tensors(tmp_path / "a.st"), _tensors(tmp_path / "b.st")
