@@ -86,6 +86,24 @@ def chapter_small(quick):
 
 
 # ---------------------------------------------------------------- linear, full batch, large
+def _torch_linear_loop(torch, X, Y, lr, epochs):
+    """PyTorch's idiomatic full-batch loop for the same linear model: nn.Linear, MSELoss, optim.SGD."""
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+
+    def torch_loop():
+        model = torch.nn.Linear(X.shape[1], 1, bias=False, dtype=Xt.dtype)
+        torch.nn.init.zeros_(model.weight)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(Xt), Yt)
+            loss.backward()
+            opt.step()
+            float(loss.detach())
+
+    return torch_loop
+
+
 def linear_large(quick, dtype=np.float64):
     """Full-batch linear MSE on a tall X: memory-bound; the limit is one streaming read of X."""
     n, d = (200_000, 64) if quick else (2_000_000, 64)
@@ -120,20 +138,7 @@ def linear_large(quick, dtype=np.float64):
     work.input_bytes = X.nbytes
     torch = _torch()
     if torch is not None:
-        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
-
-        def torch_loop():
-            model = torch.nn.Linear(d, 1, bias=False, dtype=Xt.dtype)
-            torch.nn.init.zeros_(model.weight)
-            opt = torch.optim.SGD(model.parameters(), lr=lr)
-            for _ in range(epochs):
-                opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(model(Xt), Yt)
-                loss.backward()
-                opt.step()
-                float(loss.detach())
-
-        work.contenders["pytorch (nn + optim)"] = torch_loop
+        work.contenders["pytorch (nn + optim)"] = _torch_linear_loop(torch, X, Y, lr, epochs)
     return work
 
 
@@ -167,20 +172,7 @@ def linear_gram(quick):
     work.input_bytes = X.nbytes
     torch = _torch()
     if torch is not None:
-        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
-
-        def torch_loop():
-            model = torch.nn.Linear(d, 1, bias=False, dtype=Xt.dtype)
-            torch.nn.init.zeros_(model.weight)
-            opt = torch.optim.SGD(model.parameters(), lr=lr)
-            for _ in range(epochs):
-                opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(model(Xt), Yt)
-                loss.backward()
-                opt.step()
-                float(loss.detach())
-
-        work.contenders["pytorch (nn + optim)"] = torch_loop
+        work.contenders["pytorch (nn + optim)"] = _torch_linear_loop(torch, X, Y, lr, epochs)
     return work
 
 
