@@ -200,3 +200,21 @@ def test_progress_printer_reads_history_only():
     assert f"loss {h.history['loss'][-1]:.6g}" in lines[-1]
     assert f"after update {h.history['new_loss'][-1]:.6g}" in lines[-1]
     assert h.records == []
+
+
+def test_rich_progress_draws_a_bar_with_the_losses():
+    from rich.console import Console
+
+    from gradloop.callbacks import RichProgress
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    y = X @ np.array([1.0, -2.0, 0.5])
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    history = fit(linear(3), X, y, loss="mse", optimizer=SGD(0.05), epochs=6, validation_split=0.25,
+                  callbacks=[RichProgress(console=console)])
+    drawn = screen.getvalue()
+    assert "6/6" in drawn
+    assert f"loss {history.history['loss'][-1]:.5g}" in drawn
+    assert f"val loss {history.history['val_loss'][-1]:.5g}" in drawn

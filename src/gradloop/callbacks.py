@@ -58,6 +58,9 @@ class TracePrinter(Callback):
     Prints, in the chapter's order: Epoch k; predicted output for the first 5
     samples; actual output; difference (actual - predicted); current loss;
     gradients; updated weights; new prediction after the update; new loss.
+
+    Example:
+        >>> fit(model, X, y, loss="mse", optimizer=SGD(0.1), epochs=100, callbacks=[TracePrinter(every=10)])
     """
 
     def __init__(self, every=1, file=None, limit=None):
@@ -150,7 +153,11 @@ class _LineLogger(Callback):
 
 
 class JSONLinesLogger(_LineLogger):
-    """One JSON object per epoch (``EpochRecord.to_dict()``): strict JSON, each line written whole."""
+    """One JSON object per epoch (``EpochRecord.to_dict()``): strict JSON, each line written whole.
+
+    Example:
+        >>> fit(model, X, y, ..., callbacks=[JSONLinesLogger("run.jsonl")])   # then: gradloop report run.jsonl
+    """
 
     def _write(self, record):
         self._file.write(_json_line(record.to_dict()) + "\n")
@@ -160,6 +167,9 @@ class CSVLogger(_LineLogger):
     """One CSV row per epoch: epoch, loss, new_loss, val_loss, lr, grad_norm, update_ratio, seconds.
 
     Written with the standard csv module, each row flushed whole.
+
+    Example:
+        >>> fit(model, X, y, ..., validation_split=0.2, callbacks=[CSVLogger("run.csv")])
     """
 
     COLUMNS = ("epoch", "loss", "new_loss", "val_loss", "lr", "grad_norm", "update_ratio", "seconds")
@@ -179,6 +189,9 @@ class ProgressPrinter(Callback):
     """A short progress summary: about ``lines`` plain lines over the run (epoch, loss, val loss, lr).
 
     Reads only the History's numbers, so the loop builds no records for it.
+
+    Example:
+        >>> fit(model, X, y, ..., epochs=1000, callbacks=[ProgressPrinter(lines=20)])
     """
 
     wants_records = False
@@ -210,6 +223,9 @@ class RichProgress(Callback):
 
     For output that is not a terminal use :class:`ProgressPrinter` (plain lines that
     stay readable in logs). Reads only the History: no records are built for it.
+
+    Example:
+        >>> fit(model, X, y, ..., validation_split=0.2, callbacks=[RichProgress()])
     """
 
     wants_records = False
@@ -340,6 +356,9 @@ class ReduceLROnPlateau(_Monitor):
     """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs.
 
     Works with schedules: it scales whatever the schedule gives. Never below ``min_lr``.
+
+    Example:
+        >>> fit(model, X, y, ..., validation_split=0.2, callbacks=[ReduceLROnPlateau(factor=0.5, patience=3)])
     """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=0.0, min_lr=0.0, cooldown=0):
@@ -392,6 +411,10 @@ class TerminateOnNaN(Callback):
     never reaches the weights: they stay those before that batch (mini-batch)
     or before the epoch that produced the NaN (full batch). ``history.stop_message``
     names the epoch and batch.
+
+    Example:
+        >>> history = fit(model, X, y, ..., batch_size=32, callbacks=[TerminateOnNaN()])
+        >>> history.stop_message    # e.g. "stopped at epoch 3, batch 17: the loss is nan; ..."
     """
 
     wants_records = False
@@ -405,6 +428,10 @@ class ModelCheckpoint(Callback):
     (feature names, scaling, classes) whose ``model`` is the model being
     trained; without one, features are named x0, x1, ... and the target "y".
     Each save is atomic: the file is always a complete model.
+
+    Example:
+        >>> fit(model, X, y, ..., validation_split=0.2, callbacks=[ModelCheckpoint("best.safetensors")])
+        >>> ModelBundle.load("best.safetensors").predict(X_new)
     """
 
     wants_records = False
