@@ -226,3 +226,12 @@ def test_resumed_run_with_early_stopping_stops_where_an_unbroken_one_does(tmp_pa
     assert status == 0 and int(out.split("Trained ")[1].split()[0]) == unbroken
     a, b = _tensors(tmp_path / "a.st"), _tensors(tmp_path / "b.st")
     assert all(np.array_equal(a[name], b[name]) for name in a)
+
+
+def test_a_new_run_clears_temporary_files_left_by_a_killed_write(blobs, tmp_path, capsys):
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    stale = ckpt / ".checkpoint.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert run(capsys, "train", blobs, *MLP, "--epochs", "1", "--checkpoint", ckpt)[0] == 0
+    assert [p.name for p in ckpt.iterdir()] == ["checkpoint.safetensors"]

@@ -213,6 +213,10 @@ class CheckpointWriter(Callback):
     def on_train_begin(self, trainer):
         os.makedirs(self.directory, exist_ok=True)
         self._pending = None
+        # A process killed mid-write leaves its temporary file (the checkpoint itself is intact).
+        for name in os.listdir(self.directory):
+            if name.startswith(f".{FILE_NAME}.") and name.endswith(".tmp"):
+                os.remove(os.path.join(self.directory, name))
 
     def on_epoch_end(self, record, trainer):
         # The History is kept as list lengths, cut when written: copying every list each epoch
