@@ -38,14 +38,29 @@ class Sequential:
 
     # ------------------------------------------------------------ passes
     def forward(self, x):
-        for layer in self.layers:
-            x = layer.forward(x)
+        """Outputs (batch, outputs) for inputs (batch, in_features); layers keep what backward needs.
+
+        ``x`` is never written and no buffer is reused across calls, so a caller
+        may keep what it gets. Between layers, an activation works in place on
+        the array the Dense layer before it has just made and does not keep
+        (see :mod:`gradloop.layers`).
+        """
+        layers = self.layers
+        if len(layers) == 1:  # the linear model: nothing to pass along
+            return layers[0].forward(x)
+        free = False  # the caller's array: never overwritten
+        for layer in layers:
+            x, free = layer._forward_chain(x, free)
         return x
 
     def backward(self, grad_out):
-        """Backpropagate dLoss/dOutput; fills every layer's ``grads``; returns dLoss/dInput (or None)."""
+        """Backpropagate dLoss/dOutput; fills every layer's ``grads``; returns dLoss/dInput (or None).
+
+        ``grad_out`` is not written; the gradients between layers may be reused in place.
+        """
+        free = False
         for layer in self._reversed_rest:
-            grad_out = layer.backward(grad_out)
+            grad_out, free = layer._backward_chain(grad_out, free)
         if self._first_skips_input_grad:
             return self.layers[0].backward(grad_out, input_grad=False)
         return self.layers[0].backward(grad_out)
