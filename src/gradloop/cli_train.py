@@ -1,0 +1,371 @@
+"""``gradloop train``: data in, a trained model, its evaluation and its files out.
+
+The whole run of the command: load and split the data, scale it, build the
+model and optimizer, the callbacks the options ask for (report, progress,
+logs, early stopping, checkpoints), train (resuming if asked, stopping cleanly
+on SIGINT/SIGTERM), print the evaluation and the gap to the least-squares
+optimum, and save. Errors are raised as GradloopError; :mod:`gradloop.cli`
+turns them into one line and an exit status.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from .errors import ConfigError, DataError, DivergenceError
+
+CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
+
+
+# ---------------------------------------------------------------- train
+def check_output_path(path, option, folder=False):
+    """Refuse an output whose parent folder is missing, or that is a folder (a file) or a file (a folder)."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{option} {path}: the folder {parent} does not exist")
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: is a file, expected a folder")
+    if not folder and os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: is a folder, expected a file name")
+
+
+def cmd_train(args, *, trace_first=None, progress=True):
+    """``gradloop train``; with --quiet everything but errors (stderr) is silenced."""
+    if not args.quiet:
+        return _train(args, trace_first, progress)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _train(args, trace_first, progress)
+
+
+def _train(args, trace_first, progress):
+    from .bundle import ModelBundle
+    from .data import DEFAULT_TEST_SIZE, Standardizer, load_xy, train_test_split
+    from .loop import fit
+    from .losses import get_loss
+
+    check_output_path(args.out, "--out")
+    check_output_path(args.log, "--log")
+    check_output_path(args.checkpoint, "--checkpoint", folder=True)
+    try:
+        loss = get_loss(args.loss)
+    except ConfigError as exc:  # name the option, like the other unknown names
+        raise ConfigError(f"--loss: {exc}") from None
+    classify = loss.name in CLASSIFICATION_LOSSES
+    optimizer_name = args.optimizer
+    _check_choices(args)
+
+    try:
+        data = load_xy(args.data, args.target, args.features, labels=classify)
+    except DataError as exc:
+        # Text in the target under a regression loss: the user most likely wants a classifier.
+        if not classify and f"column {str(args.target)!r}: " in str(exc) and "is not a number" in str(exc):
+            raise DataError(f"{exc}; to predict labels train a classifier (--loss cross-entropy or bce)") from None
+        raise
+    test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
+    train_idx, test_idx = train_test_split(len(data.X), test_size, args.seed)
+    X_train, y_train = data.X[train_idx], data.y[train_idx]
+    X_test, y_test = data.X[test_idx], data.y[test_idx]
+    scaler = Standardizer().fit(X_train) if args.standardize else None
+    if scaler is not None:
+        X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+    dtype = np.dtype(args.dtype)
+    X_train, X_test = X_train.astype(dtype), X_test.astype(dtype)
+    # float32 holds up to 3.4e38: a larger value would become inf here and fail far away.
+    if not (np.isfinite(X_train).all() and np.isfinite(X_test).all()
+            and (classify or np.isfinite(y_train.astype(dtype)).all())):
+        raise ConfigError(f"--dtype {args.dtype}: {args.data} holds values too large for {args.dtype}; "
+                          "use --dtype float64" + ("" if args.standardize else " or --standardize"))
+
+    n_classes = len(data.classes) if classify else 0
+    if loss.name == "bce" and n_classes != 2:
+        raise ConfigError(f"--loss bce needs exactly 2 classes in {args.target!r}, found {n_classes}; "
+                          f"use --loss cross-entropy")
+    outputs = n_classes if loss.name == "cross-entropy" else 1
+    model = _build_model(args, X_train.shape[1], outputs, loss.task, dtype)
+    lr, stable_lr = _learning_rate(args, model, loss, X_train)
+    from .optimizers import get_optimizer
+
+    optimizer = get_optimizer(optimizer_name, lr, args.weight_decay)
+    schedule = _schedule(args)
+
+    config = _run_config(args)
+    resume = _load_resume(args, config)
+    callbacks = _callbacks(args, trace_first, progress, config)
+    print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, stable_lr, resume))
+    stopper = _SignalStop()
+    try:
+        history = fit(model, X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                      batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
+                      round_to=args.round_to, schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr,
+                      gradient=args.gradient, validation_split=args.val_split, resume=resume)
+    except DivergenceError as exc:
+        # The loop "keeps" the last finite weights in memory; on the command line say what that means.
+        done = (f"; they were not saved to {args.out}" if args.out else "") + (
+            f"; {args.log} holds epochs 1 to {exc.epoch - 1}" if args.log and exc.epoch > 1 else "")
+        raise DivergenceError(f"{exc}{done}", epoch=exc.epoch, weights=exc.weights, stable_lr=exc.stable_lr,
+                              lr=exc.lr, bias=exc.bias) from exc
+    if stopper.signum is not None:
+        where = f"; the run up to epoch {history.epochs_run} is checkpointed in {args.checkpoint} " \
+                f"(continue with --resume {args.checkpoint})" if args.checkpoint else "; nothing was saved"
+        print(f"gradloop: interrupted by {stopper.name}{where}", file=sys.stderr)
+        return 128 + stopper.signum
+    if history.stop_message:
+        print(f"gradloop: {history.stop_message}")
+
+    bundle = ModelBundle(model, data.feature_names, data.target_name, scaler, data.classes, loss.name,
+                         {"epochs": history.epochs_run, "lr": lr, "optimizer": optimizer_name,
+                          "batch_size": args.batch_size, "seed": args.seed, "final_loss": history.final_loss})
+    # --epochs 0 is allowed (the starting weights, evaluated): there is no final loss to print then.
+    final = "none (no epoch run)" if history.final_loss is None else f"{history.final_loss:.6g}"
+    restored = getattr(history, "restored_epoch", None)
+    kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
+    print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
+    _print_metrics("training rows", bundle, X_train, y_train)
+    if len(X_test):
+        _print_metrics("test rows", bundle, X_test, y_test)
+    if args.model == "linear" and loss.name == "mse":
+        _print_optimum(bundle, X_train, y_train)
+    if args.log and history.epochs_run and not args.log.lower().endswith(".csv"):  # CSV rows are epochs only
+        held_out = len(X_test) > 0
+        _log_final(args.log, bundle, X_test if held_out else X_train, y_test if held_out else y_train,
+                   "test" if held_out else "training")
+    if args.out:
+        bundle.save(args.out)
+        print(f"Saved the model to {args.out}")
+    return 0
+
+
+def _run_summary(args, model, loss, n_train, n_test, lr, stable_lr, resume):
+    """The one line that says what is about to be trained, on what, and how."""
+    rows = f"{n_train} training rows ({n_test} test"
+    if args.val_split:
+        rows += f"; {round(args.val_split * n_train)} of the training rows held out for validation"
+    auto = " (auto: 1/L)" if args.lr in (None, "auto") and stable_lr else ""
+    batches = f"batches of {args.batch_size}" if args.batch_size else "full batch"
+    resuming = f", resuming at epoch {resume.epoch}" if resume else ""
+    return (f"gradloop: {model_summary(model, loss)} on {rows}), lr {lr:.6g}{auto}, "
+            f"{args.epochs} epochs, {batches}{resuming}")
+
+
+def _callbacks(args, trace_first, progress, config):
+    """The consumers of the run's records that the options ask for."""
+    from .callbacks import (CSVLogger, EarlyStopping, JSONLinesLogger, ProgressPrinter, RichProgress,
+                            TracePrinter)
+    from .checkpoint import CheckpointWriter
+
+    callbacks = []
+    if args.trace is not None or trace_first is not None:
+        callbacks.append(TracePrinter(every=args.trace or 1, limit=trace_first))
+    elif progress and not args.quiet:
+        # A bar on a terminal; plain lines where the output is a file or a pipe (logs stay readable).
+        callbacks.append(RichProgress() if sys.stdout.isatty() else ProgressPrinter(after=trace_first or 0))
+    if args.log:
+        callbacks.append(CSVLogger(args.log) if args.log.lower().endswith(".csv") else JSONLinesLogger(args.log))
+    if args.early_stopping is not None:
+        callbacks.append(EarlyStopping("val_loss" if args.val_split else "loss", patience=args.early_stopping))
+    if args.checkpoint:
+        callbacks.append(CheckpointWriter(args.checkpoint, args.checkpoint_every, config))
+    return callbacks
+
+
+# Options that must match between a checkpointed run and its resumption (the rest may change).
+RESUME_KEYS = ("data", "target", "features", "model", "hidden", "activation", "loss", "optimizer", "batch_size",
+               "seed", "standardize", "test_size", "val_split", "dtype", "weight_decay", "schedule", "round_to")
+
+
+def _run_config(args):
+    return {key: getattr(args, key) for key in RESUME_KEYS}
+
+
+def _load_resume(args, config):
+    """The checkpoint to continue from (None without --resume), checked against this command's options."""
+    from .checkpoint import load
+    from .errors import CheckpointError
+
+    if args.resume is None:
+        return None
+    state = load(args.resume)
+    saved = state.config
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != config[key]:
+            raise CheckpointError(f"--resume {args.resume}: the checkpoint was trained with --{key.replace('_', '-')} "
+                                  f"{saved[key]!r}, this command says {config[key]!r}; give the same options")
+    return state
+
+
+class _SignalStop:
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current epoch, let the checkpoint be written, then stop.
+
+    A second signal interrupts at once (the last complete checkpoint is still on disk).
+    """
+
+    wants_records = False
+
+    def __init__(self):
+        self.signum, self.name, self._previous = None, None, {}
+
+    def on_train_begin(self, trainer):
+        import signal
+
+        def handler(signum, frame):
+            if self.signum is not None:
+                raise KeyboardInterrupt
+            self.signum, self.name = signum, signal.Signals(signum).name
+            trainer.stop_training, trainer.stop_reason = True, self.name
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread: leave the signals alone
+                pass
+
+    def on_epoch_end(self, record, trainer):
+        pass
+
+    def on_train_end(self, history, trainer):
+        import signal
+
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+
+def model_summary(model, loss):
+    from .layers import Dense
+
+    sizes = [model.n_inputs] + [layer.out_features for layer in model.layers if isinstance(layer, Dense)]
+    kind = "linear model" if len(sizes) == 2 else "MLP " + "-".join(map(str, sizes))
+    return f"{kind}, {loss.name} loss, {sum(p.size for p in model.parameters())} parameters"
+
+
+def _check_choices(args):
+    from .layers import ACTIVATIONS
+    from .optimizers import OPTIMIZERS, SCHEDULES
+
+    if args.activation not in ACTIVATIONS:
+        raise ConfigError(f"--activation: unknown activation {args.activation!r}; known: {', '.join(ACTIVATIONS)}")
+    if args.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer: unknown optimizer {args.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if args.schedule is not None and args.schedule not in SCHEDULES:
+        raise ConfigError(f"--schedule: unknown schedule {args.schedule!r}; known: {', '.join(SCHEDULES)}")
+    if args.weight_decay < 0:
+        raise ConfigError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if args.clip_norm is not None and args.clip_norm <= 0:
+        raise ConfigError(f"--clip-norm must be > 0, got {args.clip_norm}")
+
+
+def _build_model(args, n_features, n_outputs, task, dtype):
+    from .models import linear, mlp
+
+    if args.model == "linear":
+        model = linear(n_features, n_outputs, dtype=dtype)
+        model.task = task
+        return model
+    return mlp([n_features, *args.hidden, n_outputs], args.activation, seed=args.seed, dtype=dtype, task=task)
+
+
+def _learning_rate(args, model, loss, X):
+    """(lr, stable lr or None). 'auto' = 1/L exists only where L is known: linear model, MSE."""
+    from .chapter import lipschitz
+
+    linear_mse = args.model == "linear" and loss.name == "mse"
+    if linear_mse and X.size:
+        # 1/L needs X^T X: with values near sqrt(float max) it overflows to inf and the step to 0.
+        big = float(np.abs(X).max())
+        if not math.isfinite(big * big * len(X)):
+            raise ConfigError(f"{args.data}: feature values up to {big:.3g} are too large for the linear model "
+                              "(their squares overflow); use --standardize or rescale them")
+    stable = 2.0 / lipschitz(X) if linear_mse else None
+    if args.lr == "auto" or (args.lr is None and linear_mse and args.optimizer == "sgd"):
+        if not linear_mse:
+            raise ConfigError("--lr auto needs the linear model with --loss mse; give a number")
+        return stable / 2.0, stable
+    if args.lr is None:
+        return (1e-3 if args.optimizer.startswith("adam") else 0.01), stable
+    return args.lr, stable
+
+
+def _schedule(args):
+    from .optimizers import CosineLR, ExponentialLR, StepLR
+
+    if args.schedule is None:
+        return None
+    epochs = max(args.epochs, 1)
+    return {"step": lambda: StepLR(max(1, epochs // 3), 0.1), "exponential": lambda: ExponentialLR(0.99),
+            "cosine": lambda: CosineLR(epochs)}[args.schedule]()
+
+
+def metrics_of(bundle, X_scaled, y):
+    """Metrics of the bundle's network on already-scaled inputs (targets: values or class indices)."""
+    from .metrics import classification_metrics, regression_metrics
+
+    model = bundle.model
+    if model.task == "regression":
+        return regression_metrics(y, model.predict(X_scaled)[:, 0])
+    proba = model.predict_proba(X_scaled)
+    onehot = np.eye(proba.shape[1])[y]
+    # For classifiers the regression keys describe the probabilities against one-hot targets (Brier score).
+    result = regression_metrics(onehot[:, 1] if proba.shape[1] == 2 else onehot,
+                                proba[:, 1] if proba.shape[1] == 2 else proba)
+    result.update(classification_metrics(y, proba.argmax(axis=1), proba.shape[1]))
+    return result
+
+
+def _print_metrics(title, bundle, X_scaled, y):
+    m = metrics_of(bundle, X_scaled, y)
+    if "accuracy" in m:
+        print(f"  {title:14s} accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
+              f"recall {m['recall']:.4f}  f1 {m['f1']:.4f}")
+    else:
+        print(f"  {title:14s} MSE {m['mse']:.6g}  RMSE {m['rmse']:.6g}  MAE {m['mae']:.6g}  R^2 {m['r2']:.4f}")
+
+
+def _print_optimum(bundle, X, y):
+    from .chapter import gap_to_optimum, least_squares
+
+    layer = bundle.model.layers[0]
+    optimum = least_squares(X, y)
+    gap = gap_to_optimum(X, y, layer.params["W"], layer.params.get("b"), optimum)
+    print(f"Gap to the least-squares optimum (training rows): {gap.summary()}")
+    W, b = bundle.linear_coefficients()
+    coefficients = ", ".join(f"{name} {w:.6g}" for name, w in zip(bundle.feature_names, W[:, 0]))
+    print(f"Coefficients in the original units: {coefficients}; intercept {b[0]:.6g}")
+
+
+# ---------------------------------------------------------------- report
+FINAL_ROWS = 5000  # rows of targets and predictions kept in the --log's final line
+
+
+def _log_final(path, bundle, X_scaled, y, split):
+    """Append the run's result to the ``--log`` file: one last line ``{"final": true, ...}``.
+
+    It holds the task, the targets and predictions of the held-out rows (the training rows when
+    none are held out; the first FINAL_ROWS), the classes, and the metrics and confusion matrix of
+    all those rows: what ``gradloop report`` draws beside the epochs. Labels are the data's.
+    """
+    from .callbacks import _json_line
+
+    model, classes = bundle.model, bundle.classes
+    metrics = metrics_of(bundle, X_scaled, y)
+    confusion = metrics.pop("confusion_matrix", None)
+    true, pred = y[:FINAL_ROWS], model.predict(X_scaled[:FINAL_ROWS])
+    if classes is None:
+        y_true, y_pred = true.tolist(), pred.reshape(len(pred), -1)[:, 0].tolist()
+    else:
+        y_true, y_pred = [classes[i] for i in true], [classes[i] for i in pred]
+    line = {"final": True, "task": model.task, "split": split, "rows": len(y), "y_true": y_true,
+            "y_pred": y_pred, "classes": classes, "metrics": metrics}
+    if confusion is not None:
+        line["confusion_matrix"] = confusion
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(_json_line(line) + "\n")
+
