@@ -7,9 +7,14 @@ Per epoch (full batch, the chapter's mode)::
     weights                <- optimizer.step(weights, gradients)
     new predictions, loss  <- forward pass with the new weights = next epoch's first line
 
-so each epoch costs one forward and one backward pass, report or not. With
-mini-batches the same steps run once per batch and the epoch's loss is the
-mean over its batches.
+so each epoch costs one forward and one backward pass, report or not. The
+"loss and gradients at these weights" step is a kernel (:mod:`gradloop.kernels`):
+through the layers for any model, or for the linear model with MSE a blocked
+one-pass stream or the Gram form. With mini-batches the same steps run once
+per batch and the epoch's loss is the mean over its batches.
+
+Callbacks see a :class:`Trainer` and can stop the run; checkpoints capture it
+(:mod:`gradloop.checkpoint`) so that a resumed run continues exactly.
 
 The loop never prints: it hands an :class:`EpochRecord` to each callback
 (the report printer, loggers, early stopping...). Records are only built when
