@@ -45,7 +45,7 @@ def one_epoch(X, Y, mode, lr=0.01, seed=1):
     return model.layers[0].params["W"], model.layers[0].params["b"], history, (W0, b0)
 
 
-@pytest.mark.parametrize("mode", ["layers", "stream", "gram"])
+@pytest.mark.parametrize("mode", ["layers", "fused", "stream", "gram"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_one_epoch_equals_the_plain_formula_float64(mode, k):
     X, Y = data(k=k)
@@ -56,7 +56,7 @@ def test_one_epoch_equals_the_plain_formula_float64(mode, k):
     assert history.history["loss"][0] == pytest.approx(loss_ref, rel=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["layers", "stream", "gram"])
+@pytest.mark.parametrize("mode", ["layers", "fused", "stream", "gram"])
 def test_one_epoch_equals_the_plain_formula_float32(mode):
     X, Y = data(dtype=np.float32)
     W, b, history, (W0, b0) = one_epoch(X, Y, mode)
@@ -135,24 +135,41 @@ def test_gram_counts_its_fallbacks():
 def test_auto_picks_by_cost():
     X, Y = data(n=5000, d=8)
     assert fit(linear(8), X, Y, loss="mse", optimizer=SGD(0.01), epochs=50).gradient_mode == "gram"
-    assert fit(linear(8), X, Y, loss="mse", optimizer=SGD(0.01), epochs=5).gradient_mode == "layers"
+    assert fit(linear(8), X, Y, loss="mse", optimizer=SGD(0.01), epochs=5).gradient_mode == "fused"
     Xs, Ys = data(n=16, d=7)  # tiny: plain pass is cheaper than the Gram algebra
-    assert fit(linear(7), Xs, Ys, loss="mse", optimizer=SGD(0.01), epochs=500).gradient_mode == "layers"
+    assert fit(linear(7), Xs, Ys, loss="mse", optimizer=SGD(0.01), epochs=500).gradient_mode == "fused"
+    assert fit(mlp([7, 4, 1]), Xs, Ys, loss="mse", optimizer=SGD(0.01), epochs=3).gradient_mode == "layers"
 
 
 def test_train_accepts_gradient_and_all_modes_reach_least_squares():
     X, Y = data(n=4000, d=5)
     optimum = gradloop.least_squares(X, Y)
-    for mode in ("layers", "stream", "gram"):
+    for mode in ("layers", "fused", "stream", "gram"):
         W, b = gradloop.train(X, Y, np.zeros((5, 1)), "auto", 3000, bias=0.0, gradient=mode)
         np.testing.assert_allclose(W, optimum.weights, rtol=1e-8)
 
 
 def test_bad_gradient_modes_are_refused():
     X, Y = data(n=50, d=3)
-    with pytest.raises(ConfigError, match="unknown gradient mode 'fast'; known: auto, gram, stream, layers"):
+    with pytest.raises(ConfigError, match="unknown gradient mode 'fast'; known: auto, gram, stream, fused, layers"):
         fit(linear(3), X, Y, loss="mse", optimizer=SGD(0.01), epochs=1, gradient="fast")
     with pytest.raises(ConfigError, match="gradient='gram' needs the linear model with MSE"):
         fit(mlp([3, 4, 1]), X, Y, loss="mse", optimizer=SGD(0.01), epochs=1, gradient="gram")
     with pytest.raises(ConfigError, match="needs the linear model with MSE"):
         fit(linear(3), X, Y, loss="mae", optimizer=SGD(0.01), epochs=1, gradient="stream")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_is_the_layer_path_bit_for_bit(dtype, bias):
+    X, Y = data(n=100, d=3, k=2, dtype=dtype)
+    weights = {}
+    for mode in ("layers", "fused"):
+        model = linear(3, 2, bias=bias, dtype=dtype)
+        model.layers[0].params["W"][...] = 0.1
+        history = fit(model, X, Y, loss="mse", optimizer=SGD(0.01), epochs=50, gradient=mode, keep_records=True)
+        weights[mode] = ([p.copy() for p in model.parameters()], history.history, history.records[-1].pred_head)
+    for a, b in zip(weights["layers"][0], weights["fused"][0]):
+        assert np.array_equal(a, b)
+    assert weights["layers"][1] == weights["fused"][1]
+    assert np.array_equal(weights["layers"][2], weights["fused"][2])

@@ -53,7 +53,7 @@ def forward_calls(monkeypatch):
 @pytest.mark.parametrize("epochs", [0, 1, 4])
 def test_full_batch_does_epochs_plus_one_forward_passes(verbose, epochs, forward_calls, capsys):
     X, y = make_data(n=16)
-    fit(linear(3), X, y, loss="mse", optimizer=SGD(0.1), epochs=epochs, verbose=verbose)
+    fit(linear(3), X, y, loss="mse", optimizer=SGD(0.1), epochs=epochs, verbose=verbose, gradient="layers")
     assert len(forward_calls) == epochs + 1
     assert all(n == 16 for n in forward_calls)
     assert ("Epoch 1:" in capsys.readouterr().out) == (verbose and epochs > 0)

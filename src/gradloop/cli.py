@@ -136,9 +136,10 @@ def build_parser():
     train.add_argument("--schedule", default=None, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     train.add_argument("--clip-norm", type=_float, default=None, help="clip the global gradient norm")
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    train.add_argument("--gradient", choices=("auto", "gram", "stream", "layers"), default="auto",
+    train.add_argument("--gradient", choices=("auto", "gram", "stream", "fused", "layers"), default="auto",
                        help="full-batch gradient executor for the linear model with MSE: gram (X^T X once, "
-                            "then O(d^2) per epoch), stream (one blocked pass over X per epoch), layers, "
+                            "then O(d^2) per epoch), stream (one blocked pass over X per epoch), fused or "
+                            "layers (the layers' arithmetic, with or without the layer calls), "
                             "or auto (default: by cost)")
 
     evaluate = sub.add_parser("evaluate", help="metrics of a saved model on a data file")
