@@ -30,6 +30,7 @@ from gradloop.layers import (
     layer_from_config,
     sigmoid,
 )
+from numerics import central_diff, rel_err
 
 TOL = 1e-10  # float64 agreement with PyTorch
 FD_TOL = 1e-7  # relative error of central differences
@@ -39,26 +40,6 @@ F32_RTOL = 1e-5  # float32 agreement with PyTorch
 # ------------------------------------------------------------ helpers
 
 
-def rel_err(a, b):
-    """Relative error of two arrays in the 2-norm (0 when both are zero)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    scale = max(np.linalg.norm(a), np.linalg.norm(b))
-    return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
-
-
-def central_diff(f, x, h=1e-6):
-    """d f / d x by central differences, perturbing ``x`` in place (restored after)."""
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        up = f()
-        flat[i] = old - h
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * h)
-    return g
 
 
 def away_from_zero(rng, shape, low=0.1):

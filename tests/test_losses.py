@@ -23,6 +23,7 @@ from gradloop.losses import (
     get_loss,
     softmax,
 )
+from numerics import central_diff, rel_err
 
 TOL = 1e-10
 FD_TOL = 1e-7
@@ -32,24 +33,6 @@ F32_RTOL = 1e-5
 # ------------------------------------------------------------ helpers
 
 
-def rel_err(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    scale = max(np.linalg.norm(a), np.linalg.norm(b))
-    return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
-
-
-def central_diff(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        up = f()
-        flat[i] = old - h
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * h)
-    return g
 
 
 def close(actual, expected, tol=TOL):
