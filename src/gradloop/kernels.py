@@ -2,7 +2,7 @@
 
 The training loop asks a kernel one thing per epoch: ``evaluate()`` returns the
 loss at the current parameters and leaves their gradients in the layers'
-``grads``; ``head()`` gives the first rows' predictions for the report. Three
+``grads``; ``head()`` gives the first rows' predictions for the report. Four
 executors answer it:
 
 - :class:`LayerKernel`, any model: forward, loss gradient, backward.
@@ -228,7 +228,7 @@ GRADIENT_MODES = ("auto", "gram", "stream", "fused", "layers")
 
 
 def make_kernel(model, loss, X, y, mode="auto", epochs=None):
-    """The kernel for a full-batch run: ``mode`` one of auto, gram, stream, layers.
+    """The kernel for a full-batch run: ``mode`` one of auto, gram, stream, fused, layers.
 
     auto, for the linear model with MSE: Gram when there are more epochs than
     columns (forming X^T X is one BLAS-3 pass, repaid once the O(N d) epochs it
