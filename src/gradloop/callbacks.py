@@ -12,12 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
 import numpy as np
 
+from .io import json_line
 from .loop import Callback
 
 # Parameters with more entries than this are summarised (norm and a few values).
@@ -93,23 +93,6 @@ class TracePrinter(Callback):
         )
 
 
-def _json_line(obj):
-    """Strict JSON: a non-finite number (a diverging run's loss) is written as null."""
-    try:
-        return json.dumps(obj, allow_nan=False)
-    except ValueError:
-        def clean(v):
-            if isinstance(v, float):
-                return v if np.isfinite(v) else None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            return v
-
-        return json.dumps(clean(obj), allow_nan=False)
-
-
 class _LineLogger(Callback):
     """A file with one line per epoch, opened at the first epoch's end and flushed line by line.
 
@@ -160,7 +143,7 @@ class JSONLinesLogger(_LineLogger):
     """
 
     def _write(self, record):
-        self._file.write(_json_line(record.to_dict()) + "\n")
+        self._file.write(json_line(record.to_dict()) + "\n")
 
 
 class CSVLogger(_LineLogger):

@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .errors import CheckpointError
 from .loop import Callback
 
@@ -126,7 +124,7 @@ def _capture(trainer, config, history) -> TrainingState:
 
 def save(directory, state: TrainingState):
     """Write ``state`` to ``directory/checkpoint.safetensors`` atomically; returns the file's path."""
-    from .io import write_model_file
+    from .io import finite_json, write_model_file
 
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint folder {directory} does not exist")
@@ -150,7 +148,7 @@ def save(directory, state: TrainingState):
         "config": state.config,
     }
     path = os.path.join(directory, FILE_NAME)
-    write_model_file(path, tensors, _json_safe(metadata))
+    write_model_file(path, tensors, finite_json(metadata))
     return path
 
 
@@ -266,17 +264,6 @@ def _describe(architecture):
         else:
             parts.append(str(layer.get("type")))
     return f"[{', '.join(parts)}] ({architecture.get('dtype')})"
-
-
-def _json_safe(value):
-    """NaN/inf (a diverged epoch's loss) become None: checkpoint metadata is strict JSON."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _none_to_nan(value):

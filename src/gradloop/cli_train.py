@@ -352,7 +352,7 @@ def _log_final(path, bundle, X_scaled, y, split):
     none are held out; the first FINAL_ROWS), the classes, and the metrics and confusion matrix of
     all those rows: what ``gradloop report`` draws beside the epochs. Labels are the data's.
     """
-    from .callbacks import _json_line
+    from .io import json_line
 
     model, classes = bundle.model, bundle.classes
     metrics = metrics_of(bundle, X_scaled, y)
@@ -367,5 +367,5 @@ def _log_final(path, bundle, X_scaled, y, split):
     if confusion is not None:
         line["confusion_matrix"] = confusion
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(_json_line(line) + "\n")
+        fh.write(json_line(line) + "\n")
 

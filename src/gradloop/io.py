@@ -16,6 +16,7 @@ raises :class:`~gradloop.errors.ModelFileError`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -82,6 +83,25 @@ def write_model_file(path, tensors: dict, metadata: dict) -> None:
             f"cannot write model file {dest}: directory {directory} does not exist; create it first"
         )
     _atomic_write(dest, payload)
+
+
+def finite_json(value):
+    """``value`` with every non-finite float (a diverged run's loss) replaced by None: strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def json_line(obj) -> str:
+    """One line of strict JSON (a log line): non-finite numbers are written as null."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:  # the rare line with a NaN or infinity: clean it only then
+        return json.dumps(finite_json(obj), allow_nan=False)
 
 
 def atomic_write_bytes(path, payload: bytes, what: str = "file") -> None:
