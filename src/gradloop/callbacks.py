@@ -52,6 +52,11 @@ def _fmt_params(names, arrays, precision=6):
     return "\n".join(lines)
 
 
+def _due(epoch, every, last):
+    """Whether an every-``every``-epochs consumer handles ``epoch``: its multiples, the first and the last."""
+    return epoch % every == 0 or epoch in (1, last)
+
+
 class TracePrinter(Callback):
     """The chapter's per-epoch report, every ``every`` epochs (and always the last).
 
@@ -69,7 +74,7 @@ class TracePrinter(Callback):
         self.limit = limit  # print no epoch after this one (the demo shows the first few)
 
     def on_epoch_end(self, record, trainer):
-        if record.epoch % self.every and record.epoch not in (1, trainer.epochs):
+        if not _due(record.epoch, self.every, trainer.epochs):
             return
         if self.limit is not None and record.epoch > self.limit:
             return
@@ -117,7 +122,7 @@ class _LineLogger(Callback):
         pass
 
     def on_epoch_end(self, record, trainer):
-        if record.epoch % self.every and record.epoch not in (1, trainer.epochs):
+        if not _due(record.epoch, self.every, trainer.epochs):
             return
         if self._file is None:
             self._open()
