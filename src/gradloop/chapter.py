@@ -353,7 +353,7 @@ def _as_matrix(name, value, dtype=None):
         raise DataError(f"{name} must hold numbers, got dtype {a.dtype}")
     if np.issubdtype(a.dtype, np.complexfloating):
         raise DataError(f"{name} must hold real numbers, got complex")
-    return a if dtype is None else a.astype(dtype)
+    return a if dtype is None else a.astype(dtype, copy=False)  # read only after this: no copy needed
 
 
 def _validate(X, Y, weights, bias, lr):
