@@ -91,7 +91,7 @@ def _train(args, trace_first, progress):
                           f"use --loss cross-entropy")
     outputs = n_classes if loss.name == "cross-entropy" else 1
     model = _build_model(args, X_train.shape[1], outputs, loss.task, dtype)
-    lr, stable_lr = _learning_rate(args, model, loss, X_train)
+    lr, stable_lr, auto_lr = _learning_rate(args, model, loss, X_train)
     from .optimizers import get_optimizer
 
     optimizer = get_optimizer(optimizer_name, lr, args.weight_decay)
@@ -100,7 +100,7 @@ def _train(args, trace_first, progress):
     config = _run_config(args)
     resume = _load_resume(args, config)
     callbacks = _callbacks(args, trace_first, progress, config)
-    print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, stable_lr, resume))
+    print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, auto_lr, resume))
     stopper = _SignalStop()
     try:
         history = fit(model, X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
@@ -144,12 +144,12 @@ def _train(args, trace_first, progress):
     return 0
 
 
-def _run_summary(args, model, loss, n_train, n_test, lr, stable_lr, resume):
+def _run_summary(args, model, loss, n_train, n_test, lr, auto_lr, resume):
     """The one line that says what is about to be trained, on what, and how."""
     rows = f"{n_train} training rows ({n_test} test"
     if args.val_split:
         rows += f"; {round(args.val_split * n_train)} of the training rows held out for validation"
-    auto = " (auto: 1/L)" if args.lr in (None, "auto") and stable_lr else ""
+    auto = " (auto: 1/L)" if auto_lr else ""
     batches = f"batches of {args.batch_size}" if args.batch_size else "full batch"
     resuming = f", resuming at epoch {resume.epoch}" if resume else ""
     return (f"gradloop: {model_summary(model, loss)} on {rows}), lr {lr:.6g}{auto}, "
@@ -274,7 +274,10 @@ def _build_model(args, n_features, n_outputs, task, dtype):
 
 
 def _learning_rate(args, model, loss, X):
-    """(lr, stable lr or None). 'auto' = 1/L exists only where L is known: linear model, MSE."""
+    """(lr, stable lr: a number, a function computing it, or None; whether lr is 'auto').
+
+    'auto' = 1/L exists only where L is known: the linear model with MSE.
+    """
     from .chapter import lipschitz
 
     linear_mse = args.model == "linear" and loss.name == "mse"
@@ -284,14 +287,16 @@ def _learning_rate(args, model, loss, X):
         if not math.isfinite(big * big * len(X)):
             raise ConfigError(f"{args.data}: feature values up to {big:.3g} are too large for the linear model "
                               "(their squares overflow); use --standardize or rescale them")
-    stable = 2.0 / lipschitz(X) if linear_mse else None
     if args.lr == "auto" or (args.lr is None and linear_mse and args.optimizer == "sgd"):
         if not linear_mse:
             raise ConfigError("--lr auto needs the linear model with --loss mse; give a number")
-        return stable / 2.0, stable
+        stable = 2.0 / lipschitz(X)
+        return stable / 2.0, stable, True
+    # Otherwise L only matters if training diverges: fit computes it then (an X^T X pass saved).
+    stable = (lambda: 2.0 / lipschitz(X)) if linear_mse else None
     if args.lr is None:
-        return (1e-3 if args.optimizer.startswith("adam") else 0.01), stable
-    return args.lr, stable
+        return (1e-3 if args.optimizer.startswith("adam") else 0.01), stable, False
+    return args.lr, stable, False
 
 
 def _schedule(args):
