@@ -8,10 +8,10 @@ executors answer it:
 - :class:`LayerKernel`, any model: forward, loss gradient, backward.
 - :class:`FusedKernel`, linear model + MSE on small data: the same operations
   without the layer calls (the same bits).
-- :class:`StreamKernel`, linear model + MSE: rows in cache-sized blocks,
-  forward, residual and ``X_block.T @ r_block`` while the block is still in
-  cache, so X is read from memory once per epoch instead of twice; the blocks
-  are split between worker threads, each driving a single-threaded BLAS.
+- :class:`StreamKernel`, linear model + MSE: each row's forward product,
+  residual and gradient term while the row is still in registers, so X is
+  read from memory once per epoch instead of twice; the loop is compiled
+  (:mod:`gradloop.rowloop`) and ranges of rows go to threads, one per core.
 - :class:`GramKernel`, linear model + MSE: one pass forms ``X^T X``,
   ``X^T Y``, ``Y^T Y`` and the column sums (in float64); every epoch after
   that costs O(d^2 k), whatever the number of rows. Where the loss is tiny
@@ -32,12 +32,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import rowloop
 from .layers import Dense
 from .losses import MSE
 
 HEAD = 5
-BLOCK_BYTES = 1 << 20  # rows per block: about 1 MiB of X, well inside a core's L2 cache
 STREAM_MIN_BYTES = 32 << 20  # below this, one plain pass beats the thread hand-off
+# Threads for the streaming pass: one per core, up to the point where memory bandwidth, not
+# the cores, is the limit (two cores already read X at ~85% of one BLAS pass's speed here).
+MAX_STREAM_THREADS = 8
 # sse / max(Y^T Y, W^T G W) below which the Gram sums cannot be trusted to 1e-9: their rounding
 # error is ~d * 1e-16 of that scale (measured: 1.1e-9 relative at 2.4e-6 of it).
 GRAM_CANCELLATION = 1e-4
@@ -121,52 +124,39 @@ class FusedKernel(_LinearKernel):
 
 
 class StreamKernel(_LinearKernel):
-    """Linear model + MSE, one read of X per epoch: blocks of rows, split between threads."""
+    """Linear model + MSE, one read of X per epoch: the compiled row loop, one thread per range of rows."""
 
     name = "stream"
 
-    def __init__(self, model, X, Y, threads=None, block_rows=None):
+    def __init__(self, model, X, Y, threads=None, block_rows=rowloop.BLOCK_ROWS):
         super().__init__(model, X, Y)
-        itemsize, d = X.dtype.itemsize, X.shape[1]
-        self.block_rows = block_rows or max(64, BLOCK_BYTES // (itemsize * d))
+        self.block_rows = int(block_rows)
         if threads is None:
-            threads = min(2, os.cpu_count() or 1) if X.nbytes >= STREAM_MIN_BYTES else 1
+            threads = min(MAX_STREAM_THREADS, _cores()) if X.nbytes >= STREAM_MIN_BYTES else 1
         self.threads = max(1, int(threads))
-        # Contiguous row ranges, one per thread, each walked block by block.
+        # Contiguous row ranges, one per thread; their sums are added in this order (same bits each run).
         bounds = np.linspace(0, self.n, self.threads + 1).astype(int)
         self.ranges = [(int(a), int(c)) for a, c in zip(bounds[:-1], bounds[1:]) if c > a]
-        self._pool = ThreadPoolExecutor(self.threads) if len(self.ranges) > 1 else None
-        self._limiter = _blas_single_thread if self._pool is not None else None
-
-    def _partial(self, start, stop):
-        """(sum of squared residuals, X^T R, sum of R) over rows [start, stop), block by block."""
-        W, b = self.layer.params["W"], self.layer.params.get("b")
-        X, Y = self.X, self.Y
-        gW = np.zeros(W.shape, dtype=np.float64)
-        gb = np.zeros(W.shape[1], dtype=np.float64)
-        sse = 0.0
-        r = np.empty((self.block_rows, W.shape[1]), dtype=X.dtype)
-        for lo in range(start, stop, self.block_rows):
-            hi = min(lo + self.block_rows, stop)
-            xb, rb = X[lo:hi], r[: hi - lo]
-            np.matmul(xb, W, out=rb)
-            if b is not None:
-                rb += b
-            rb -= Y[lo:hi]
-            sse += float(np.vdot(rb, rb))
-            gW += xb.T @ rb  # xb is still in cache: the second use costs no memory traffic
-            gb += rb.sum(axis=0)
-        return sse, gW, gb
+        self._pool = ThreadPoolExecutor(len(self.ranges)) if len(self.ranges) > 1 else None
+        self._row_sums = None  # compiled at the first evaluate: a Gram run may never need it
+        self._no_bias = np.zeros(self.k, dtype=X.dtype)
 
     def evaluate(self):
-        if self._pool is None:
-            parts = [self._partial(*self.ranges[0])]
-        else:
-            with self._limiter():
-                parts = list(self._pool.map(lambda bounds: self._partial(*bounds), self.ranges))
+        if self._row_sums is None:
+            self._row_sums = rowloop.compiled_row_sums()
+        W, b = self.layer.params["W"], self.layer.params.get("b")
+        WT = np.ascontiguousarray(W.T)
+        b = self._no_bias if b is None else b
+
+        def partial(bounds):
+            gWT, gb = np.zeros(WT.shape), np.zeros(self.k)
+            sse = self._row_sums(self.X, WT, b, self.Y, bounds[0], bounds[1], self.block_rows, gWT, gb)
+            return sse, gWT, gb
+
+        parts = [partial(self.ranges[0])] if self._pool is None else list(self._pool.map(partial, self.ranges))
         sse = sum(p[0] for p in parts)
         grads = self.layer.grads
-        np.multiply(sum(p[1] for p in parts), self.scale, out=grads["W"], casting="same_kind")
+        np.multiply(sum(p[1] for p in parts).T, self.scale, out=grads["W"], casting="same_kind")
         if "b" in grads:
             np.multiply(sum(p[2] for p in parts), self.scale, out=grads["b"], casting="same_kind")
         return sse / (self.n * self.k)
@@ -259,18 +249,8 @@ def make_kernel(model, loss, X, y, mode="auto", epochs=None):
     return GramKernel(model, X, y, stream=StreamKernel(model, X, y))
 
 
-class _blas_single_thread:
-    """Context: BLAS limited to one thread while our worker threads run (threadpoolctl)."""
-
-    def __enter__(self):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # without it the BLAS keeps its own threads: still correct, a bit slower
-            self._limits = None
-            return self
-        self._limits = threadpool_limits(1, user_api="blas")
-        return self
-
-    def __exit__(self, *exc):
-        if self._limits is not None:
-            self._limits.restore_original_limits()
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
