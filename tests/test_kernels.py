@@ -173,3 +173,16 @@ def test_fused_is_the_layer_path_bit_for_bit(dtype, bias):
         assert np.array_equal(a, b)
     assert weights["layers"][1] == weights["fused"][1]
     assert np.array_equal(weights["layers"][2], weights["fused"][2])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gram_sums_of_blocks_and_threads_equal_the_whole_product(dtype):
+    from gradloop.kernels import augmented_gram
+
+    X, Y = data(n=1001, d=5, k=2, dtype=dtype)
+    A = np.hstack([X, Y, np.ones((len(X), 1))]).astype(np.float64)
+    reference = A.T @ A
+    for threads, block in [(1, 4096), (2, 7), (3, 100)]:
+        S = augmented_gram(X, Y, threads=threads, block_rows=block)
+        assert S.dtype == np.float64  # float32 data is widened block by block, never copied whole
+        np.testing.assert_allclose(S, reference, rtol=1e-13, atol=1e-13 * np.abs(reference).max())

@@ -44,6 +44,7 @@ MAX_STREAM_THREADS = 8
 # sse / max(Y^T Y, W^T G W) below which the Gram sums cannot be trusted to 1e-9: their rounding
 # error is ~d * 1e-16 of that scale (measured: 1.1e-9 relative at 2.4e-6 of it).
 GRAM_CANCELLATION = 1e-4
+GRAM_BLOCK_ROWS = 4096  # rows per block of the Gram pass: 2 MiB of float64 at 64 columns, in L2
 GRAM_MIN_SIZE = 20_000  # entries of X below which a plain pass is cheaper than the Gram algebra
 
 
@@ -173,13 +174,13 @@ class GramKernel(_LinearKernel):
 
     def __init__(self, model, X, Y, stream=None):
         super().__init__(model, X, Y)
-        X64, Y64 = X.astype(np.float64, copy=False), Y.astype(np.float64, copy=False)
-        self.G = X64.T @ X64  # (d, d)
-        # X^T Y and the column sums of X in one more pass: X^T [Y, 1].
-        both = X64.T @ np.hstack([Y64, np.ones((self.n, 1))])
-        self.c, self.sx = both[:, :-1], both[:, -1].copy()  # (d, k), (d,)
-        self.yy = float(np.vdot(Y64, Y64))
-        self.sy = Y64.sum(axis=0)  # (k,)
+        d, k = X.shape[1], self.k
+        S = augmented_gram(X, Y)
+        self.G = S[:d, :d]  # X^T X (d, d)
+        self.c = S[:d, d:d + k]  # X^T Y (d, k)
+        self.sx = S[:d, -1]  # column sums of X (d,)
+        self.yy = float(np.trace(S[d:d + k, d:d + k]))  # Y^T Y summed over outputs
+        self.sy = S[d:d + k, -1]  # column sums of Y (k,)
         self.stream = stream  # for epochs whose loss the sums cannot resolve
         self.fallbacks = 0
 
@@ -212,6 +213,45 @@ class GramKernel(_LinearKernel):
     def close(self):
         if self.stream is not None:
             self.stream.close()
+
+
+def augmented_gram(X, Y, threads=None, block_rows=GRAM_BLOCK_ROWS):
+    """``A^T A`` for ``A = [X, Y, 1]``, in float64, (d+k+1, d+k+1): every sum the Gram kernel needs.
+
+    One read of X: each block of rows is copied (and widened to float64) into
+    a buffer that stays in cache, whose ones column gives the column sums, and
+    the buffer's ``a.T @ a`` (a BLAS syrk) is added up. Ranges of rows go to
+    threads, each with a single-threaded BLAS: OpenBLAS's own threading of
+    ``X.T @ X`` for a tall, narrow X measured 1.7x slower here (300 ms against
+    176 ms for 2,000,000 x 64 on two cores), and it would need a second pass
+    for X^T Y (100 ms more).
+    """
+    n, d = X.shape
+    k = Y.shape[1]
+    width = d + k + 1
+    if threads is None:
+        threads = min(MAX_STREAM_THREADS, _cores()) if X.nbytes >= STREAM_MIN_BYTES else 1
+    bounds = np.linspace(0, n, max(1, int(threads)) + 1).astype(int)
+    ranges = [(int(a), int(c)) for a, c in zip(bounds[:-1], bounds[1:]) if c > a]
+
+    def partial(row_range):
+        start, stop = row_range
+        buffer = np.ones((min(block_rows, stop - start), width))
+        S = np.zeros((width, width))
+        for lo in range(start, stop, block_rows):
+            hi = min(lo + block_rows, stop)
+            a = buffer[: hi - lo]
+            a[:, :d] = X[lo:hi]
+            a[:, d:d + k] = Y[lo:hi]
+            S += a.T @ a
+        return S
+
+    if len(ranges) == 1:
+        return partial(ranges[0])
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(len(ranges)) as pool:
+        return sum(pool.map(partial, ranges))
 
 
 GRADIENT_MODES = ("auto", "gram", "stream", "fused", "layers")
