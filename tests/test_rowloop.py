@@ -28,8 +28,8 @@ def numpy_sums(X, W, b, Y):
 @pytest.mark.parametrize("block", [1, 7, 512])
 def test_compiled_loop_equals_its_python_source_and_numpy(block):
     X, W, b, Y = problem()
-    compiled = sums(rowloop.compiled_row_sums(), X, W, b, Y, block)
-    python = sums(rowloop._row_sums, X, W, b, Y, block)
+    compiled = sums(rowloop.row_sums, X, W, b, Y, block)
+    python = sums(rowloop.row_sums.python, X, W, b, Y, block)
     reference = numpy_sums(X, W, b, Y)
     for ours, theirs, ref in zip(compiled, python, reference):
         np.testing.assert_allclose(ours, theirs, rtol=1e-13)
@@ -38,7 +38,7 @@ def test_compiled_loop_equals_its_python_source_and_numpy(block):
 
 def test_a_row_range_sums_only_those_rows():
     X, W, b, Y = problem()
-    sse, G, s = sums(rowloop.compiled_row_sums(), X, W, b, Y, start=50, stop=120)
+    sse, G, s = sums(rowloop.row_sums, X, W, b, Y, start=50, stop=120)
     ref = numpy_sums(X[50:120], W, b, Y[50:120])
     np.testing.assert_allclose(sse, ref[0], rtol=1e-12)
     np.testing.assert_allclose(G, ref[1], rtol=1e-12)
@@ -48,7 +48,7 @@ def test_a_row_range_sums_only_those_rows():
 def test_float32_sums_stay_accurate_over_many_rows():
     # Sums in float32 within a block of rows, float64 across blocks: 1e-5 relative over 200,000 rows.
     X, W, b, Y = problem(n=200_000, d=8, k=1, dtype=np.float32)
-    sse, G, s = sums(rowloop.compiled_row_sums(), X, W, b, Y)
+    sse, G, s = sums(rowloop.row_sums, X, W, b, Y)
     ref = numpy_sums(X, W, b, Y)
     assert sse == pytest.approx(ref[0], rel=1e-5)
     np.testing.assert_allclose(G, ref[1], rtol=1e-5, atol=1e-5 * np.abs(ref[1]).max())
@@ -63,6 +63,6 @@ def test_a_non_finite_input_reaches_the_loss(where, value):
     X, W, b, Y = problem()
     W[...] = 0.0
     (X if where == "X" else Y)[123, 1] = value
-    sse, G, _ = sums(rowloop.compiled_row_sums(), X, W, b, Y)
+    sse, G, _ = sums(rowloop.row_sums, X, W, b, Y)
     assert not np.isfinite(sse)
     assert not np.isfinite(G).all()

@@ -353,3 +353,18 @@ def test_fit_minibatch_equals_the_plain_formulas_bit_for_bit(dtype):
         same(p, r)
         assert p.dtype == dtype
     assert history.history["loss"] == losses
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compiled_sgd_update_has_numpys_bits(dtype):
+    from gradloop.optimizers import COMPILED_UPDATE_MIN_SIZE
+
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((COMPILED_UPDATE_MIN_SIZE // 64 + 1, 64)).astype(dtype)
+    small = rng.standard_normal(10).astype(dtype)
+    grads = [rng.standard_normal(p.shape).astype(dtype), rng.standard_normal(10).astype(dtype)]
+    expected = [p - 0.037 * grads[0], small - 0.037 * grads[1]]
+    SGD(0.037).step([p, small], grads)
+    same(p, expected[0])  # the compiled pass
+    same(small, expected[1])  # NumPy's
+    assert p.dtype == dtype

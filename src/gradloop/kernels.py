@@ -139,19 +139,16 @@ class StreamKernel(_LinearKernel):
         bounds = np.linspace(0, self.n, self.threads + 1).astype(int)
         self.ranges = [(int(a), int(c)) for a, c in zip(bounds[:-1], bounds[1:]) if c > a]
         self._pool = ThreadPoolExecutor(len(self.ranges)) if len(self.ranges) > 1 else None
-        self._row_sums = None  # compiled at the first evaluate: a Gram run may never need it
         self._no_bias = np.zeros(self.k, dtype=X.dtype)
 
     def evaluate(self):
-        if self._row_sums is None:
-            self._row_sums = rowloop.compiled_row_sums()
         W, b = self.layer.params["W"], self.layer.params.get("b")
         WT = np.ascontiguousarray(W.T)
         b = self._no_bias if b is None else b
 
         def partial(bounds):
             gWT, gb = np.zeros(WT.shape), np.zeros(self.k)
-            sse = self._row_sums(self.X, WT, b, self.Y, bounds[0], bounds[1], self.block_rows, gWT, gb)
+            sse = rowloop.row_sums(self.X, WT, b, self.Y, bounds[0], bounds[1], self.block_rows, gWT, gb)
             return sse, gWT, gb
 
         parts = [partial(self.ranges[0])] if self._pool is None else list(self._pool.map(partial, self.ranges))

@@ -14,6 +14,12 @@ import math
 import numpy as np
 
 from .errors import ConfigError
+from .jit import compiled
+
+# Parameters of at least this many entries take the chapter's update in one compiled pass.
+# For a 784 x 128 layer after a two-thread BLAS backward, NumPy's two passes (lr * g, then
+# p -= ...) took ~150 us a step against ~45 us; on small arrays they cost a microsecond or two.
+COMPILED_UPDATE_MIN_SIZE = 16_384
 
 
 def _check_lr(lr):
@@ -118,9 +124,12 @@ class SGD(Optimizer):
     def step(self, params, grads):
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         if mu == 0.0 and wd == 0.0:
-            # The chapter's update; the fast path for small problems.
+            # The chapter's update.
             for p, g in zip(params, grads):
-                p -= lr * g
+                if p.size >= COMPILED_UPDATE_MIN_SIZE and _same_layout(p, g):
+                    _subtract_scaled(p.reshape(-1), g.reshape(-1), p.dtype.type(lr))
+                else:
+                    p -= lr * g
             self.steps += 1
             return
         buffers = self._buffers("momentum_buffer", params) if mu else None
@@ -137,6 +146,17 @@ class SGD(Optimizer):
                 g = g + mu * buf if self.nesterov else buf
             p -= lr * g
         self.steps += 1
+
+
+def _same_layout(p, g):
+    return p.dtype == g.dtype and p.shape == g.shape and p.flags.c_contiguous and g.flags.c_contiguous
+
+
+@compiled()  # no fastmath: lr * g[i] is rounded before the subtraction, so the bits are NumPy's
+def _subtract_scaled(p, g, lr):
+    """``p -= lr * g`` in one pass, for 1-D arrays of one dtype (lr in that dtype, as NumPy computes it)."""
+    for i in range(p.size):
+        p[i] -= lr * g[i]
 
 
 class Adam(Optimizer):

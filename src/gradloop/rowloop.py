@@ -22,10 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .jit import compiled
+
 BLOCK_ROWS = 512  # rows summed in X's dtype before the float64 total (float32: ~1e-8 relative)
 
 
-def _row_sums(X, WT, b, Y, start, stop, block, gWT, gb):
+# fastmath: reassociation lets the dot products use SIMD lanes, and contraction fused multiply-adds;
+# finite values are not assumed, so a NaN or infinity in X or Y still reaches the loss.
+@compiled(fastmath={"reassoc", "contract"}, error_model="numpy")
+def row_sums(X, WT, b, Y, start, stop, block, gWT, gb):
     """Add rows [start, stop)'s G^T and s to ``gWT`` (k, d) and ``gb`` (k,) (float64); return their sse.
 
     ``WT`` is W transposed, (k, d) and contiguous, so that for each output the
@@ -58,23 +63,3 @@ def _row_sums(X, WT, b, Y, start, stop, block, gWT, gb):
                 gWT[j, c] += g[j, c]
                 g[j, c] = zero
     return sse
-
-
-_compiled = None
-
-
-def compiled_row_sums():
-    """``_row_sums`` compiled by numba (imported here, so ``import gradloop`` stays light).
-
-    ``fastmath`` allows reassociation, which lets the dot products use SIMD
-    lanes, and fused multiply-adds; it does not assume finite values, so a
-    NaN or infinity still reaches the loss. ``cache=True`` keeps the machine
-    code on disk: only the first run on a machine pays the compile (~1 s).
-    """
-    global _compiled
-    if _compiled is None:
-        import numba
-
-        _compiled = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"},
-                               error_model="numpy")(_row_sums)
-    return _compiled
