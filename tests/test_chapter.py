@@ -197,6 +197,14 @@ def test_lipschitz_matches_eigvalsh(bias, n, d, scale):
     assert gradloop.lipschitz(X, bias=bias) == pytest.approx(hessian_L(X, bias), rel=1e-8)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lipschitz_is_exact_when_the_top_eigenvalues_nearly_coincide(dtype):
+    # Isotropic features: the top eigenvalues of X^T X are close together, where power
+    # iteration stalls (it was 4e-4 off on 2,000,000 x 64); the Gram path is exact.
+    X = np.random.default_rng(5).standard_normal((20_000, 40)).astype(dtype)
+    assert gradloop.lipschitz(X, bias=False) == pytest.approx(hessian_L(X.astype(np.float64), False), rel=1e-10)
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_lipschitz_wide_data_uses_products(bias):
     # d > 2048 takes the matrix-free path; the nonzero eigenvalues of A^T A are those of A A^T.

@@ -12,7 +12,7 @@ by this module: ``import gradloop`` never loads it.
 
 The defaults are the chapter's: a linear model, full-batch gradient descent
 with ``lr = 1/L`` (L the smoothness constant of the loss on the training rows,
-standardized unless ``standardize=False``, found by power iteration), 200 epochs. For ``model="mlp"`` the
+standardized unless ``standardize=False``, see :func:`gradloop.lipschitz`), 200 epochs. For ``model="mlp"`` the
 default optimizer is Adam with ``lr=1e-3``. Default learning rates (``lr=None``):
 
 ===================  ===============  =====
