@@ -643,3 +643,35 @@ def test_gradients_and_evaluate_validate_too(fn):
         getattr(gradloop, fn)(np.ones(3), np.ones(3), np.zeros(1))
     with pytest.raises(DataError, match="weights have shape"):
         getattr(gradloop, fn)(np.ones((3, 2)), np.ones(3), np.zeros(3))
+
+
+@pytest.mark.parametrize("gradient,epochs", [("auto", 2), ("auto", 200), ("stream", 2), ("gram", 2)])
+@pytest.mark.parametrize("where,value", [("X", np.nan), ("X", np.inf), ("Y", -np.inf)])
+def test_a_non_finite_value_in_large_data_is_named_after_the_first_pass(gradient, epochs, where, value,
+                                                                         monkeypatch):
+    # Large X skips the separate finiteness pass: the streaming or Gram pass carries the
+    # value into the starting loss, and only then is the data searched. Same DataError.
+    import gradloop.chapter as chapter
+    import gradloop.kernels as kernels
+
+    for module in (chapter, kernels):  # "large" from 1 KiB: auto picks stream, or gram for 200 epochs
+        monkeypatch.setattr(module, "STREAM_MIN_BYTES", 1 << 10)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((6000, 4)), rng.standard_normal((6000, 1))
+    clean = gradloop.fit_linear(X, Y, np.zeros((4, 1)), 0.01, epochs, gradient=gradient)
+    assert clean.history.gradient_mode == ("gram" if gradient == "gram" or epochs > 4 else "stream")
+    (X if where == "X" else Y)[1234, 0] = value
+    with pytest.raises(DataError, match=rf"{where} holds a non-finite value \({value}\) at index \(1234, 0\)"):
+        gradloop.train(X, Y, np.zeros((4, 1)), 0.01, epochs, gradient=gradient)
+
+
+def test_large_data_whose_start_overflows_still_reports_divergence(monkeypatch):
+    # Finite data whose squares overflow: the data search finds nothing, the DivergenceError stands.
+    import gradloop.chapter as chapter
+    import gradloop.kernels as kernels
+
+    for module in (chapter, kernels):
+        monkeypatch.setattr(module, "STREAM_MIN_BYTES", 1 << 10)
+    X = np.full((2000, 2), 1e200)
+    with pytest.raises(DivergenceError, match="starting weights"):
+        gradloop.train(X, np.ones(2000), np.ones(2), 0.01, 2)

@@ -9,12 +9,14 @@ optimum and the gap to it); ``train`` unwraps it to the weights.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ConfigError, DataError, DivergenceError
+from .kernels import STREAM_MIN_BYTES
 from .loop import check_epochs, fit
 from .models import linear
 from .optimizers import SGD
@@ -198,10 +200,17 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     ``run.history.records``; ``run.history.history["loss"]`` always has the
     loss per epoch.
     """
-    X, Y, W, b, dtype = _validate(X, Y, weights, bias, lr)
+    X, Y, W, b, dtype = _validate(X, Y, weights, bias, lr, check_data=False)
     # _validate skips the lr check when lr is None (its "not given" for
     # gradients/evaluate); for training None is a bad value.
     _check_lr(lr)
+    # On large X the finiteness check is a pass of its own, as long as an epoch. The streaming
+    # and Gram kernels, which auto picks there, carry any NaN or infinity of X or Y into the
+    # starting loss (tested), so the check can wait until that loss is not finite.
+    check_later = (X.nbytes >= STREAM_MIN_BYTES and gradient in ("auto", "stream", "gram")
+                   and not isinstance(lr, str))  # lr="auto" reads X before training
+    if not check_later:
+        _check_finite(("X", X), ("Y", Y))
     epochs = check_epochs(epochs)
     if every is None or isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every!r}")
@@ -213,11 +222,19 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     net.layers[0].params["W"][...] = W
     if b is not None:
         net.layers[0].params["b"][...] = b
+    # Unchecked data may hold a NaN or infinity until the first pass finds it: no warnings on the way.
+    quiet = np.errstate(invalid="ignore", over="ignore") if check_later else contextlib.nullcontext()
     try:
-        history = fit(net, X, Y, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
-                      every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records,
-                      gradient=gradient, stable_lr=lambda: _stable_lr(X, b is not None, W.shape[1]))
+        with quiet:
+            history = fit(net, X, Y, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
+                          every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records,
+                          gradient=gradient, stable_lr=lambda: _stable_lr(X, b is not None, W.shape[1]))
     except DivergenceError as exc:
+        if check_later and exc.epoch == 0:  # the starting loss is not finite: is it the data?
+            try:
+                _check_finite(("X", X), ("Y", Y))
+            except DataError as bad_data:
+                raise bad_data from None  # the data's fault, not a divergence
         _caller_shaped(exc, np.shape(weights), None if b is None else np.shape(bias))
         raise
     return LinearRun(net, history, X, Y, np.shape(weights), None if bias is None else np.shape(bias), lr_value)
@@ -366,8 +383,11 @@ def _as_matrix(name, value, dtype=None):
     return a if dtype is None else a.astype(dtype, copy=False)  # read only after this: no copy needed
 
 
-def _validate(X, Y, weights, bias, lr):
-    """Check the chapter's arguments once, at the boundary; return float arrays (X, Y 2-D, W 2-D, b, dtype)."""
+def _validate(X, Y, weights, bias, lr, check_data=True):
+    """Check the chapter's arguments once, at the boundary; return float arrays (X, Y 2-D, W 2-D, b, dtype).
+
+    ``check_data=False`` leaves out the finiteness check of X and Y (a pass over X): the caller does it.
+    """
     X = _as_matrix("X", X)
     if X.ndim != 2:
         raise DataError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
@@ -394,13 +414,20 @@ def _validate(X, Y, weights, bias, lr):
         b = _as_matrix("bias", bias, dtype).reshape(-1)
         if b.size != W.shape[1]:
             raise DataError(f"bias has {b.size} values but the model has {W.shape[1]} output(s)")
-    for name, a in (("X", X), ("Y", Y), ("weights", W), ("bias", b)):
-        if a is not None and not _all_finite(a):
-            bad = np.argwhere(~np.isfinite(a))[0]
-            raise DataError(f"{name} holds a non-finite value ({a[tuple(bad)]}) at index {tuple(int(i) for i in bad)}")
+    _check_finite(("weights", W), ("bias", b))
+    if check_data:
+        _check_finite(("X", X), ("Y", Y))
     if lr is not None:
         _check_lr(lr)
     return X, Y, W, b, dtype
+
+
+def _check_finite(*named):
+    """DataError naming the first non-finite entry of the first (name, array) that has one."""
+    for name, a in named:
+        if a is not None and not _all_finite(a):
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise DataError(f"{name} holds a non-finite value ({a[tuple(bad)]}) at index {tuple(int(i) for i in bad)}")
 
 
 def _all_finite(a):

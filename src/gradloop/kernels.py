@@ -38,9 +38,9 @@ from .losses import MSE
 
 HEAD = 5
 STREAM_MIN_BYTES = 32 << 20  # below this, one plain pass beats the thread hand-off
-# Threads for the streaming pass: one per core, up to the point where memory bandwidth, not
-# the cores, is the limit (two cores already read X at ~85% of one BLAS pass's speed here).
-MAX_STREAM_THREADS = 8
+# Threads for a pass over large X: one per core, up to the point where memory bandwidth, not
+# the cores, is the limit (two cores already read X at ~80% of one BLAS pass's speed here).
+MAX_THREADS = 8
 # sse / max(Y^T Y, W^T G W) below which the Gram sums cannot be trusted to 1e-9: their rounding
 # error is ~d * 1e-16 of that scale (measured: 1.1e-9 relative at 2.4e-6 of it).
 GRAM_CANCELLATION = 1e-4
@@ -132,12 +132,7 @@ class StreamKernel(_LinearKernel):
     def __init__(self, model, X, Y, threads=None, block_rows=rowloop.BLOCK_ROWS):
         super().__init__(model, X, Y)
         self.block_rows = int(block_rows)
-        if threads is None:
-            threads = min(MAX_STREAM_THREADS, _cores()) if X.nbytes >= STREAM_MIN_BYTES else 1
-        self.threads = max(1, int(threads))
-        # Contiguous row ranges, one per thread; their sums are added in this order (same bits each run).
-        bounds = np.linspace(0, self.n, self.threads + 1).astype(int)
-        self.ranges = [(int(a), int(c)) for a, c in zip(bounds[:-1], bounds[1:]) if c > a]
+        self.ranges = row_ranges(X, threads)
         self._pool = ThreadPoolExecutor(len(self.ranges)) if len(self.ranges) > 1 else None
         self._no_bias = np.zeros(self.k, dtype=X.dtype)
 
@@ -223,13 +218,9 @@ def augmented_gram(X, Y, threads=None, block_rows=GRAM_BLOCK_ROWS):
     176 ms for 2,000,000 x 64 on two cores), and it would need a second pass
     for X^T Y (100 ms more).
     """
-    n, d = X.shape
-    k = Y.shape[1]
+    d, k = X.shape[1], Y.shape[1]
     width = d + k + 1
-    if threads is None:
-        threads = min(MAX_STREAM_THREADS, _cores()) if X.nbytes >= STREAM_MIN_BYTES else 1
-    bounds = np.linspace(0, n, max(1, int(threads)) + 1).astype(int)
-    ranges = [(int(a), int(c)) for a, c in zip(bounds[:-1], bounds[1:]) if c > a]
+    ranges = row_ranges(X, threads)
 
     def partial(row_range):
         start, stop = row_range
@@ -284,6 +275,17 @@ def make_kernel(model, loss, X, y, mode="auto", epochs=None):
     if mode == "stream":
         return StreamKernel(model, X, y)
     return GramKernel(model, X, y, stream=StreamKernel(model, X, y))
+
+
+def row_ranges(X, threads=None):
+    """Contiguous ranges of X's rows, one per thread: one per core for large X, else one.
+
+    Partial sums are added in range order, so a given number of threads gives the same bits every run.
+    """
+    if threads is None:
+        threads = min(MAX_THREADS, _cores()) if X.nbytes >= STREAM_MIN_BYTES else 1
+    bounds = np.linspace(0, len(X), max(1, int(threads)) + 1).astype(int)
+    return [(int(a), int(c)) for a, c in zip(bounds[:-1], bounds[1:]) if c > a]
 
 
 def _cores():
