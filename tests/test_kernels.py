@@ -186,3 +186,13 @@ def test_gram_sums_of_blocks_and_threads_equal_the_whole_product(dtype):
         S = augmented_gram(X, Y, threads=threads, block_rows=block)
         assert S.dtype == np.float64  # float32 data is widened block by block, never copied whole
         np.testing.assert_allclose(S, reference, rtol=1e-13, atol=1e-13 * np.abs(reference).max())
+
+
+def test_auto_streams_large_row_major_data_and_leaves_column_major_data_to_blas(monkeypatch):
+    import gradloop.kernels as kernels
+
+    monkeypatch.setattr(kernels, "STREAM_MIN_BYTES", 1 << 10)
+    X, Y = data(n=2000, d=4)
+    model = linear(4, 1)
+    assert make_kernel(model, MSE(), X, Y, "auto", epochs=2).name == "stream"
+    assert make_kernel(model, MSE(), np.asfortranarray(X), Y, "auto", epochs=2).name == "fused"

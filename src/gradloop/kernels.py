@@ -252,7 +252,8 @@ def make_kernel(model, loss, X, y, mode="auto", epochs=None):
     columns (forming X^T X is one BLAS-3 pass, repaid once the O(N d) epochs it
     saves outnumber d) and X is not tiny (there a plain pass is a handful of
     microseconds, fewer NumPy calls than the Gram algebra); else streaming for
-    large X, else the fused layer arithmetic; the layers for every other model.
+    large row-major X, else the fused layer arithmetic; the layers for every
+    other model.
     """
     from .errors import ConfigError
 
@@ -267,7 +268,8 @@ def make_kernel(model, loss, X, y, mode="auto", epochs=None):
         elif epochs is not None and epochs > X.shape[1] and X.size >= GRAM_MIN_SIZE:
             mode = "gram"
         else:
-            mode = "stream" if X.nbytes >= STREAM_MIN_BYTES else "fused"
+            # The row loop walks rows: for a column-major X one BLAS pass per product reads it better.
+            mode = "stream" if X.nbytes >= STREAM_MIN_BYTES and X.flags.c_contiguous else "fused"
     if mode == "layers":
         return LayerKernel(model, loss, X, y)
     if mode == "fused":
