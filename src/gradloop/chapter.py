@@ -169,8 +169,8 @@ def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round
             ``lr * gradient`` is below half the last digit (0.0005 for 3).
         gradient: how each epoch's gradient is computed: "layers" (forward and
             backward through the Dense layer), "fused" (the same arithmetic
-            without the layer calls, same bits), "stream" (rows in cache-sized
-            blocks, one read of X per epoch), "gram" (X^T X once, then O(d^2)
+            without the layer calls, same bits), "stream" (a compiled loop over
+            the rows, one read of X per epoch), "gram" (X^T X once, then O(d^2)
             per epoch, independent of N), or "auto" (gram when there are more
             epochs than columns and X is not tiny; stream for large X; else fused). All
             agree to ~1e-14 relative; pin one for bit-identical reruns with a

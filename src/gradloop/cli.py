@@ -138,7 +138,7 @@ def build_parser():
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     train.add_argument("--gradient", choices=("auto", "gram", "stream", "fused", "layers"), default="auto",
                        help="full-batch gradient executor for the linear model with MSE: gram (X^T X once, "
-                            "then O(d^2) per epoch), stream (one blocked pass over X per epoch), fused or "
+                            "then O(d^2) per epoch), stream (one compiled pass over X per epoch), fused or "
                             "layers (the layers' arithmetic, with or without the layer calls), "
                             "or auto (default: by cost)")
 

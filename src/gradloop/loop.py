@@ -220,7 +220,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         keep_records: keep every EpochRecord in ``history.records``.
         gradient: full-batch executor: "auto", "layers" (any model), or for the
             linear model with MSE "fused" (the layers' arithmetic without their
-            calls), "stream" (one blocked pass over X per epoch) or "gram" (X^T X
+            calls), "stream" (one compiled pass over X per epoch) or "gram" (X^T X
             once, then O(d^2) per epoch); see :mod:`gradloop.kernels`.
         stable_lr: the largest stable learning rate if known (for the divergence
             message), or a function computing it, called only if training diverges.
