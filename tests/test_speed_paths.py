@@ -19,7 +19,7 @@ from gradloop.layers import Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
 from gradloop.loop import fit
 from gradloop.losses import MSE, SoftmaxCrossEntropy, row_max, softmax
 from gradloop.models import Sequential, linear, mlp
-from gradloop.optimizers import SGD, Adam
+from gradloop.optimizers import SGD, Adam, AdamW
 
 DTYPES = [np.float32, np.float64]
 same = np.testing.assert_array_equal
@@ -355,16 +355,48 @@ def test_fit_minibatch_equals_the_plain_formulas_bit_for_bit(dtype):
     assert history.history["loss"] == losses
 
 
+OPTIMIZERS = {
+    "sgd": lambda: SGD(0.037),
+    "sgd-weight-decay": lambda: SGD(0.037, weight_decay=0.01),
+    "momentum": lambda: SGD(0.037, momentum=0.9),
+    "nesterov-weight-decay": lambda: SGD(0.037, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "adam": lambda: Adam(0.01),
+    "adam-l2": lambda: Adam(0.01, weight_decay=0.01),
+    "adamw": lambda: AdamW(0.01, weight_decay=0.1),
+}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_compiled_sgd_update_has_numpys_bits(dtype):
-    from gradloop.optimizers import COMPILED_UPDATE_MIN_SIZE
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_compiled_updates_have_numpys_bits(name, dtype, monkeypatch):
+    # Large parameters take the compiled one-pass update, small ones NumPy's; with the
+    # threshold out of reach every parameter takes NumPy's. Five steps each: same bits.
+    from gradloop import optimizers
 
     rng = np.random.default_rng(3)
-    p = rng.standard_normal((COMPILED_UPDATE_MIN_SIZE // 64 + 1, 64)).astype(dtype)
-    small = rng.standard_normal(10).astype(dtype)
-    grads = [rng.standard_normal(p.shape).astype(dtype), rng.standard_normal(10).astype(dtype)]
-    expected = [p - 0.037 * grads[0], small - 0.037 * grads[1]]
-    SGD(0.037).step([p, small], grads)
-    same(p, expected[0])  # the compiled pass
-    same(small, expected[1])  # NumPy's
-    assert p.dtype == dtype
+    shapes = [(optimizers.COMPILED_UPDATE_MIN_SIZE // 64 + 1, 64), (10,)]
+    start = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    steps = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(5)]
+
+    def run():
+        params, optimizer = [p.copy() for p in start], OPTIMIZERS[name]()
+        for grads in steps:
+            optimizer.step(params, [g.copy() for g in grads])
+        return params, optimizer.state
+
+    calls = []
+    for kernel in ("_subtract_scaled", "_sgd_step", "_adam_step"):
+        original = getattr(optimizers, kernel)
+        monkeypatch.setattr(optimizers, kernel,
+                            lambda *args, _original=original, _name=kernel: calls.append(_name) or _original(*args))
+    compiled, compiled_state = run()
+    assert len(calls) == len(steps)  # one compiled call per step: the large parameter's
+    monkeypatch.setattr(optimizers, "COMPILED_UPDATE_MIN_SIZE", 10**12)
+    plain, plain_state = run()
+    for ours, theirs in zip(compiled, plain):
+        assert ours.dtype == dtype
+        same(ours, theirs)
+    for key in plain_state:
+        for ours, theirs in zip(compiled_state[key], plain_state[key]):
+            same(ours, theirs)
+    assert not np.array_equal(compiled[0], start[0])  # the steps did move the weights

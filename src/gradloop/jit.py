@@ -14,14 +14,18 @@ import functools
 
 
 def compiled(**options):
-    """Decorator: the function, compiled by ``numba.njit(nogil=True, cache=True, **options)`` at its first call."""
+    """Decorator: the function, compiled by ``numba.njit(nogil=True, cache=True, **options)`` at its first call.
+
+    Division follows NumPy (``error_model="numpy"``: x / 0 is inf or NaN, no
+    exception), which also leaves the loops free to use SIMD lanes.
+    """
 
     def wrap(fn):
         @functools.cache
         def build():
             import numba
 
-            return numba.njit(nogil=True, cache=True, **options)(fn)
+            return numba.njit(nogil=True, cache=True, error_model="numpy", **options)(fn)
 
         @functools.wraps(fn)
         def call(*args):

@@ -16,9 +16,10 @@ import numpy as np
 from .errors import ConfigError
 from .jit import compiled
 
-# Parameters of at least this many entries take the chapter's update in one compiled pass.
-# For a 784 x 128 layer after a two-thread BLAS backward, NumPy's two passes (lr * g, then
-# p -= ...) took ~150 us a step against ~45 us; on small arrays they cost a microsecond or two.
+# Parameters of at least this many entries take their update in one compiled pass. For a
+# 784 x 128 layer after a two-thread BLAS backward, NumPy's two passes of the plain SGD update
+# (lr * g, then p -= ...) took ~150 us a step against ~45 us, and Adam's ten passes far more;
+# on small arrays the NumPy calls cost a few microseconds.
 COMPILED_UPDATE_MIN_SIZE = 16_384
 
 
@@ -126,7 +127,7 @@ class SGD(Optimizer):
         if mu == 0.0 and wd == 0.0:
             # The chapter's update.
             for p, g in zip(params, grads):
-                if p.size >= COMPILED_UPDATE_MIN_SIZE and _same_layout(p, g):
+                if _compiles(p, g):
                     _subtract_scaled(p.reshape(-1), g.reshape(-1), p.dtype.type(lr))
                 else:
                     p -= lr * g
@@ -134,10 +135,15 @@ class SGD(Optimizer):
             return
         buffers = self._buffers("momentum_buffer", params) if mu else None
         for i, (p, g) in enumerate(zip(params, grads)):
+            buf = buffers[i] if mu else p  # without momentum the compiled step never touches buf
+            if _compiles(p, g, buf):
+                kind = p.dtype.type
+                _sgd_step(p.reshape(-1), g.reshape(-1), buf.reshape(-1), kind(lr), kind(mu), kind(wd),
+                          self.nesterov, self.steps == 0)
+                continue
             if wd:
                 g = g + wd * p
             if mu:
-                buf = buffers[i]
                 if self.steps == 0:
                     buf[...] = g
                 else:
@@ -148,15 +154,34 @@ class SGD(Optimizer):
         self.steps += 1
 
 
-def _same_layout(p, g):
-    return p.dtype == g.dtype and p.shape == g.shape and p.flags.c_contiguous and g.flags.c_contiguous
+def _compiles(p, *others):
+    """Whether a parameter takes its update in one compiled pass: large, and every array like it."""
+    return p.size >= COMPILED_UPDATE_MIN_SIZE and p.flags.c_contiguous and all(
+        a.dtype == p.dtype and a.shape == p.shape and a.flags.c_contiguous for a in others)
 
 
-@compiled()  # no fastmath: lr * g[i] is rounded before the subtraction, so the bits are NumPy's
+# The compiled steps below run without fastmath: each multiply and add is rounded where NumPy
+# rounds it, in NumPy's order, with the scalars in the arrays' dtype as NumPy casts them. So
+# they give NumPy's bits (tested), in one pass over the arrays instead of one per operation.
+@compiled()
 def _subtract_scaled(p, g, lr):
-    """``p -= lr * g`` in one pass, for 1-D arrays of one dtype (lr in that dtype, as NumPy computes it)."""
+    """``p -= lr * g`` over 1-D arrays."""
     for i in range(p.size):
         p[i] -= lr * g[i]
+
+
+@compiled()
+def _sgd_step(p, g, buf, lr, mu, wd, nesterov, first):
+    """:class:`SGD`'s rule over 1-D arrays; ``buf`` is the momentum buffer (unused when mu is 0)."""
+    for i in range(p.size):
+        gi = g[i]
+        if wd != 0:
+            gi = gi + wd * p[i]
+        if mu != 0:
+            b = gi if first else buf[i] * mu + gi
+            buf[i] = b
+            gi = gi + mu * b if nesterov else b
+        p[i] -= lr * gi
 
 
 class Adam(Optimizer):
@@ -196,6 +221,12 @@ class Adam(Optimizer):
         step_size = lr / (1 - b1**t)
         root_correction2 = math.sqrt(1 - b2**t)
         for p, g, m, v in zip(params, grads, m_list, v_list):
+            if _compiles(p, g, m, v):
+                kind = p.dtype.type
+                _adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), kind(b1), kind(1 - b1),
+                           kind(b2), kind(1 - b2), kind(step_size), kind(root_correction2), kind(self.eps),
+                           kind(wd), kind(1 - lr * wd), self.decoupled)
+                continue
             if wd and self.decoupled:
                 p *= 1 - lr * wd
             elif wd:
@@ -208,6 +239,24 @@ class Adam(Optimizer):
             denom /= root_correction2
             denom += self.eps
             p -= step_size * (m / denom)
+
+
+@compiled()
+def _adam_step(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, step_size, root_correction2, eps, wd, shrink,
+               decoupled):
+    """:class:`Adam`'s (or, ``decoupled``, AdamW's) rule over 1-D arrays; ``shrink`` is 1 - lr * wd."""
+    for i in range(p.size):
+        gi = g[i]
+        if wd != 0:
+            if decoupled:
+                p[i] = p[i] * shrink
+            else:
+                gi = gi + wd * p[i]
+        mi = m[i] * b1 + one_minus_b1 * gi
+        vi = v[i] * b2 + one_minus_b2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        p[i] -= step_size * (mi / (np.sqrt(vi) / root_correction2 + eps))
 
 
 class AdamW(Adam):

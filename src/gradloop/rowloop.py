@@ -29,7 +29,7 @@ BLOCK_ROWS = 512  # rows summed in X's dtype before the float64 total (float32: 
 
 # fastmath: reassociation lets the dot products use SIMD lanes, and contraction fused multiply-adds;
 # finite values are not assumed, so a NaN or infinity in X or Y still reaches the loss.
-@compiled(fastmath={"reassoc", "contract"}, error_model="numpy")
+@compiled(fastmath={"reassoc", "contract"})
 def row_sums(X, WT, b, Y, start, stop, block, gWT, gb):
     """Add rows [start, stop)'s G^T and s to ``gWT`` (k, d) and ``gb`` (k,) (float64); return their sse.
 
