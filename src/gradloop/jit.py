@@ -2,15 +2,18 @@
 
 A few steps cost more in NumPy's separate passes and call overheads than in
 their arithmetic: the streaming epoch's row loop (:mod:`gradloop.rowloop`)
-and the SGD update of large parameters. Those are written as plain Python
-loops and compiled by numba. numba is imported only when one of them is
-first needed, so ``import gradloop`` stays NumPy-only, and ``cache=True`` keeps
-the machine code on disk: a machine pays each compile (about a second) once.
+and the optimizers' updates of large parameters. Those are written as plain
+Python loops and compiled by numba. numba is imported only when one of them
+is first needed, so ``import gradloop`` stays NumPy-only, and ``cache=True``
+keeps the machine code on disk: a machine pays each compile (about a second)
+once. numba keys that cache on the function's source file, not on the options
+given here: after changing an option, delete ``__pycache__/*.nbi`` and ``*.nbc``.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 
 
 def compiled(**options):
@@ -21,18 +24,23 @@ def compiled(**options):
     """
 
     def wrap(fn):
-        @functools.cache
-        def build():
-            import numba
+        dispatcher = None
+        lock = threading.Lock()  # threads may make the first call together: one compiles
 
-            return numba.njit(nogil=True, cache=True, error_model="numpy", **options)(fn)
+        def build():
+            nonlocal dispatcher
+            with lock:
+                if dispatcher is None:
+                    import numba
+
+                    dispatcher = numba.njit(nogil=True, cache=True, error_model="numpy", **options)(fn)
+            return dispatcher
 
         @functools.wraps(fn)
         def call(*args):
-            return build()(*args)
+            return (dispatcher or build())(*args)
 
         call.python = fn  # the uncompiled loop, for reading and for tests
-        call.build = build
         return call
 
     return wrap
