@@ -108,13 +108,13 @@ def _torch_linear_loop(torch, X, Y, lr, epochs):
 def linear_large(quick, dtype=np.float64):
     """Full-batch linear MSE on a tall X: memory-bound; the limit is one streaming read of X.
 
-    A ``train`` call reads X E + 2 times for E epochs: one finiteness check at
-    the boundary, one pass per epoch, and the loss after the last update (the
-    report's "new loss"). Ten epochs (fewer than the 64 columns, so auto
-    streams rather than forms X^T X) spread the two extra reads as a real run
-    would; the plain NumPy loop reads X twice per epoch. The baseline is what
-    one epoch costs inside a run: the streaming kernel's pass and the SGD
-    step, without the call's two extra reads; the whole call is the next row.
+    A ``train`` call reads X E + 1 times for E epochs: one pass per epoch and
+    the loss after the last update (the report's "new loss"); on X this large
+    the check for NaN and infinity rides on the first pass. Ten epochs (fewer
+    than the 64 columns, so auto streams rather than forms X^T X) spread the
+    extra read as a real run would; the plain NumPy loop reads X twice per
+    epoch. The baseline is what one epoch costs inside a run: the streaming
+    kernel's pass and the SGD step; the whole call is the next row.
     """
     n, d = (200_000, 64) if quick else (2_000_000, 64)
     epochs = 10
