@@ -207,3 +207,14 @@ def test_stream_on_column_major_and_strided_arrays_equals_the_plain_formula():
         W_ref, b_ref, loss_ref = plain_epoch(X, np.asarray(Y_in), W0, b0, 0.01)
         np.testing.assert_allclose(W, W_ref, rtol=1e-12, atol=1e-12 * np.abs(W_ref).max())
         assert history.history["loss"][0] == pytest.approx(loss_ref, rel=1e-12)
+
+
+def test_stream_reads_a_read_only_memory_mapped_file(tmp_path):
+    # Data too large for memory arrives memory-mapped and read-only: the compiled loop only reads it.
+    X, Y = data(n=1200, d=4)
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    assert not mapped.flags.writeable
+    ours = gradloop.train(mapped, Y, np.zeros((4, 1)), 0.01, 3, gradient="stream")
+    reference = gradloop.train(X, Y, np.zeros((4, 1)), 0.01, 3, gradient="layers")
+    np.testing.assert_allclose(ours, reference, rtol=1e-12)
