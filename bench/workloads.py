@@ -17,7 +17,7 @@ import gradloop
 from gradloop.kernels import StreamKernel
 from gradloop.loop import fit
 from gradloop.models import linear, mlp
-from gradloop.optimizers import SGD
+from gradloop.optimizers import SGD, Adam
 
 
 @dataclass
@@ -295,6 +295,65 @@ def mlp_minibatch(quick):
     return work
 
 
+def mlp_adam(quick):
+    """The same MLP epoch with Adam (lr 1e-3): the optimizer's update is a larger share of the step."""
+    n = 6_000 if quick else 60_000
+    rng = np.random.default_rng(0)
+    X = rng.random((n, 784), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    lr, batch = 1e-3, 128
+
+    def gradloop_fit():
+        model = mlp([784, 128, 10], "relu", seed=0, dtype=np.float32, task="multiclass")
+        fit(model, X, y, loss="cross-entropy", optimizer=Adam(lr), epochs=1, batch_size=batch, seed=0)
+
+    def gradloop_numpy_update():
+        # The same run with every parameter on NumPy's update (the compiled one-pass update off).
+        from gradloop import optimizers
+
+        saved = optimizers.COMPILED_UPDATE_MIN_SIZE
+        optimizers.COMPILED_UPDATE_MIN_SIZE = 1 << 62
+        try:
+            gradloop_fit()
+        finally:
+            optimizers.COMPILED_UPDATE_MIN_SIZE = saved
+
+    work = Workload(f"MLP 784-128-10 ReLU, softmax CE, Adam, batch {batch}, {n:,} rows float32", "epoch", 1,
+                    {"gradloop": gradloop_fit, "gradloop, NumPy's update": gradloop_numpy_update})
+    torch = _torch()
+    if torch is not None:
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+        def torch_fit():
+            torch.manual_seed(0)
+            model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            order = torch.randperm(n)
+            for start in range(0, n, batch):
+                idx = order[start:start + batch]
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+
+        work.contenders["pytorch"] = torch_fit
+    try:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        def sklearn_fit():
+            clf = MLPClassifier(hidden_layer_sizes=(128,), solver="adam", batch_size=batch, learning_rate_init=lr,
+                                max_iter=1, shuffle=True, random_state=0, alpha=0.0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(X, y)
+
+        work.contenders["scikit-learn MLPClassifier (float32)"] = sklearn_fit
+    except ImportError:
+        work.notes.append("scikit-learn not installed: its MLPClassifier was skipped")
+    return work
+
+
 # ---------------------------------------------------------------- linear, tiny
 def linear_tiny(quick):
     """Linear MSE, 100 x 3, per-epoch cost: all Python overhead."""
@@ -352,5 +411,6 @@ WORKLOADS = {
     "linear-large-f32": linear_large_float32,
     "linear-gram": linear_gram,
     "mlp-minibatch": mlp_minibatch,
+    "mlp-adam": mlp_adam,
     "linear-tiny": linear_tiny,
 }
