@@ -258,40 +258,7 @@ def mlp_minibatch(quick):
                     {"gradloop": gradloop_fit, "numpy (hand-written loop)": numpy_loop,
                      "limit: matrix products only": matmul_floor},
                     limit="limit: matrix products only")
-    torch = _torch()
-    if torch is not None:
-        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-
-        def torch_fit():
-            torch.manual_seed(0)
-            model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-            opt = torch.optim.SGD(model.parameters(), lr=lr)
-            order = torch.randperm(n)
-            for start in range(0, n, batch):
-                idx = order[start:start + batch]
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(Xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
-
-        work.contenders["pytorch"] = torch_fit
-    try:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPClassifier
-
-        def sklearn_fit(X_in):
-            def run():
-                clf = MLPClassifier(hidden_layer_sizes=(128,), solver="sgd", batch_size=batch, learning_rate_init=lr,
-                                    momentum=0.0, max_iter=1, shuffle=True, random_state=0, alpha=0.0)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    clf.fit(X_in, y)
-            return run
-
-        work.contenders["scikit-learn MLPClassifier (float32)"] = sklearn_fit(X)
-        work.contenders["scikit-learn MLPClassifier (float64)"] = sklearn_fit(X.astype(np.float64))
-    except ImportError:
-        work.notes.append("scikit-learn not installed: its MLPClassifier was skipped")
+    _add_mlp_peers(work, X, y, lr, batch, "sgd", sklearn_dtypes=(np.float32, np.float64))
     return work
 
 
@@ -320,14 +287,22 @@ def mlp_adam(quick):
 
     work = Workload(f"MLP 784-128-10 ReLU, softmax CE, Adam, batch {batch}, {n:,} rows float32", "epoch", 1,
                     {"gradloop": gradloop_fit, "gradloop, NumPy's update": gradloop_numpy_update})
+    _add_mlp_peers(work, X, y, lr, batch, "adam", sklearn_dtypes=(np.float32,))
+    return work
+
+
+def _add_mlp_peers(work, X, y, lr, batch, optimizer, sklearn_dtypes):
+    """PyTorch's and scikit-learn's MLPClassifier's epoch of the same 784-128-10 network ("sgd" or "adam")."""
+    n = len(X)
     torch = _torch()
     if torch is not None:
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        make_optimizer = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
 
         def torch_fit():
             torch.manual_seed(0)
             model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            opt = make_optimizer(model.parameters(), lr=lr)
             order = torch.randperm(n)
             for start in range(0, n, batch):
                 idx = order[start:start + batch]
@@ -340,18 +315,23 @@ def mlp_adam(quick):
     try:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPClassifier
-
-        def sklearn_fit():
-            clf = MLPClassifier(hidden_layer_sizes=(128,), solver="adam", batch_size=batch, learning_rate_init=lr,
-                                max_iter=1, shuffle=True, random_state=0, alpha=0.0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                clf.fit(X, y)
-
-        work.contenders["scikit-learn MLPClassifier (float32)"] = sklearn_fit
     except ImportError:
         work.notes.append("scikit-learn not installed: its MLPClassifier was skipped")
-    return work
+        return
+    extra = {"momentum": 0.0} if optimizer == "sgd" else {}
+
+    def sklearn_fit(X_in):
+        def run():
+            clf = MLPClassifier(hidden_layer_sizes=(128,), solver=optimizer, batch_size=batch, learning_rate_init=lr,
+                                max_iter=1, shuffle=True, random_state=0, alpha=0.0, **extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(X_in, y)
+        return run
+
+    for dtype in sklearn_dtypes:
+        name = np.dtype(dtype).name
+        work.contenders[f"scikit-learn MLPClassifier ({name})"] = sklearn_fit(X.astype(dtype, copy=False))
 
 
 # ---------------------------------------------------------------- linear, tiny
