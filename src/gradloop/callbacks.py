@@ -12,13 +12,19 @@ Example:
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import os
 import sys
 
 import numpy as np
 
+from .constraints import check
+from .errors import ConfigError
 from .io import json_line
 from .loop import Callback
+from .paths import Place
 
 # Parameters with more entries than this are summarised (norm and a few values).
 PRINT_LIMIT = 12
@@ -69,7 +75,7 @@ class TracePrinter(Callback):
     """
 
     def __init__(self, every=1, file=None, limit=None):
-        self.every = max(1, int(every))
+        self.every = check("every", every)
         self.file = file
         self.limit = limit  # print no epoch after this one (the demo shows the first few)
 
@@ -104,21 +110,58 @@ class _LineLogger(Callback):
     Opening late means a run that fails before any epoch (bad input, a
     non-finite starting loss) leaves no file behind and overwrites none; a
     0-epoch run that finishes gets its (header-only) file.
+
+    A resumed run (one that starts after epoch k of a checkpoint) appends: it first
+    cuts the lines of epochs after k (written by a run killed before its next
+    checkpoint) and the run's final line, so that after any sequence of kills and
+    resumes the log holds every epoch once, as an unbroken run's would.
     """
 
     def __init__(self, path, every=1):
         self.path = path
-        self.every = max(1, int(every))
+        self.every = check("every", every)
         self._file = None
+        self._resumed_at = 0
+
+    def output_places(self):
+        return [Place(f"{type(self).__name__} path", self.path)]
 
     def on_train_begin(self, trainer):
         self._file = None
+        self._resumed_at = trainer.epoch
+        if trainer.epoch > 0 and os.path.exists(self.path):
+            self._cut_after(trainer.epoch)
+
+    def _cut_after(self, epoch):
+        """Rewrite the file (atomically) without the lines of epochs after ``epoch`` and without a final line."""
+        from .io import atomic_write_bytes
+
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            lines = fh.read().splitlines(keepends=True)
+        kept = [line for number, line in enumerate(lines, 1) if self._keep(line, number, epoch)]
+        if kept != lines:
+            atomic_write_bytes(self.path, "".join(kept).encode("utf-8"), "log")
+
+    def _epoch_of(self, line, number):
+        """The epoch a line records, None for a line that is not an epoch (header, final line)."""
+        raise NotImplementedError
+
+    def _keep(self, line, number, epoch):
+        if not line.strip():
+            return False
+        try:
+            line_epoch = self._epoch_of(line, number)
+        except (ValueError, TypeError, KeyError, IndexError):
+            raise ConfigError(f"{type(self).__name__} path {self.path}: line {number} is not a line of a "
+                              f"gradloop log, so the resumed run cannot continue it; give another log path") from None
+        return line_epoch is None or line_epoch <= epoch
 
     def _open(self):
-        self._file = open(self.path, "w", newline="", encoding="utf-8")
-        self._start()
+        append = self._resumed_at > 0 and os.path.exists(self.path)
+        self._file = open(self.path, "a" if append else "w", newline="", encoding="utf-8")
+        self._start(header=not append)
 
-    def _start(self):
+    def _start(self, header):
         pass
 
     def on_epoch_end(self, record, trainer):
@@ -150,6 +193,12 @@ class JSONLinesLogger(_LineLogger):
     def _write(self, record):
         self._file.write(json_line(record.to_dict()) + "\n")
 
+    def _epoch_of(self, line, number):
+        obj = json.loads(line)
+        if obj.get("final") is True:
+            return math.inf  # the run's result: written again when the resumed run ends
+        return int(obj["epoch"])
+
 
 class CSVLogger(_LineLogger):
     """One CSV row per epoch: epoch, loss, new_loss, val_loss, lr, grad_norm, update_ratio, seconds.
@@ -162,11 +211,18 @@ class CSVLogger(_LineLogger):
 
     COLUMNS = ("epoch", "loss", "new_loss", "val_loss", "lr", "grad_norm", "update_ratio", "seconds")
 
-    def _start(self):
-        import csv
-
+    def _start(self, header):
         self._writer = csv.writer(self._file)
-        self._writer.writerow(self.COLUMNS)
+        if header:
+            self._writer.writerow(self.COLUMNS)
+
+    def _epoch_of(self, line, number):
+        fields = next(csv.reader([line]))
+        if number == 1:
+            if fields[:1] != ["epoch"]:
+                raise ValueError("not our header")
+            return None
+        return int(fields[0])
 
     def _write(self, record):
         row = record.to_dict()
@@ -427,6 +483,9 @@ class ModelCheckpoint(Callback):
     def __init__(self, path, monitor="val_loss", save_best_only=True, bundle=None):
         self.path, self.monitor, self.save_best_only, self.bundle = path, monitor, bool(save_best_only), bundle
         self.best, self.saved_epoch = math.inf, None
+
+    def output_places(self):
+        return [Place("ModelCheckpoint path", self.path)]
 
     def on_train_begin(self, trainer):
         if self.save_best_only:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constraints import check_all, check_lr
 from .errors import ConfigError, DataError, DivergenceError
 from .kernels import STREAM_MIN_BYTES
 from .loop import check_epochs, fit
@@ -203,7 +204,7 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     X, Y, W, b, dtype = _validate(X, Y, weights, bias, lr, check_data=False)
     # _validate skips the lr check when lr is None (its "not given" for
     # gradients/evaluate); for training None is a bad value.
-    _check_lr(lr)
+    check_lr(lr)
     # On large X the finiteness check is a pass of its own, as long as an epoch. The streaming
     # and Gram kernels, which auto picks there, carry any NaN or infinity of X or Y into the
     # starting loss (tested), so the check can wait until that loss is not finite.
@@ -212,11 +213,7 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     if not check_later:
         _check_finite(("X", X), ("Y", Y))
     epochs = check_epochs(epochs)
-    if every is None or isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ConfigError(f"every must be a positive integer, got {every!r}")
-    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer))
-                                 or not 0 <= round_to <= 15):
-        raise ConfigError(f"round_to must be an integer in [0, 15] or None, got {round_to!r}")
+    check_all(every=every, round_to=round_to)
     lr_value = 1.0 / _loss_lipschitz(X, b is not None, W.shape[1]) if isinstance(lr, str) else float(lr)
     net = linear(W.shape[0], W.shape[1], bias=b is not None, dtype=dtype)
     net.layers[0].params["W"][...] = W
@@ -418,7 +415,7 @@ def _validate(X, Y, weights, bias, lr, check_data=True):
     if check_data:
         _check_finite(("X", X), ("Y", Y))
     if lr is not None:
-        _check_lr(lr)
+        check_lr(lr)
     return X, Y, W, b, dtype
 
 
@@ -440,12 +437,3 @@ def _all_finite(a):
     return bool(np.isfinite(sums).all()) or bool(np.isfinite(a).all())
 
 
-def _check_lr(lr):
-    if isinstance(lr, str):
-        if lr != "auto":
-            raise ConfigError(f"lr must be a positive number or 'auto', got {lr!r}")
-        return
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"lr must be a positive number or 'auto', got {lr!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"lr must be a positive finite number, got {lr}")

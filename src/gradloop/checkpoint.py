@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 
 from .errors import CheckpointError
 from .loop import Callback
+from .paths import Place
 
 FILE_NAME = "checkpoint.safetensors"
+LOCK_NAME = ".gradloop.lock"
 KIND = "gradloop-checkpoint"
 
 
@@ -190,28 +192,96 @@ def load(directory) -> TrainingState:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete or malformed ({exc})") from exc
 
 
+class FolderLock:
+    """An exclusive lock on a checkpoint folder while a run writes it: ``flock`` on ``DIR/.gradloop.lock``.
+
+    A second run on the same folder is refused at once (CheckpointError naming the holder's
+    process id) and never disturbs the first. The kernel drops the lock of a process that
+    dies, so a dead run's lock is taken over by the next one. The lock file is removed on
+    release. Platforms without ``fcntl`` (Windows) run unlocked.
+    """
+
+    def __init__(self, directory):
+        self.directory, self._fd = os.fspath(directory), None
+
+    @property
+    def held(self):
+        return self._fd is not None
+
+    def acquire(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        path = os.path.join(self.directory, LOCK_NAME)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise CheckpointError(f"checkpoint folder {self.directory} is in use by another gradloop run "
+                                      f"(process {holder}); wait for it to end, or choose another folder") from None
+            # The holder may have released and removed the file between our open and our lock:
+            # then we hold a lock on a file nobody else will open. Try again on the current one.
+            try:
+                current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+        return self
+
+    def release(self):
+        if self._fd is None:
+            return
+        try:
+            os.unlink(os.path.join(self.directory, LOCK_NAME))  # while still locked: no one holds a stale file
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 class CheckpointWriter(Callback):
     """Save the run every ``every`` epochs (and when training ends) into ``directory``.
 
     ``config`` (JSON-friendly) is stored with it, for a resuming caller to
-    check that the data and options match.
+    check that the data and options match. The folder is locked (:class:`FolderLock`)
+    from train begin to train end; ``lock``: a FolderLock the caller already holds.
     """
 
     wants_records = False
 
-    def __init__(self, directory, every=1, config=None):
-        if int(every) < 1:
-            from .errors import ConfigError
+    def __init__(self, directory, every=1, config=None, lock=None):
+        from .constraints import check
 
-            raise ConfigError(f"checkpoint every must be >= 1, got {every}")
-        self.directory, self.every, self.config = directory, int(every), config
+        self.directory, self.every, self.config = directory, check("checkpoint_every", every), config
         self.path = None
         self._saved_epoch = self._pending = None
+        self._lock, self._own_lock = lock, None
+
+    def output_places(self):
+        return [Place("CheckpointWriter directory", self.directory, folder=True, writes=(FILE_NAME, LOCK_NAME))]
 
     def on_train_begin(self, trainer):
         os.makedirs(self.directory, exist_ok=True)
-        self._pending = None
+        self._pending = self._saved_epoch = None
+        if self._lock is None or not self._lock.held:
+            self._own_lock = FolderLock(self.directory).acquire()
         # A process killed mid-write leaves its temporary file (the checkpoint itself is intact).
+        # Only the lock's holder writes here, so no live run's file is among them.
         for name in os.listdir(self.directory):
             if name.startswith(f".{FILE_NAME}.") and name.endswith(".tmp"):
                 os.remove(os.path.join(self.directory, name))
@@ -230,10 +300,15 @@ class CheckpointWriter(Callback):
 
     def on_train_end(self, history, trainer):
         # However training ended (finished, stopped, interrupted, diverged): the last complete epoch.
-        if self._pending is not None:
-            self._write(self._pending)
-        elif self._saved_epoch is None and trainer.epoch == 0:
-            self._write(capture(trainer, self.config))
+        try:
+            if self._pending is not None:
+                self._write(self._pending)
+            elif self._saved_epoch is None and trainer.epoch == 0:
+                self._write(capture(trainer, self.config))
+        finally:
+            if self._own_lock is not None:
+                self._own_lock.release()
+                self._own_lock = None
 
     def _write(self, state):
         if isinstance(state.history, tuple):  # (lists, lengths) from on_epoch_end

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .constraints import check, check_all
 from .errors import ConfigError, DivergenceError
 from .optimizers import Optimizer, clip_grad_norm
+from .paths import callback_places
 
 HEAD = 5  # rows shown in the chapter's report
 
@@ -241,10 +243,12 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     from .losses import get_loss
 
     loss = get_loss(loss)
-    epochs = check_epochs(epochs)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    # Every option is checked here, before anything trains (scikit-learn's validate-at-fit).
+    check_all(epochs=epochs, batch_size=batch_size, round_to=round_to, every=every, clip_norm=clip_norm,
+              validation_split=validation_split)
+    if not isinstance(seed, np.random.Generator):
+        check("seed", seed)
+    epochs = int(epochs)
     callbacks = list(callbacks)
     if verbose:
         from .callbacks import TracePrinter
@@ -252,6 +256,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         callbacks.insert(0, TracePrinter(every=every))
     if keep_records:
         callbacks.append(_KeepRecords())
+    callback_places(callbacks)  # two loggers on one file, a logger aimed at a folder: refused before epoch 1
     X = _inputs_for(model, X, "X")
     y = _targets_for(model, loss, y)
     if validation_split is not None:
@@ -307,8 +312,7 @@ def _end_training(model, callbacks, history, trainer, failing):
 
 def _split_validation(X, y, fraction, seed, stratify):
     """Hold out ``fraction`` of the rows at random (by class when ``stratify``): (X, y, (X_val, y_val))."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < fraction < 1:
-        raise ConfigError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
+    check("validation_split", fraction)
     # A generator of its own: the split never shifts the mini-batch order drawn from the same seed.
     rng = np.random.default_rng([int(seed), 0x5EED])
     labels = y.reshape(len(y), -1)[:, 0] if stratify else None  # binary targets are (n, 1)
@@ -324,11 +328,7 @@ def _split_validation(X, y, fraction, seed, stratify):
 
 
 def check_epochs(epochs):
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)):
-        raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
-    if epochs < 0:
-        raise ConfigError(f"epochs must be a non-negative integer, got {epochs}")
-    return int(epochs)
+    return int(check("epochs", epochs))
 
 
 def _inputs_for(model, X, name):
