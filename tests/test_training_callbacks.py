@@ -19,7 +19,7 @@ import pytest
 import gradloop.loop
 from gradloop import ConfigError, DivergenceError, fit
 from gradloop.callbacks import CSVLogger, EarlyStopping, JSONLinesLogger, ReduceLROnPlateau, TerminateOnNaN
-from gradloop.loop import BatchRecord, Callback, _split_validation
+from gradloop.loop import BatchRecord, Callback, split_validation
 from gradloop.losses import get_loss
 from gradloop.models import linear, mlp
 from gradloop.optimizers import SGD, Adam, ExponentialLR, StepLR
@@ -353,7 +353,7 @@ def indexed_data(n=60, seed=0):
 
 
 def held_rows(X, y, fraction, seed, stratify=False):
-    _, _, (X_val, _) = _split_validation(X, y, fraction, seed, stratify)
+    _, _, (X_val, _) = split_validation(X, y, fraction, seed, stratify)
     return X_val[:, 0].astype(int)
 
 
@@ -369,7 +369,7 @@ def test_validation_split_is_drawn_by_the_seed_not_the_tail():
 @pytest.mark.parametrize("batch_size", [None, 8])
 def test_validation_split_val_loss_is_the_loss_on_the_held_out_rows(batch_size):
     X, y = indexed_data()
-    X_fit, y_fit, (X_val, y_val) = _split_validation(X, y, 0.25, 3, False)
+    X_fit, y_fit, (X_val, y_val) = split_validation(X, y, 0.25, 3, False)
     model, snaps, mse = mlp([3, 8, 1], "tanh", seed=2), Snapshots(), get_loss("mse")
     history = fit(model, X, y, loss="mse", optimizer=SGD(0.01), epochs=4, batch_size=batch_size, seed=3,
                   validation_split=0.25, callbacks=[snaps])
@@ -385,14 +385,14 @@ def test_validation_split_val_loss_is_the_loss_on_the_held_out_rows(batch_size):
 
 def spy_split(monkeypatch):
     calls = []
-    real = gradloop.loop._split_validation
+    real = gradloop.loop.split_validation
 
     def spy(X, y, fraction, seed, stratify):
         out = real(X, y, fraction, seed, stratify)
         calls.append(out)
         return out
 
-    monkeypatch.setattr(gradloop.loop, "_split_validation", spy)
+    monkeypatch.setattr(gradloop.loop, "split_validation", spy)
     return calls
 
 

@@ -10,15 +10,17 @@ before the divergence (the message says so), the evidence of what went wrong.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 
 import numpy as np
 
-from .cli_train import check_output_path, cmd_train, metrics_of
+from .cli_train import cmd_train, metrics_of
+from .constraints import option_type
 from .errors import ConfigError, DataError, DivergenceError, GradloopError
+from .io import json_line
+from .paths import Place, check_places
 
 EXIT_ERROR, EXIT_DIVERGED = 2, 3
 
@@ -30,56 +32,12 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _lr(text):
-    if text == "auto":
-        return text
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number or 'auto', got {text!r}")
-    return value
-
-
 def _hidden(text):
-    sizes = []
-    for part in text.split(","):
-        try:
-            size = int(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-        if size < 1:
-            raise argparse.ArgumentTypeError(f"every hidden size must be at least 1, got {text!r}")
-        sizes.append(size)
-    return sizes
+    units = option_type("units")
+    try:
+        return [units(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
 
 
 def build_parser():
@@ -92,51 +50,52 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model on a data file")
-    train.add_argument("data", help="CSV (with a header), Parquet, .npy or .npz file, or sklearn:NAME for "
+    train.add_argument("data", nargs="?", help="CSV (with a header), Parquet, .npy or .npz file, or sklearn:NAME for "
                                     "scikit-learn's bundled diabetes, digits, iris, wine, breast_cancer")
-    train.add_argument("--target", required=True, help="name of the target column")
+    train.add_argument("--target", help="name of the target column (required unless --resume)")
     train.add_argument("--features", help="comma-separated feature columns (default: every other column)")
-    train.add_argument("--lr", type=_lr, default=None,
+    train.add_argument("--lr", type=option_type("lr"),
                        help="learning rate, or 'auto' (linear model with MSE: 1/L); "
                             "default auto for the linear model with sgd, else 0.01 (sgd) or 0.001 (adam)")
-    train.add_argument("--epochs", type=_non_negative_int, default=100, help="number of epochs (default 100)")
-    train.add_argument("--standardize", action="store_true",
+    train.add_argument("--epochs", type=option_type("epochs"), help="number of epochs in all (default 100)")
+    train.add_argument("--standardize", action="store_true", default=None,
                        help="scale features to mean 0, std 1 (fitted on the training rows)")
-    train.add_argument("--test-size", type=_float, default=None,
+    train.add_argument("--test-size", type=option_type("test_size"),
                        help="fraction of rows held out for testing (default 0.2; 0 trains on every row)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the split, initial weights and batches")
-    train.add_argument("--trace", nargs="?", type=_positive_int, const=1, default=None, metavar="EVERY",
+    train.add_argument("--seed", type=option_type("seed"), help="seed of the split, initial weights and batches")
+    train.add_argument("--trace", nargs="?", type=option_type("every"), const=1, metavar="EVERY",
                        help="print the chapter's per-epoch report, every EVERY epochs (default 1)")
-    train.add_argument("--round-to", type=_non_negative_int, default=None, metavar="N",
+    train.add_argument("--round-to", type=option_type("round_to"), metavar="N",
                        help="round gradients and weights to N decimals each epoch, as the chapter does")
     train.add_argument("--log", metavar="RUN.jsonl",
                        help="write every epoch's record as a JSON line (or a CSV row, for a .csv name)")
-    train.add_argument("--val-split", type=_float, default=None, metavar="F",
+    train.add_argument("--val-split", type=option_type("validation_split"), metavar="F",
                        help="hold out this fraction of the training rows for validation (by --seed; "
                             "stratified for classifiers): val loss every epoch")
-    train.add_argument("--early-stopping", type=_non_negative_int, default=None, metavar="PATIENCE",
+    train.add_argument("--early-stopping", type=option_type("patience"), metavar="PATIENCE",
                        help="stop when the validation loss (training loss without --val-split) has not "
                             "improved for PATIENCE epochs, and keep the best epoch's weights")
     train.add_argument("--checkpoint", metavar="DIR",
                        help="save the whole run (model, optimizer, generator, history) in DIR for --resume")
-    train.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
+    train.add_argument("--checkpoint-every", type=option_type("checkpoint_every"), metavar="N",
                        help="checkpoint every N epochs (default 1), and always at the end")
     train.add_argument("--resume", metavar="DIR",
-                       help="continue the run checkpointed in DIR; --epochs is the total, not a count")
-    train.add_argument("--quiet", action="store_true", help="print nothing but errors")
+                       help="continue the run checkpointed in DIR with its own options and data; only "
+                            "--epochs (the total), --early-stopping, output paths and verbosity may change")
+    train.add_argument("--quiet", action="store_true", default=None, help="print nothing but errors")
     train.add_argument("--out", metavar="MODEL", help="save the trained model (safetensors + JSON metadata)")
-    train.add_argument("--model", choices=("linear", "mlp"), default="linear")
-    train.add_argument("--hidden", type=_hidden, default=[64], help="hidden layer sizes of the MLP, e.g. 64,32")
-    train.add_argument("--activation", default="relu", help=f"MLP activation: {', '.join(ACTIVATIONS)}")
-    train.add_argument("--loss", default="mse", help=f"loss: {', '.join(LOSSES)} (bce and cross-entropy classify)")
-    train.add_argument("--optimizer", default="sgd", help=f"optimizer: {', '.join(OPTIMIZERS)}")
-    train.add_argument("--batch-size", type=_positive_int, default=None,
+    train.add_argument("--model", choices=("linear", "mlp"))
+    train.add_argument("--hidden", type=_hidden, help="hidden layer sizes of the MLP, e.g. 64,32")
+    train.add_argument("--activation", help=f"MLP activation: {', '.join(ACTIVATIONS)}")
+    train.add_argument("--loss", help=f"loss: {', '.join(LOSSES)} (bce and cross-entropy classify)")
+    train.add_argument("--optimizer", help=f"optimizer: {', '.join(OPTIMIZERS)}")
+    train.add_argument("--batch-size", type=option_type("batch_size"),
                        help="rows per step (default: the full batch, the chapter's mode)")
-    train.add_argument("--weight-decay", type=_float, default=0.0)
-    train.add_argument("--schedule", default=None, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
-    train.add_argument("--clip-norm", type=_float, default=None, help="clip the global gradient norm")
-    train.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    train.add_argument("--gradient", choices=("auto", "gram", "stream", "fused", "layers"), default="auto",
+    train.add_argument("--weight-decay", type=option_type("weight_decay"))
+    train.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    train.add_argument("--clip-norm", type=option_type("clip_norm"), help="clip the global gradient norm")
+    train.add_argument("--dtype", choices=("float64", "float32"))
+    train.add_argument("--gradient", choices=("auto", "gram", "stream", "fused", "layers"),
                        help="full-batch gradient executor for the linear model with MSE: gram (X^T X once, "
                             "then O(d^2) per epoch), stream (one compiled pass over X per epoch), fused or "
                             "layers (the layers' arithmetic, with or without the layer calls), "
@@ -190,56 +149,73 @@ def main(argv=None):
             pass
         return 141
     except DivergenceError as exc:
-        print(f"gradloop: {exc}", file=sys.stderr)
+        _say(f"gradloop: {exc}")
         return EXIT_DIVERGED
     except GradloopError as exc:
-        print(f"gradloop: error: {exc}", file=sys.stderr)
+        _say(f"gradloop: error: {exc}")
         return EXIT_ERROR
     except OSError as exc:  # e.g. permission denied on an output file
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"gradloop: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        _say(f"gradloop: error: {where}{exc.strerror or exc}")
+        return EXIT_ERROR
+    except MemoryError:
+        _say("gradloop: error: out of memory; use a smaller model, batch or data set")
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("gradloop: interrupted", file=sys.stderr)
         return 130
 
 
+def _say(message):
+    """An error as exactly one line on stderr: a newline or other control character (a file name may
+    hold one) is written escaped, as repr() would."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(line, file=sys.stderr)
+
+
 # ---------------------------------------------------------------- evaluate / predict
 def _load_for(model_path, data_path, *, need_target):
-    """Load a saved bundle and the data columns it reads (target too when ``need_target``)."""
+    """A saved bundle and the columns it reads from a data file: (bundle, X raw (n, d), y or None).
+
+    Features are matched by name, in any order; other columns are ignored. ``need_target``
+    (evaluate): the target column must be there, with labels the model knows. Without it
+    (predict) the target column, whatever it holds, is never read.
+    """
     from .bundle import ModelBundle
-    from .data import _listing, encode_labels, read_table, select_xy
+    from .data import encode_labels, read_table, select_features, select_xy
 
     bundle = ModelBundle.load(model_path)
     frame = read_table(data_path)
-    has_target = bundle.target in [str(c) for c in frame.columns]
-    if need_target or has_target:
-        data = select_xy(frame, bundle.target, bundle.feature_names, labels=bundle.classes is not None,
-                         source=str(data_path))
-        y = data.y
-        if bundle.classes is not None:
-            originals = np.asarray(data.classes, dtype=object)[data.y]
-            try:
-                y, _ = encode_labels(originals, bundle.classes)
-            except DataError as exc:  # say where the unseen labels are
-                raise DataError(f"{data_path}: column {bundle.target!r}: {exc}") from None
-        return bundle, data.X, y
-    # Predicting on rows without a target: borrow a dummy target for the checks; name missing
-    # features here so the message does not list the dummy column.
+    if not need_target:
+        return bundle, select_features(frame, bundle.feature_names, source=str(data_path)), None
     columns = [str(c) for c in frame.columns]
-    if missing := [f for f in bundle.feature_names if f not in columns]:
-        raise DataError(f"{data_path}: no feature column {_listing(missing)}, which the model reads; "
-                        f"columns are {_listing(columns)}")
-    data = select_xy(frame.assign(__no_target__=0.0), "__no_target__", bundle.feature_names, source=str(data_path))
-    return bundle, data.X, None
+    if bundle.target not in columns:
+        raise DataError(f"{data_path}: no target column {bundle.target!r}, which evaluate compares the "
+                        f"predictions with; columns are {', '.join(map(repr, columns[:20]))} "
+                        "(to predict without a target: gradloop predict)")
+    data = select_xy(frame, bundle.target, bundle.feature_names, labels=bundle.classes is not None,
+                     source=str(data_path))
+    y = data.y
+    if bundle.classes is not None:
+        originals = np.asarray(data.classes, dtype=object)[data.y]
+        try:
+            y, _ = encode_labels(originals, bundle.classes)
+        except DataError as exc:  # say where the unseen labels are
+            raise DataError(f"{data_path}: column {bundle.target!r}: {exc}") from None
+    return bundle, data.X, y
+
+
+def _read_places(args):
+    return [Place("MODEL file", args.model), Place("DATA file", args.data)]
 
 
 def cmd_evaluate(args):
+    check_places(_read_places(args))
     bundle, X, y = _load_for(args.model, args.data, need_target=True)
     X_scaled = bundle.scaler.transform(X) if bundle.scaler is not None else X
     metrics = metrics_of(bundle, X_scaled.astype(bundle.model.dtype), y)
     if args.json:
-        print(json.dumps({k: v for k, v in metrics.items()}))
+        print(json_line(_strict_metrics(metrics)))
         return 0
     print(f"{args.model} on {args.data} ({len(X)} rows):")
     for key, value in metrics.items():
@@ -253,10 +229,20 @@ def cmd_evaluate(args):
     return 0
 
 
+def _strict_metrics(metrics):
+    """Metrics as strict JSON: an undefined R^2 (constant target, one row) is null, with the reason beside it."""
+    out = dict(metrics)
+    r2 = out.get("r2")
+    if r2 is not None and not math.isfinite(r2):
+        out["r2"] = None
+        out["r2_undefined"] = "the target is constant on these rows (or there is one row): R^2 divides by its variance"
+    return out
+
+
 def cmd_predict(args):
     import pandas as pd
 
-    check_output_path(args.out, "--out")
+    check_places(_read_places(args), [Place("--out", args.out)])
     bundle, X, _ = _load_for(args.model, args.data, need_target=False)
     if args.proba:
         if bundle.classes is None:
@@ -276,17 +262,14 @@ def cmd_predict(args):
 
 def cmd_report(args):
     from .io import atomic_write_bytes
-    from .report import figures, png_bytes, read_log, render_html, write_pngs
+    from .report import PLOT_FILES, figures, png_bytes, read_log, render_html, write_pngs
 
     out = args.out
     if out is None and args.png is None:
         out = os.path.splitext(args.log)[0] + ".html"
+    check_places([Place("log", args.log)], [Place("-o", out),
+                                              Place("--png", args.png, folder=True, writes=PLOT_FILES, parents=True)])
     records, final = read_log(args.log)
-    check_output_path(out, "-o")
-    if out is not None and os.path.abspath(out) == os.path.abspath(args.log):
-        raise ConfigError(f"-o {out}: is the log itself; give the report another name")
-    if args.png is not None and os.path.exists(args.png) and not os.path.isdir(args.png):
-        raise ConfigError(f"--png {args.png}: is a file, expected a folder for the PNG files")
     # Everything is rendered before the first file is written.
     pngs = {name: png_bytes(fig) for name, fig in figures(records, final).items()}
     page = render_html(records, final, pngs, title=os.path.basename(args.log)) if out is not None else None

@@ -10,51 +10,71 @@ turns them into one line and an exit status.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 
 import numpy as np
 
+from .cli_options import check_fingerprint, resolve, run_config
+from .constraints import check_memory
+from .data import SKLEARN_PREFIX
 from .errors import ConfigError, DataError, DivergenceError
+from .loop import fit_targets
+from .paths import Place, check_places
 
 CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
 
 
 # ---------------------------------------------------------------- train
-def check_output_path(path, option, folder=False):
-    """Refuse an output whose parent folder is missing, or that is a folder (a file) or a file (a folder)."""
-    if path is None:
-        return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"{option} {path}: the folder {parent} does not exist")
-    if folder and os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(f"{option} {path}: is a file, expected a folder")
-    if not folder and os.path.isdir(path):
-        raise ConfigError(f"{option} {path}: is a folder, expected a file name")
-
-
 def cmd_train(args, *, trace_first=None, progress=True):
     """``gradloop train``; with --quiet everything but errors (stderr) is silenced."""
+    resume = resolve(args)
     if not args.quiet:
-        return _train(args, trace_first, progress)
+        return _train(args, resume, trace_first, progress)
     import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):
-        return _train(args, trace_first, progress)
+        return _train(args, resume, trace_first, progress)
 
 
-def _train(args, trace_first, progress):
+def train_places(args):
+    """(inputs, outputs) of a train command, for :func:`gradloop.paths.check_places`."""
+    from .checkpoint import FILE_NAME, LOCK_NAME
+
+    inputs = [None if str(args.data).startswith(SKLEARN_PREFIX) else Place("DATA file", args.data)]
+    # Continuing a run in the folder it was checkpointed in is the point of --resume: that folder
+    # is written again, by design; any other output on the checkpoint it reads is refused.
+    if args.resume is not None and not (args.checkpoint and _same_path(args.resume, args.checkpoint)):
+        inputs.append(Place("--resume checkpoint", args.resume, writes=() if os.path.isfile(args.resume) else (FILE_NAME,)))
+    outputs = [Place("--out", args.out), Place("--log", args.log),
+               Place("--checkpoint", args.checkpoint, folder=True, writes=(FILE_NAME, LOCK_NAME))]
+    return inputs, outputs
+
+
+def _same_path(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _train(args, resume, trace_first, progress):
+    from .checkpoint import FolderLock
+
+    check_places(*train_places(args))
+    # The folder is locked before any work, so a second run on it is refused at its start. A
+    # folder that does not exist yet is created and locked when training starts.
+    lock = FolderLock(args.checkpoint) if args.checkpoint and os.path.isdir(args.checkpoint) else None
+    with lock or contextlib.nullcontext():
+        return _train_locked(args, resume, trace_first, progress, lock)
+
+
+def _train_locked(args, resume, trace_first, progress, lock):
     from .bundle import ModelBundle
-    from .data import DEFAULT_TEST_SIZE, Standardizer, load_xy, train_test_split
-    from .loop import fit
+    from .data import DEFAULT_TEST_SIZE, Standardizer, fingerprint, load_xy, train_test_split
+    from .loop import fit, split_validation
     from .losses import get_loss
 
-    check_output_path(args.out, "--out")
-    check_output_path(args.log, "--log")
-    check_output_path(args.checkpoint, "--checkpoint", folder=True)
     try:
         loss = get_loss(args.loss)
     except ConfigError as exc:  # name the option, like the other unknown names
@@ -70,12 +90,16 @@ def _train(args, trace_first, progress):
         if not classify and f"column {str(args.target)!r}: " in str(exc) and "is not a number" in str(exc):
             raise DataError(f"{exc}; to predict labels train a classifier (--loss cross-entropy or bce)") from None
         raise
+    data_fingerprint = fingerprint(data)
+    if resume is not None:
+        check_fingerprint(resume, args, data_fingerprint)
     test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
     train_idx, test_idx = train_test_split(len(data.X), test_size, args.seed)
     X_train, y_train = data.X[train_idx], data.y[train_idx]
     X_test, y_test = data.X[test_idx], data.y[test_idx]
-    scaler = Standardizer().fit(X_train) if args.standardize else None
-    if scaler is not None:
+    scaler = None
+    if args.standardize:
+        scaler = Standardizer().fit(X_train, names=data.feature_names, source=args.data)
         X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
     dtype = np.dtype(args.dtype)
     X_train, X_test = X_train.astype(dtype), X_test.astype(dtype)
@@ -91,22 +115,26 @@ def _train(args, trace_first, progress):
                           f"use --loss cross-entropy")
     outputs = n_classes if loss.name == "cross-entropy" else 1
     model = _build_model(args, X_train.shape[1], outputs, loss.task, dtype)
-    lr, stable_lr, auto_lr = _learning_rate(args, model, loss, X_train)
+    lr, stable_lr, auto_lr = _learning_rate(args, model, loss, X_train, data.feature_names)
     from .optimizers import get_optimizer
 
     optimizer = get_optimizer(optimizer_name, lr, args.weight_decay)
     schedule = _schedule(args)
 
-    config = _run_config(args)
-    resume = _load_resume(args, config)
-    callbacks = _callbacks(args, trace_first, progress, config)
+    # The validation rows are split off here, as fit would: the rows trained on are then known,
+    # and the final training loss is measured on them.
+    X_fit, y_fit, validation = X_train, y_train, None
+    if args.val_split:
+        X_fit, y_fit, validation = split_validation(X_train, y_train, args.val_split, args.seed, classify)
+    config = run_config(args, data_fingerprint)
+    callbacks = _callbacks(args, trace_first, progress, config, lock)
     print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, auto_lr, resume))
     stopper = _SignalStop()
     try:
-        history = fit(model, X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
+        history = fit(model, X_fit, y_fit, loss=loss, optimizer=optimizer, epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
                       round_to=args.round_to, schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr,
-                      gradient=args.gradient, validation_split=args.val_split, resume=resume)
+                      gradient=args.gradient, validation_data=validation, resume=resume)
     except DivergenceError as exc:
         # The loop "keeps" the last finite weights in memory; on the command line say what that means.
         done = (f"; they were not saved to {args.out}" if args.out else "") + (
@@ -121,22 +149,28 @@ def _train(args, trace_first, progress):
     if history.stop_message:
         print(f"gradloop: {history.stop_message}")
 
+    # The loss of the weights the model keeps (an early-stopped run: the best epoch's), on the rows
+    # it trained on, in evaluation mode: one number whatever the logging, resumed or not.
+    final_loss = float(loss.value(fit_targets(model, loss, y_fit), model.predict_raw(X_fit))) \
+        if history.epochs_run else None
     bundle = ModelBundle(model, data.feature_names, data.target_name, scaler, data.classes, loss.name,
                          {"epochs": history.epochs_run, "lr": lr, "optimizer": optimizer_name,
-                          "batch_size": args.batch_size, "seed": args.seed, "final_loss": history.final_loss})
+                          "batch_size": args.batch_size, "seed": args.seed, "final_loss": final_loss})
     # --epochs 0 is allowed (the starting weights, evaluated): there is no final loss to print then.
-    final = "none (no epoch run)" if history.final_loss is None else f"{history.final_loss:.6g}"
+    final = "none (no epoch run)" if final_loss is None else f"{final_loss:.6g}"
     restored = getattr(history, "restored_epoch", None)
     kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
     print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
-    _print_metrics("training rows", bundle, X_train, y_train)
+    _print_metrics("training rows", bundle, X_fit, y_fit)
+    if validation is not None:
+        _print_metrics("validation rows", bundle, *validation)
     if len(X_test):
         _print_metrics("test rows", bundle, X_test, y_test)
     if args.model == "linear" and loss.name == "mse":
-        _print_optimum(bundle, X_train, y_train)
+        _print_optimum(bundle, X_fit, y_fit)
     if args.log and history.epochs_run and not args.log.lower().endswith(".csv"):  # CSV rows are epochs only
         held_out = len(X_test) > 0
-        _log_final(args.log, bundle, X_test if held_out else X_train, y_test if held_out else y_train,
+        _log_final(args.log, bundle, X_test if held_out else X_fit, y_test if held_out else y_fit,
                    "test" if held_out else "training")
     if args.out:
         bundle.save(args.out)
@@ -156,7 +190,7 @@ def _run_summary(args, model, loss, n_train, n_test, lr, auto_lr, resume):
             f"{args.epochs} epochs, {batches}{resuming}")
 
 
-def _callbacks(args, trace_first, progress, config):
+def _callbacks(args, trace_first, progress, config, lock):
     """The consumers of the run's records that the options ask for."""
     from .callbacks import (CSVLogger, EarlyStopping, JSONLinesLogger, ProgressPrinter, RichProgress,
                             TracePrinter)
@@ -173,33 +207,8 @@ def _callbacks(args, trace_first, progress, config):
     if args.early_stopping is not None:
         callbacks.append(EarlyStopping("val_loss" if args.val_split else "loss", patience=args.early_stopping))
     if args.checkpoint:
-        callbacks.append(CheckpointWriter(args.checkpoint, args.checkpoint_every, config))
+        callbacks.append(CheckpointWriter(args.checkpoint, args.checkpoint_every, config, lock=lock))
     return callbacks
-
-
-# Options that must match between a checkpointed run and its resumption (the rest may change).
-RESUME_KEYS = ("data", "target", "features", "model", "hidden", "activation", "loss", "optimizer", "batch_size",
-               "seed", "standardize", "test_size", "val_split", "dtype", "weight_decay", "schedule", "round_to")
-
-
-def _run_config(args):
-    return {key: getattr(args, key) for key in RESUME_KEYS}
-
-
-def _load_resume(args, config):
-    """The checkpoint to continue from (None without --resume), checked against this command's options."""
-    from .checkpoint import load
-    from .errors import CheckpointError
-
-    if args.resume is None:
-        return None
-    state = load(args.resume)
-    saved = state.config
-    for key in RESUME_KEYS:
-        if key in saved and saved[key] != config[key]:
-            raise CheckpointError(f"--resume {args.resume}: the checkpoint was trained with --{key.replace('_', '-')} "
-                                  f"{saved[key]!r}, this command says {config[key]!r}; give the same options")
-    return state
 
 
 class _SignalStop:
@@ -257,10 +266,6 @@ def _check_choices(args):
         raise ConfigError(f"--optimizer: unknown optimizer {args.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
     if args.schedule is not None and args.schedule not in SCHEDULES:
         raise ConfigError(f"--schedule: unknown schedule {args.schedule!r}; known: {', '.join(SCHEDULES)}")
-    if args.weight_decay < 0:
-        raise ConfigError(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    if args.clip_norm is not None and args.clip_norm <= 0:
-        raise ConfigError(f"--clip-norm must be > 0, got {args.clip_norm}")
 
 
 def _build_model(args, n_features, n_outputs, task, dtype):
@@ -270,10 +275,12 @@ def _build_model(args, n_features, n_outputs, task, dtype):
         model = linear(n_features, n_outputs, dtype=dtype)
         model.task = task
         return model
-    return mlp([n_features, *args.hidden, n_outputs], args.activation, seed=args.seed, dtype=dtype, task=task)
+    sizes = [n_features, *args.hidden, n_outputs]
+    check_memory(sizes, dtype.itemsize, f"--hidden {','.join(map(str, args.hidden))}")
+    return mlp(sizes, args.activation, seed=args.seed, dtype=dtype, task=task)
 
 
-def _learning_rate(args, model, loss, X):
+def _learning_rate(args, model, loss, X, names):
     """(lr, stable lr: a number, a function computing it, or None; whether lr is 'auto').
 
     'auto' = 1/L exists only where L is known: the linear model with MSE.
@@ -283,10 +290,12 @@ def _learning_rate(args, model, loss, X):
     linear_mse = args.model == "linear" and loss.name == "mse"
     if linear_mse and X.size:
         # 1/L needs X^T X: with values near sqrt(float max) it overflows to inf and the step to 0.
-        big = float(np.abs(X).max())
-        if not math.isfinite(big * big * len(X)):
-            raise ConfigError(f"{args.data}: feature values up to {big:.3g} are too large for the linear model "
-                              "(their squares overflow); use --standardize or rescale them")
+        big = np.abs(X).max(axis=0)
+        top = float(big.max())
+        if not math.isfinite(top * top * len(X)):  # (top ** 2 would raise OverflowError)
+            j = int(np.argmax(big))
+            raise ConfigError(f"{args.data}: column {names[j]!r}: feature values up to {big[j]:.3g} are too large "
+                              "for the linear model (their squares overflow); use --standardize or rescale them")
     if args.lr == "auto" or (args.lr is None and linear_mse and args.optimizer == "sgd"):
         if not linear_mse:
             raise ConfigError("--lr auto needs the linear model with --loss mse; give a number")

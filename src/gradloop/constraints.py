@@ -39,16 +39,20 @@ class Interval:
     text: str = ""
     cap: int | None = None
 
-    def describe(self) -> str:
-        """What is allowed, in words, as messages say it: 'a non-negative integer', 'a number in [0, 1)'."""
-        return self.text + "".join(f" or {w!r}" for w in self.words) + (" or None" if self.none else "")
+    def describe(self, option=False) -> str:
+        """What is allowed, in words: 'a non-negative integer', 'a number in [0, 1)'.
 
-    def why_not(self, value) -> str:
+        option: for the command line, where "off" is leaving the option out, not None.
+        """
+        none = self.none and not option
+        return self.text + "".join(f" or {w!r}" for w in self.words) + (" or None" if none else "")
+
+    def why_not(self, value, option=False) -> str:
         """What a refused value should have been: the description, or the cap it passed."""
         if (self.cap is not None and isinstance(value, numbers.Real) and not isinstance(value, bool)
                 and math.isfinite(value) and value > self.cap):
             return f"at most {self.cap:,}"
-        return self.describe()
+        return self.describe(option)
 
     def accepts(self, value) -> bool:
         if value is None:
@@ -141,9 +145,9 @@ def option_type(name):
             return rule.parse(text)
         except (ValueError, OverflowError):
             try:
-                expected = rule.why_not(int(text) if rule.kind is int else float(text))
+                expected = rule.why_not(int(text) if rule.kind is int else float(text), option=True)
             except (ValueError, OverflowError):
-                expected = rule.describe()
+                expected = rule.describe(option=True)
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
 
     parse.__name__ = name  # argparse names the type in some messages

@@ -23,7 +23,7 @@ import numpy as np
 from gradloop.errors import ConfigError, DataError
 
 __all__ = ["DEFAULT_TEST_SIZE", "SKLEARN_DATASETS", "SUPPORTED", "Dataset", "Standardizer", "encode_labels",
-           "load_xy", "read_table", "select_xy", "train_test_split"]
+           "fingerprint", "load_xy", "read_table", "select_features", "select_xy", "train_test_split"]
 
 DEFAULT_TEST_SIZE = 0.2
 SUPPORTED = (".csv", ".parquet", ".pq", ".npy", ".npz")
@@ -135,7 +135,11 @@ def _read_csv(p: Path, name: str):
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed columns are checked cell by cell
             # skip_blank_lines=False keeps data row i on file line i + 2, so messages
             # can name the line; blank lines at the end are cut below.
-            frame = pd.read_csv(p, index_col=False, skip_blank_lines=False, encoding="utf-8")
+            # Only an empty cell is missing: "NA", "None" or "null" in a label column are labels
+            # (pandas' default would read them as missing); feature cells spelled so are
+            # reported as missing values by the column check.
+            frame = pd.read_csv(p, index_col=False, skip_blank_lines=False, encoding="utf-8",
+                                keep_default_na=False, na_values=[""])
     except UnicodeDecodeError as exc:
         raise DataError(f"{name}: is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
                         f"at offset {exc.start}); save it as a UTF-8 CSV") from exc
@@ -154,8 +158,35 @@ def _read_csv(p: Path, name: str):
                         "quote fields that contain commas") from exc
     if all(not str(c).strip() for c in frame.columns):  # also true with no columns at all
         raise DataError(f"{name}: line 1 is blank; the first line must be the header naming the columns")
-    filled = np.flatnonzero(frame.notna().to_numpy().any(axis=1))
-    return frame.iloc[: filled[-1] + 1 if len(filled) else 0]
+    # pandas renames a repeated name (the second "y" becomes "y.1", which would then be read as a
+    # feature): compare the header as written.
+    header = pd.read_csv(p, header=None, nrows=1, dtype=str, keep_default_na=False, encoding="utf-8").iloc[0]
+    _refuse_repeated_names([str(c) for c in header], name)
+    # Blank lines (and rows of missing cells) at the end are cut: many editors leave them.
+    end = len(frame)
+    while end and all(_missing(cell) for cell in frame.iloc[end - 1]):
+        end -= 1
+    return frame.iloc[:end]
+
+
+def _missing(cell):
+    """Whether one cell is missing: empty (NaN in the frame), or text spelling a missing number."""
+    if isinstance(cell, str):
+        return cell.strip().lower() in MISSING_SPELLINGS
+    try:
+        return bool(cell != cell)  # NaN, and pandas' NA
+    except (TypeError, ValueError):
+        return False
+
+
+def _refuse_repeated_names(names, source):
+    """DataError naming a column name that appears twice, and both of its (1-based) positions."""
+    first = {}
+    for position, column in enumerate(names, 1):
+        if column in first:
+            raise DataError(f"{source}: column name {column!r} appears twice (columns {first[column]} and "
+                            f"{position}); give each column its own name")
+        first[column] = position
 
 
 def _read_parquet(p: Path, name: str):
@@ -247,6 +278,12 @@ def load_xy(path, target, features=None, *, labels=False) -> Dataset:
     return select_xy(read_table(path), target, features, labels=labels, source=str(path))
 
 
+# How a missing number is spelled in files (pandas' default NA strings): in a feature or a
+# regression target these cells are missing values, reported as such.
+MISSING_SPELLINGS = frozenset({"", "nan", "+nan", "-nan", "na", "n/a", "null", "none", "<na>", "#n/a", "#na",
+                               "#n/a n/a", "-1.#ind", "1.#ind", "-1.#qnan", "1.#qnan"})
+
+
 def _floats(col):
     """Column -> (float64 values (n,), mask (n,) of cells that are not numbers); missing cells are NaN."""
     import pandas as pd
@@ -261,7 +298,7 @@ def _floats(col):
     text = [None if na else (c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c))
             for c, na in zip(cells, pd.isna(cells))]
     values = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(np.float64)
-    blank = np.array([t is None or t.strip().lower() in ("", "nan", "+nan", "-nan") for t in text], bool)
+    blank = np.array([t is None or t.strip().lower() in MISSING_SPELLINGS for t in text], bool)
     return values, np.isnan(values) & ~blank
 
 
@@ -283,10 +320,8 @@ def select_xy(frame, target, features=None, *, labels=False, source="<data>") ->
 
 def _select_xy(frame, target, features, labels, source):
     names, target = [str(c) for c in frame.columns], str(target)
+    _refuse_repeated_names(names, source)
     pos = {n: i for i, n in enumerate(names)}
-    if len(pos) != len(names):
-        twice = next(n for i, n in enumerate(names) if n in names[:i])
-        raise DataError(f"{source}: column name {twice!r} appears twice; give each column its own name")
     hint = ("; the file looks ';'- or tab-separated, gradloop reads comma-separated files"
             if len(names) == 1 and re.search("[;\t]", names[0]) else "")
     if target not in pos:
@@ -308,12 +343,56 @@ def _select_xy(frame, target, features, labels, source):
     if len(frame) == 0:
         raise DataError(f"{source}: has no rows")
 
+    X, target_values = np.empty((len(frame), len(feats)), dtype=np.float64), []
+
+    def store(j, values):  # each column straight into X: no second copy of the data
+        if j < len(feats):
+            X[:, j] = values
+        else:
+            target_values.append(np.array(values))  # a copy: pandas may hand out a read-only view
+
+    _checked_columns(frame, pos, feats + [target], source, store, label_column=target if labels else None)
+    y = target_values[0]
+    classes = None
+    if labels:
+        y, classes = encode_labels(frame.iloc[:, pos[target]].to_numpy())
+    return Dataset(X, y, feats, target, classes, source)
+
+
+def select_features(frame, feature_names, source="<data>"):
+    """The columns a trained model reads, by name and in its order: float64 (n_rows, n_features).
+
+    Other columns (the target, when there is one; anything else) are ignored, whatever they
+    hold. DataError names a missing feature, or the file's first bad cell among the features.
+    """
+    names = [str(c) for c in frame.columns]
+    _refuse_repeated_names(names, source)
+    pos = {n: i for i, n in enumerate(names)}
+    if missing := [f for f in feature_names if f not in pos]:
+        raise DataError(f"{source}: no feature column {_listing(missing)}, which the model reads; "
+                        f"columns are {_listing(names)}")
+    if len(frame) == 0:
+        raise DataError(f"{source}: has no rows")
+    X = np.empty((len(frame), len(feature_names)), dtype=np.float64)
+
+    def store(j, values):
+        X[:, j] = values
+
+    _checked_columns(frame, pos, list(feature_names), source, store)
+    return X
+
+
+def _checked_columns(frame, pos, columns, source, store, label_column=None):
+    """Check every cell of the named columns; hand each column's float64 values (n_rows,) to ``store(j, values)``.
+
+    ``label_column`` holds labels: any value but a missing one passes, and its values here are
+    placeholders (0). DataError names the file's first bad cell: line (CSV) or row, column, value.
+    """
     where = (lambda i: f"line {i + 2}") if source.lower().endswith(".csv") else (lambda i: f"row {i}")
-    X = np.empty((len(frame), len(feats)), dtype=np.float64)
     problems = []  # (row, column order, message): report the file's first bad cell
-    for j, col_name in enumerate(feats + [target]):
+    for j, col_name in enumerate(columns):
         col = frame.iloc[:, pos[col_name]]
-        if col_name == target and labels:  # any label will do, but not a missing or infinite one
+        if col_name == label_column:  # any label will do, but not a missing or infinite one
             values = (col.to_numpy(np.float64, na_value=np.nan) if col.dtype.kind == "f"
                       else np.where(col.isna().to_numpy(), np.nan, 0.0))
             text_bad, what_nan = np.zeros(len(col), bool), "missing label; fill it in or drop the row"
@@ -328,16 +407,27 @@ def _select_xy(frame, target, features, labels, source):
             else:
                 what = what_nan if np.isnan(values[i]) else "infinite value; replace it with a finite number"
             problems.append((i, j, f"{source}: {where(i)}, column {col_name!r}: {what}"))
-        elif j < len(feats):
-            X[:, j] = values
-        else:
-            y = np.array(values)  # a copy: pandas may hand out a read-only view of its data
+        elif not problems:
+            store(j, values)
     if problems:
         raise DataError(min(problems)[2])
-    classes = None
-    if labels:
-        y, classes = encode_labels(frame.iloc[:, pos[target]].to_numpy())
-    return Dataset(X, y, feats, target, classes, source)
+
+
+def fingerprint(dataset) -> str:
+    """SHA-256 hex digest of a Dataset's content: names, shapes and the bytes of X and y.
+
+    A checkpoint stores it, so a resumed run on other data (same shape, same path) is refused,
+    and the same data under another spelling of its path is accepted.
+    """
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([dataset.feature_names, dataset.target_name, dataset.classes,
+                                        list(dataset.X.shape), str(dataset.X.dtype), str(dataset.y.dtype)],
+                                       default=str).encode("utf-8"))
+    digest.update(np.ascontiguousarray(dataset.X).tobytes())
+    digest.update(np.ascontiguousarray(dataset.y).tobytes())
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ labels
@@ -427,15 +517,24 @@ class Standardizer:
     def __init__(self):
         self.mean_ = self.scale_ = None
 
-    def fit(self, X):
-        """Learn the mean and population std (ddof=0) of each column of X (n, d), in float64."""
+    def fit(self, X, names=None, source=None):
+        """Learn the mean and population std (ddof=0) of each column of X (n, d), in float64.
+
+        names, source: the columns' names and where X came from, for the message when a
+        column holds NaN or infinity or its mean or spread overflows float64.
+        """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[0] == 0 or X.dtype.kind not in "biuf":
             raise DataError(f"Standardizer.fit needs a numeric 2-D array with rows, got {X.dtype} {X.shape}")
         with np.errstate(all="ignore"):  # NaN/inf input is reported just below
             mean, std = X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
         if not (np.isfinite(mean).all() and np.isfinite(std).all()):
-            raise DataError("Standardizer.fit: X holds NaN or infinite values, or overflows float64")
+            j = int(np.argmax(~(np.isfinite(mean) & np.isfinite(std))))
+            column = repr(names[j]) if names is not None else str(j)
+            where = f"{source}: column {column}" if source is not None else f"X column {column}"
+            raise DataError(f"{where}: holds NaN or infinite values, or values so large (up to "
+                            f"{np.abs(X[:, j]).max():.3g}) that their mean or spread overflows float64 when "
+                            "standardized; rescale the column")
         # A constant column has std 0 (or rounding noise): scale 1 avoids 0/0, and
         # centring on its first value makes it exactly 0 (the mean of n equal floats
         # can differ from them in the last bit).

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .constraints import check_memory
 from .errors import ConfigError
 
 INITIALIZERS = ("he", "xavier", "glorot", "zeros")
@@ -76,6 +77,7 @@ class Dense(Layer):
         in_features = _positive_int(in_features, "in_features")
         out_features = _positive_int(out_features, "out_features")
         dtype = _float_dtype(dtype)
+        check_memory([in_features, out_features], dtype.itemsize, f"Dense({in_features}, {out_features})")
         if init not in INITIALIZERS:
             raise ConfigError(f"unknown init {init!r}; known: {', '.join(INITIALIZERS)}")
         rng = np.random.default_rng(seed)

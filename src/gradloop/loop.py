@@ -258,11 +258,11 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         callbacks.append(_KeepRecords())
     callback_places(callbacks)  # two loggers on one file, a logger aimed at a folder: refused before epoch 1
     X = _inputs_for(model, X, "X")
-    y = _targets_for(model, loss, y)
+    y = fit_targets(model, loss, y)
     if validation_split is not None:
         if validation_data is not None:
             raise ConfigError("give validation_data or validation_split, not both")
-        X, y, validation_data = _split_validation(X, y, validation_split, seed, loss.task != "regression")
+        X, y, validation_data = split_validation(X, y, validation_split, seed, loss.task != "regression")
     if validation_data is not None:
         validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
     history = History()
@@ -310,7 +310,7 @@ def _end_training(model, callbacks, history, trainer, failing):
         raise first
 
 
-def _split_validation(X, y, fraction, seed, stratify):
+def split_validation(X, y, fraction, seed, stratify):
     """Hold out ``fraction`` of the rows at random (by class when ``stratify``): (X, y, (X_val, y_val))."""
     check("validation_split", fraction)
     # A generator of its own: the split never shifts the mini-batch order drawn from the same seed.
@@ -342,7 +342,7 @@ def _inputs_for(model, X, name):
     return X
 
 
-def _targets_for(model, loss, y):
+def fit_targets(model, loss, y):
     """Targets shaped once for the loss: (n, outputs) for regression/binary, (n,) int for classes."""
     if loss.task == "multiclass":
         labels = np.asarray(y).reshape(-1)
@@ -374,7 +374,7 @@ class _EpochRunner:
         self.validation = None
         if validation_data is not None:
             X_val, y_val = validation_data
-            self.validation = (X_val, _targets_for(model, loss, y_val))
+            self.validation = (X_val, fit_targets(model, loss, y_val))
         self.stable_lr = stable_lr
         self.params, self.grads = model.parameters(), model.gradients()
         self.names = [n for n, _ in model.named_parameters()]

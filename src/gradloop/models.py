@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .constraints import check_memory
 from .errors import ConfigError, ModelFileError
 from .layers import ACTIVATIONS, Dense, Dropout, activation, layer_from_config
 from .losses import sigmoid, softmax
@@ -192,6 +193,8 @@ def mlp(sizes, activation_name="relu", *, seed=0, dtype=np.float64, dropout=0.0,
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ConfigError(f"an MLP needs at least input and output sizes, got {sizes}")
+    if all(isinstance(n, (int, np.integer)) and n >= 1 for n in sizes):  # else Dense names the bad size
+        check_memory(sizes, np.dtype(dtype).itemsize, "sizes")
     init = "he" if activation_name in ("relu", "leaky-relu") else "xavier"
     rng = np.random.default_rng(seed)
     layers = []

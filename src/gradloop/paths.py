@@ -15,9 +15,9 @@ links through ``os.path.samefile``) and refuses, naming both places:
 Nothing is read, trained or written before these checks pass.
 
 Example:
-    >>> check_places(inputs=[Place("DATA", "data.csv")], outputs=[Place("--out", "data.csv")])
+    >>> check_places(inputs=[Place("DATA file", "data.csv")], outputs=[Place("--out", "data.csv")])
     Traceback (most recent call last):
-    gradloop.errors.ConfigError: --out data.csv: is the DATA file data.csv; writing it would destroy it: ...
+    gradloop.errors.ConfigError: --out data.csv: is the DATA file itself (data.csv); writing it would destroy it: ...
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ class Place:
     path: the path as given. folder: an output folder (a checkpoint folder, PNG plots)
     rather than a file. writes: for an output folder, the names of the files it writes
     inside (an input among them would be destroyed); for an input folder, the files read.
+    parents: an output folder created with its missing parents (its parent need not exist).
     """
 
     label: str
     path: object
     folder: bool = False
     writes: tuple = ()
+    parents: bool = False
 
     @property
     def shown(self):
@@ -82,7 +84,7 @@ def check_output(place: Place):
     if path == "":
         raise ConfigError(f"{place.label}: an empty path; give a file name")
     parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
+    if not place.parents and not os.path.isdir(parent):
         raise ConfigError(f"{place.shown}: the folder {parent} does not exist")
     try:
         mode = os.stat(path).st_mode
@@ -108,14 +110,11 @@ def check_places(inputs=(), outputs=()):
     inputs = [p for p in inputs if p is not None and p.path is not None]
     outputs = [p for p in outputs if p is not None and p.path is not None]
     for out in outputs:
-        check_output(out)
-    for out in outputs:
         for source in inputs:
             for read in _files_of(source) + ([os.fspath(source.path)] if source.writes else []):
                 for written in _files_of(out) + ([os.fspath(out.path)] if out.folder else []):
                     if os.path.lexists(read) and _same(read, written):
-                        what = "folder" if os.path.isdir(read) else "file"
-                        raise ConfigError(f"{out.shown}: is the {source.label} {what} {os.fspath(source.path)}; "
+                        raise ConfigError(f"{out.shown}: is the {source.label} itself ({os.fspath(read)}); "
                                           f"writing it would destroy it: give {out.label} another name")
     for i, first in enumerate(outputs):
         for second in outputs[i + 1:]:
@@ -126,6 +125,8 @@ def check_places(inputs=(), outputs=()):
                 if folder.folder and _inside(other.path, folder.path):
                     raise ConfigError(f"{other.shown}: lies inside the {folder.label} folder {os.fspath(folder.path)}; "
                                       f"give {other.label} a path outside it")
+    for out in outputs:
+        check_output(out)
 
 
 def callback_places(callbacks):

@@ -35,6 +35,9 @@ from .errors import ConfigError, DataError
 WEIGHT_PLOT_LIMIT = 20
 DPI = 100
 TASKS = ("regression", "binary", "multiclass")
+# Every plot the report may draw; --png DIR writes them as NAME.png.
+PLOT_NAMES = ("loss", "learning_rate", "gradient_norm", "weights", "predicted_vs_actual", "confusion_matrix")
+PLOT_FILES = tuple(f"{name}.png" for name in PLOT_NAMES)
 # Numeric columns of an epoch record, in the order the table shows them.
 TABLE_COLUMNS = ("epoch", "loss", "new_loss", "val_loss", "lr", "grad_norm", "seconds")
 _NUMERIC = ("loss", "new_loss", "val_loss", "lr", "grad_norm", "seconds")

@@ -1,0 +1,93 @@
+"""``gradloop train``'s options: defaults, and on ``--resume`` the checkpointed run's own.
+
+A resumed run continues the run in its checkpoint: every option comes from the
+checkpoint unless the command gives it. Options that set the run's arithmetic
+(:data:`FIXED_ON_RESUME`) must then equal the checkpoint's, or the command is
+refused naming the option; the others (:data:`CHANGEABLE_ON_RESUME`: how many
+epochs in all, the early-stopping patience, where files go, how much is
+printed) may change. The data is compared by content (a fingerprint), not by
+the spelling of its path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import CheckpointError, ConfigError
+
+#: What an option is when neither the command nor a checkpoint says.
+DEFAULTS = {
+    "data": None, "target": None, "features": None, "model": "linear", "hidden": [64], "activation": "relu",
+    "loss": "mse", "optimizer": "sgd", "lr": None, "batch_size": None, "seed": 0, "standardize": False,
+    "test_size": None, "val_split": None, "dtype": "float64", "weight_decay": 0.0, "schedule": None,
+    "clip_norm": None, "round_to": None, "gradient": "auto",
+    "epochs": 100, "early_stopping": None, "out": None, "log": None, "checkpoint": None, "checkpoint_every": 1,
+    "trace": None, "quiet": False,
+}
+#: Options that set the run's arithmetic: a resumed run takes them from its checkpoint.
+FIXED_ON_RESUME = ("data", "target", "features", "model", "hidden", "activation", "loss", "optimizer", "lr",
+                   "batch_size", "seed", "standardize", "test_size", "val_split", "dtype", "weight_decay",
+                   "schedule", "clip_norm", "round_to", "gradient")
+#: Options a resumed run may change.
+CHANGEABLE_ON_RESUME = ("epochs", "early_stopping", "out", "log", "checkpoint", "checkpoint_every", "trace", "quiet")
+PATHS = ("out", "log", "checkpoint")
+
+
+def resolve(args):
+    """Fill every option of ``args`` in place; return the checkpoint to resume (a TrainingState) or None.
+
+    Raises ConfigError for a missing DATA or --target without --resume, CheckpointError for
+    a checkpoint that cannot be read or an option that differs from the checkpoint's.
+    """
+    given = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key, None) is not None}
+    state, saved = None, {}
+    if args.resume is not None:
+        from .checkpoint import load
+
+        state = load(args.resume)
+        saved = {key: value for key, value in state.config.items() if key in DEFAULTS and value is not None}
+        for key in FIXED_ON_RESUME:
+            if key != "data" and key in given and key in saved and not _same_value(given[key], saved[key]):
+                raise CheckpointError(
+                    f"--resume {args.resume}: the checkpoint was trained with {_option(key)} {saved[key]!r}, "
+                    f"this command says {given[key]!r}; leave {_option(key)} out to continue that run")
+        if "checkpoint" not in given and "checkpoint" not in saved:
+            saved["checkpoint"] = args.resume  # keep checkpointing where the run was checkpointed
+    else:
+        for key, name in (("data", "DATA"), ("target", "--target")):
+            if key not in given:
+                raise ConfigError(f"gradloop train: the following arguments are required: {name} "
+                                  "(or --resume DIR to continue a checkpointed run)")
+    for key, default in DEFAULTS.items():
+        setattr(args, key, given.get(key, saved.get(key, default)))
+    return state
+
+
+def run_config(args, fingerprint):
+    """What a checkpoint stores of the run: every option (paths absolute) and the data's fingerprint."""
+    config = {key: getattr(args, key) for key in DEFAULTS}
+    for key in PATHS:
+        if config[key] is not None:
+            config[key] = os.path.abspath(config[key])
+    if not str(args.data).startswith("sklearn:"):
+        config["data"] = os.path.abspath(args.data)
+    config["data_fingerprint"] = fingerprint
+    return config
+
+
+def check_fingerprint(state, args, fingerprint):
+    """Refuse resuming on data whose content differs from the checkpointed run's."""
+    saved = state.config.get("data_fingerprint")
+    if saved is not None and saved != fingerprint:
+        raise CheckpointError(f"--resume {args.resume}: DATA {args.data} is not the data the checkpoint was "
+                              f"trained on (its content differs); give the same data to continue that run")
+
+
+def _same_value(a, b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def _option(key):
+    return "--" + key.replace("_", "-")
