@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gradloop.bundle import CHECKSUM_KEY, ModelBundle
+from gradloop.io import content_checksum
 from gradloop.data import Standardizer
 from gradloop.errors import ConfigError, DataError, GradloopError, ModelFileError
 from gradloop.io import read_model_file, write_model_file
@@ -119,8 +120,8 @@ def test_flipped_weight_and_edited_metadata_are_reported_as_corrupted(tmp_path):
         ModelBundle.load(path)
 
 
-def test_file_without_checksum_still_loads(tmp_path):
-    """Files written before the checksum existed carry none: they are read as before."""
+def test_file_without_checksum_is_refused_like_a_wrong_one(tmp_path):
+    """A file without a checksum could hold any weights: it is refused, not trusted."""
     bundle, X = _linear_bundle()
     path = tmp_path / "m.safetensors"
     bundle.save(path)
@@ -128,7 +129,12 @@ def test_file_without_checksum_still_loads(tmp_path):
     for key in (CHECKSUM_KEY, "format", "format_version"):
         del meta[key]
     write_model_file(path, tensors, meta)
-    np.testing.assert_array_equal(ModelBundle.load(path).predict(X), bundle.predict(X))
+    with pytest.raises(ModelFileError, match="corrupted .has no SHA-256 checksum"):
+        ModelBundle.load(path)
+
+
+def _dense(n_in, n_out, bias=True):
+    return {"type": "Dense", "in_features": n_in, "out_features": n_out, "bias": bias}
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -136,18 +142,49 @@ def test_file_without_checksum_still_loads(tmp_path):
     (lambda m: m.pop("target"), "missing or malformed entry 'target'"),
     (lambda m: m.update(scaler={"mean": [0.0, 1.0], "scale": [1.0, -1.0]}), "scale finite and positive"),
     (lambda m: m.update(architecture={"layers": []}), "malformed"),
+    # Declared sizes far beyond the stored tensors: refused before anything is allocated.
+    (lambda m: m["architecture"].update(layers=[_dense(10**6, 10**6)]), "declares parameters"),
+    (lambda m: m["architecture"].update(layers=[_dense(2, 1, bias=False)]), "first difference: 0.b"),
+    (lambda m: m["architecture"].update(layers=[_dense(2, 1), {"type": "Conv2d"}]), "unknown type 'Conv2d'"),
+    (lambda m: m["architecture"].update(layers=[_dense(2, 1), {"type": "Dropout", "p": 7}]), "Dropout"),
+    (lambda m: m["architecture"].update(layers=[_dense(2, 1), _dense(3, 1)]), "reads 3 inputs"),
+    (lambda m: m["architecture"].update(dtype="int8"), "dtype must be"),
+    (lambda m: m.update(classes=["a", "b", "c"]), "regression model has no class list"),
+    (lambda m: m.update(loss="cross-entropy"), "trains a multiclass model"),
+    (lambda m: m.update(loss="hinge"), "unknown loss 'hinge'"),
+    (lambda m: m.update(feature_names=[1, 2]), "feature_names must be a list of strings"),
 ])
-def test_inconsistent_metadata_is_a_model_file_error(tmp_path, edit, message):
+def test_tampered_metadata_with_a_valid_checksum_is_refused(tmp_path, edit, message):
+    """Files from elsewhere are checked whole: a valid checksum proves only that nothing changed since."""
     bundle, _ = _linear_bundle()
     path = tmp_path / "m.safetensors"
     bundle.save(path)
     tensors, meta = read_model_file(path)
     edit(meta)
-    meta.pop(CHECKSUM_KEY)  # as an older file, or one written by other software, would be
+    meta[CHECKSUM_KEY] = content_checksum(tensors, meta)  # re-signed, as a careful forger would
     write_model_file(path, tensors, meta)
     with pytest.raises(ModelFileError, match=message) as err:
         ModelBundle.load(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("classes, outputs, message", [
+    (["a", "b", "c"], 2, "3 classes has 3 output"), (["a"], 1, "at least 2 class labels"),
+    (["a", "a", "b"], 3, "a label twice"), ([["a"], "b", "c"], 3, "at least 2 class labels"),
+])
+def test_class_list_must_match_the_outputs(tmp_path, classes, outputs, message):
+    from gradloop.models import mlp
+
+    model = mlp([2, 4, outputs], "relu", task="multiclass")
+    path = tmp_path / "c.safetensors"
+    ModelBundle(model, ["x0", "x1"], "y", None, ["p", "q", "r"][:outputs] if outputs > 1 else ["p", "q"],
+                "cross-entropy").save(path)
+    tensors, meta = read_model_file(path)
+    meta["classes"] = classes
+    meta[CHECKSUM_KEY] = content_checksum(tensors, meta)
+    write_model_file(path, tensors, meta)
+    with pytest.raises(ModelFileError, match=message):
+        ModelBundle.load(path)
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 from gradloop import CheckpointError, DivergenceError, GradloopError, fit
 from gradloop.callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from gradloop.checkpoint import FILE_NAME, KIND, CheckpointWriter, load, save
-from gradloop.io import write_model_file
+from gradloop.io import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
 from gradloop.loop import Callback
 from gradloop.models import linear, mlp
 from gradloop.optimizers import SGD, Adam, StepLR
@@ -326,9 +326,45 @@ def test_load_malformed_metadata(tmp_path, broken):
     meta = {"kind": KIND, "epoch": 1, "architecture": {}, "optimizer": {"name": "sgd"}, "rng_state": None,
             "dropout_states": [], "history": {"loss": [1.0]}, "start_loss": 1.0, "lr_factor": 1.0,
             "base_lr": 0.1, **broken}
-    write_model_file(tmp_path / FILE_NAME, {"model.0.W": np.zeros((1, 1))}, meta)
+    tensors = {"model.0.W": np.zeros((1, 1))}
+    meta[CHECKSUM_KEY] = content_checksum(tensors, meta)  # well signed, badly formed
+    write_model_file(tmp_path / FILE_NAME, tensors, meta)
     with pytest.raises(CheckpointError, match="metadata is incomplete or malformed"):
         load(tmp_path)
+
+
+def _layers(meta, layers):
+    meta["architecture"]["layers"] = layers
+
+
+@pytest.mark.parametrize("tamper, message", [
+    # Declared sizes beyond the stored tensors: refused before anything is allocated.
+    (lambda m, t: _layers(m, [{"type": "Dense", "in_features": 10**6, "out_features": 10**6, "bias": True}]),
+     "parameters do not match its architecture"),
+    (lambda m, t: _layers(m, m["architecture"]["layers"] + [{"type": "Softplus"}]), "unknown type 'Softplus'"),
+    (lambda m, t: t.update({"optimizer.exp_avg.0": np.zeros(7)}), "'exp_avg' arrays do not match"),
+    (lambda m, t: m.update(rng_state={"bit_generator": "MT19937", "state": 5}), "not a PCG64 state"),
+    (lambda m, t: m.update(rng_state={"bit_generator": "PCG64", "state": {"state": "x", "inc": 1}}), "PCG64"),
+    (lambda m, t: m.update(epoch=5), "History has 2 epochs, its epoch is 5"),
+    (lambda m, t: m["history"].update(loss=["a", "b"]), "lists of numbers"),
+    (lambda m, t: m.update(lr_factor=-1.0), "factor positive"),
+    (lambda m, t: m["optimizer"].update(steps=-3), "steps must be a non-negative integer"),
+    (lambda m, t: m["optimizer"]["hyperparameters"].update(lr="fast"), "learning rate"),
+    (lambda m, t: m["optimizer"]["hyperparameters"].update(evil=1), "hyperparameters must be among"),
+    (lambda m, t: m.pop(CHECKSUM_KEY), "checksum is missing"),
+])
+def test_tampered_checkpoint_with_a_valid_checksum_is_refused(good_checkpoint, tamper, message):
+    tensors, meta = read_model_file(good_checkpoint)
+    tamper(meta, tensors)
+    if CHECKSUM_KEY in meta:
+        meta[CHECKSUM_KEY] = content_checksum(tensors, meta)
+    write_model_file(good_checkpoint, tensors, meta)
+    model, X, y = mlp([3, 8, 1], "tanh"), *make_data()
+    before = [p.copy() for p in model.parameters()]
+    with pytest.raises(CheckpointError, match=message) as info:
+        fit(model, X, y, loss="mse", optimizer=Adam(0.01), epochs=4, batch_size=8, resume=load(good_checkpoint.parent))
+    assert str(good_checkpoint) in str(info.value) or "checkpoint" in str(info.value)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.parameters()))  # nothing was loaded
 
 
 # ------------------------------------------------------------ crashes during a save

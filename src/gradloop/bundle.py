@@ -9,35 +9,35 @@ safetensors for the parameters, JSON metadata, atomic write, never pickle.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import DataError, GradloopError, ModelFileError
+from .io import CHECKSUM_KEY, content_checksum
 from .models import Sequential
 
-# Metadata key of the SHA-256 over the tensors and the rest of the metadata. safetensors has no
-# checksum: without it a flipped byte in a weight (or a digit in the scaling statistics)
-# would load without complaint and predict wrong numbers.
-CHECKSUM_KEY = "sha256"
-# Keys the file layer (gradloop.io) adds after the checksum is taken; it validates them itself.
-_UNHASHED = (CHECKSUM_KEY, "format", "format_version")
+def _check_outputs(model, loss, classes):
+    """The loss, the task, the class list and the number of outputs must tell one story."""
+    from .losses import LOSSES
 
-
-def _checksum(tensors, metadata):
-    """SHA-256 hex digest of the tensors (name, dtype, shape, little-endian bytes) and the metadata JSON."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        a = np.asarray(tensors[name])
-        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-        digest.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode("utf-8"))
-        digest.update(a.tobytes())
-    rest = {k: v for k, v in metadata.items() if k not in _UNHASHED}
-    # JSON floats round-trip exactly, so the loaded metadata re-serializes to the same text.
-    digest.update(json.dumps(rest, sort_keys=True, allow_nan=False, ensure_ascii=False).encode("utf-8"))
-    return digest.hexdigest()
+    if loss not in LOSSES:
+        raise ModelFileError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+    if LOSSES[loss].task != model.task:
+        raise ModelFileError(f"loss {loss!r} trains a {LOSSES[loss].task} model, the architecture says {model.task}")
+    if model.task == "regression":
+        if classes is not None:
+            raise ModelFileError("a regression model has no class list")
+        return
+    if not (isinstance(classes, list) and len(classes) >= 2
+            and all(isinstance(c, (str, int, float, bool)) for c in classes)):
+        raise ModelFileError(f"a {model.task} model needs a list of at least 2 class labels")
+    if len({str(c) for c in classes}) != len(classes):
+        raise ModelFileError("the class list holds a label twice")
+    outputs = 1 if model.task == "binary" else len(classes)
+    if model.n_outputs != outputs or (model.task == "binary" and len(classes) != 2):
+        raise ModelFileError(f"a {model.task} model of {len(classes)} classes has {outputs} output(s), "
+                             f"the architecture has {model.n_outputs}")
 
 
 @dataclass
@@ -111,7 +111,7 @@ class ModelBundle:
         }
         tensors = self.model.state_dict()
         try:
-            metadata[CHECKSUM_KEY] = _checksum(tensors, metadata)
+            metadata[CHECKSUM_KEY] = content_checksum(tensors, metadata)
         except (TypeError, ValueError):  # e.g. NaN in info: the writer below says what is wrong
             pass
         write_model_file(path, tensors, metadata)
@@ -123,26 +123,31 @@ class ModelBundle:
         from .io import read_model_file
 
         tensors, meta = read_model_file(path)
-        # Files written before the checksum existed have none; those are trusted as before.
+        # No checksum is treated as a wrong one: without it a changed weight or scaling
+        # statistic would load without complaint and predict wrong numbers.
         stored = meta.get(CHECKSUM_KEY)
-        if stored is not None:
-            try:
-                actual = _checksum(tensors, meta)
-            except (TypeError, ValueError):
-                actual = None
-            if actual != stored:
-                raise ModelFileError(f"{path}: the model file is corrupted (its SHA-256 checksum does not match "
-                                     "its contents); write it again or retrain and save the model")
         try:
-            model = Sequential.from_config(meta["architecture"])
-            model.load_state_dict(tensors)
-            features = [str(f) for f in meta["feature_names"]]
+            actual = content_checksum(tensors, meta)
+        except (TypeError, ValueError):
+            actual = None
+        if stored is None or actual != stored:
+            why = "has no SHA-256 checksum" if stored is None else "its SHA-256 checksum does not match its contents"
+            raise ModelFileError(f"{path}: the model file is corrupted ({why}); write it again or retrain "
+                                 "and save the model")
+        try:
+            # Everything the file declares is checked against everything else before it is used.
+            model = Sequential.from_file(meta["architecture"], tensors)
+            features = meta["feature_names"]
+            if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+                raise ModelFileError("feature_names must be a list of strings")
             scaler = None if meta.get("scaler") is None else Standardizer.from_dict(meta["scaler"])
-            classes = meta.get("classes")
             if model.n_inputs != len(features) or (scaler is not None and len(scaler.mean_) != len(features)):
                 raise ModelFileError("feature names, scaling and architecture disagree in size")
-            bundle = cls(model, features, str(meta["target"]), scaler, classes, str(meta.get("loss", "mse")),
-                         dict(meta.get("info") or {}))
+            loss, classes = meta.get("loss", "mse"), meta.get("classes")
+            _check_outputs(model, loss, classes)
+            if not isinstance(meta["target"], str) or not isinstance(meta.get("info") or {}, dict):
+                raise ModelFileError("target must be a string and info an object")
+            bundle = cls(model, features, meta["target"], scaler, classes, loss, dict(meta.get("info") or {}))
         except ModelFileError as exc:
             raise ModelFileError(f"{path}: {exc}") from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -126,7 +126,7 @@ def _capture(trainer, config, history) -> TrainingState:
 
 def save(directory, state: TrainingState):
     """Write ``state`` to ``directory/checkpoint.safetensors`` atomically; returns the file's path."""
-    from .io import finite_json, write_model_file
+    from .io import CHECKSUM_KEY, content_checksum, finite_json, write_model_file
 
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint folder {directory} does not exist")
@@ -149,15 +149,17 @@ def save(directory, state: TrainingState):
         "start_loss": state.start_loss, "lr_factor": state.lr_factor, "base_lr": state.base_lr,
         "config": state.config,
     }
+    metadata = finite_json(metadata)
+    metadata[CHECKSUM_KEY] = content_checksum(tensors, metadata)
     path = os.path.join(directory, FILE_NAME)
-    write_model_file(path, tensors, finite_json(metadata))
+    write_model_file(path, tensors, metadata)
     return path
 
 
 def load(directory) -> TrainingState:
     """Read the checkpoint in ``directory``; a missing, foreign or damaged one raises CheckpointError."""
     from .errors import ModelFileError
-    from .io import read_model_file
+    from .io import CHECKSUM_KEY, read_model_file
 
     path = directory if os.path.isfile(directory) else os.path.join(directory, FILE_NAME)
     if not os.path.exists(path):
@@ -170,6 +172,10 @@ def load(directory) -> TrainingState:
     if meta.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a gradloop checkpoint (it may be a model file: "
                               f"those are loaded with evaluate/predict)")
+    # As for model files, no checksum counts as a wrong one.
+    if meta.get(CHECKSUM_KEY) is None or meta[CHECKSUM_KEY] != _checksum_or_none(tensors, meta):
+        raise CheckpointError(f"{path}: the checkpoint is corrupted (its SHA-256 checksum is missing or does not "
+                              "match its contents); resume from another checkpoint or train again")
     try:
         parameters = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         optimizer = dict(meta["optimizer"])
@@ -180,16 +186,75 @@ def load(directory) -> TrainingState:
                 state_arrays.setdefault(key, {})[int(index)] = array
         optimizer["state"] = {k: [v[i] for i in range(len(v))] for k, v in state_arrays.items()}
         history = {k: [_none_to_nan(x) for x in v] for k, v in meta["history"].items()}
-        return TrainingState(
+        return _validated(TrainingState(
             epoch=int(meta["epoch"]), architecture=meta["architecture"], parameters=parameters,
             optimizer=optimizer, rng_state=meta["rng_state"], dropout_states=list(meta["dropout_states"]),
             history=history, start_loss=meta["start_loss"], lr_factor=float(meta["lr_factor"]),
             base_lr=float(meta["base_lr"]), config=dict(meta.get("config") or {}),
             callbacks=[[name, {**cb_state, "arrays": {k: tensors[f"callback.{i}.{k}"] for k in keys} or None}]
-                       for i, (name, cb_state, keys) in enumerate(meta.get("callbacks") or [])])
+                       for i, (name, cb_state, keys) in enumerate(meta.get("callbacks") or [])]), path)
     # AttributeError too: a "history" or "optimizer" that is not a JSON object has no .items().
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete or malformed ({exc})") from exc
+
+
+def _checksum_or_none(tensors, meta):
+    from .io import content_checksum
+
+    try:
+        return content_checksum(tensors, meta)
+    except (TypeError, ValueError):
+        return None
+
+
+def _validated(state, path):
+    """``state`` once everything in it agrees with everything else; CheckpointError naming what does not.
+
+    Checked before anything is built from it: the architecture against the stored parameters
+    (nothing allocated beyond them), the optimizer's state arrays against the parameters, the
+    generator states against numpy's PCG64, the History's lists against the epoch.
+    """
+    import numpy as np
+
+    from .models import parameter_shapes
+
+    def bad(why):
+        return CheckpointError(f"{path}: the checkpoint is inconsistent: {why}")
+
+    try:
+        expected = parameter_shapes(state.architecture)
+    except Exception as exc:
+        raise bad(str(exc)) from None
+    stored = {name: (tuple(t.shape), str(t.dtype)) for name, t in state.parameters.items()}
+    if stored != expected:
+        raise bad("its parameters do not match its architecture")
+    shapes = [shape for _, (shape, _) in sorted(expected.items(), key=lambda kv: _parameter_order(kv[0]))]
+    for key, arrays in state.optimizer.get("state", {}).items():
+        if [tuple(a.shape) for a in arrays] != shapes:
+            raise bad(f"the optimizer's {key!r} arrays do not match the parameters")
+    for generator in ([state.rng_state] if state.rng_state is not None else []) + list(state.dropout_states):
+        try:
+            np.random.PCG64().state = generator
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise bad("a random generator state is not a PCG64 state") from None
+    if isinstance(state.epoch, bool) or state.epoch < 0:
+        raise bad(f"epoch {state.epoch}")
+    lists = state.history
+    if not isinstance(lists, dict) or not isinstance(lists.get("loss"), list) or any(
+            not isinstance(v, list) or len(v) > state.epoch
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) for v in lists.values()):
+        raise bad("its History must be lists of numbers, none longer than its epoch count")
+    if len(lists["loss"]) != state.epoch:
+        raise bad(f"its History has {len(lists['loss'])} epochs, its epoch is {state.epoch}")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+               for x in (state.lr_factor, state.base_lr)) or state.lr_factor <= 0:
+        raise bad("its learning-rate factor and base must be finite, the factor positive")
+    return state
+
+
+def _parameter_order(name):
+    layer, key = name.split(".")
+    return int(layer), key != "W"  # the model's order: layer by layer, W before b
 
 
 class FolderLock:

@@ -15,6 +15,7 @@ raises :class:`~gradloop.errors.ModelFileError`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -45,6 +46,32 @@ _RESERVED_NAME = "__metadata__"
 # dtype kinds we store: bool, signed and unsigned integers, floats.
 _NUMERIC_KINDS = "biuf"
 _TRAIN_HINT = "train one with `gradloop train ... --out MODEL`"
+
+
+# --------------------------------------------------------------------------
+# checksum
+# --------------------------------------------------------------------------
+
+# Metadata key of the SHA-256 over the tensors and the rest of the metadata. safetensors has no
+# checksum: without it a flipped byte in a weight (or a digit in the scaling statistics)
+# would load without complaint and predict wrong numbers.
+CHECKSUM_KEY = "sha256"
+# Keys the file layer (gradloop.io) adds after the checksum is taken; it validates them itself.
+_UNHASHED = (CHECKSUM_KEY, "format", "format_version")
+
+
+def content_checksum(tensors, metadata):
+    """SHA-256 hex digest of the tensors (name, dtype, shape, little-endian bytes) and the metadata JSON."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        a = np.asarray(tensors[name])
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        digest.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode("utf-8"))
+        digest.update(a.tobytes())
+    rest = {k: v for k, v in metadata.items() if k not in _UNHASHED}
+    # JSON floats round-trip exactly, so the loaded metadata re-serializes to the same text.
+    digest.update(json.dumps(rest, sort_keys=True, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------

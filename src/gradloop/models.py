@@ -162,6 +162,25 @@ class Sequential:
             p[...] = tensors[name]
 
     @classmethod
+    def from_file(cls, config, tensors):
+        """The model a file describes: ``config`` checked whole against the file's ``tensors`` first.
+
+        Every layer must be of a known type with well-formed options, the Dense layers must
+        chain (each reads what the one before writes), and the parameters they declare must be
+        exactly the stored tensors, by name, shape and dtype: so nothing is allocated beyond the
+        file's own arrays. Raises ModelFileError naming what disagrees.
+        """
+        expected = parameter_shapes(config)
+        stored = {name: (tuple(t.shape), str(t.dtype)) for name, t in tensors.items()}
+        if stored != expected:
+            odd = sorted(set(stored) ^ set(expected)) or sorted(k for k in expected if stored[k] != expected[k])
+            raise ModelFileError(f"the architecture declares parameters {_shapes(expected)}, the file holds "
+                                 f"{_shapes(stored)} (first difference: {odd[0]})")
+        model = cls.from_config(config)
+        model.load_state_dict(tensors)
+        return model
+
+    @classmethod
     def from_config(cls, config):
         """Rebuild the architecture (parameters zero) from ``config()``."""
         try:
@@ -174,6 +193,62 @@ class Sequential:
     def __repr__(self):
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential([{inner}], task={self.task!r})"
+
+
+def parameter_shapes(config):
+    """{parameter name: (shape, dtype name)} that ``config`` declares, computed without allocating.
+
+    Raises ModelFileError for a config that is not a well-formed architecture.
+    """
+    def bad(why):
+        return ModelFileError(f"model architecture is malformed: {why}")
+
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list) or not config["layers"]:
+        raise bad("expected {'dtype': ..., 'task': ..., 'layers': [...]} with at least one layer")
+    if config.get("dtype") not in ("float32", "float64"):
+        raise bad(f"dtype must be 'float32' or 'float64', got {config.get('dtype')!r}")
+    if config.get("task", "regression") not in TASKS:
+        raise bad(f"task must be one of {', '.join(TASKS)}, got {config.get('task')!r}")
+    shapes, width = {}, None
+    for i, layer in enumerate(config["layers"]):
+        kind = layer.get("type") if isinstance(layer, dict) else None
+        if kind not in LAYER_OPTIONS:
+            raise bad(f"layer {i}: unknown type {kind!r}; known: {', '.join(LAYER_OPTIONS)}")
+        if set(layer) - {"type"} - set(LAYER_OPTIONS[kind]):
+            raise bad(f"layer {i} ({kind}): unknown options {sorted(set(layer) - {'type'} - set(LAYER_OPTIONS[kind]))}")
+        if kind == "LeakyReLU" and not _finite_number(layer.get("alpha", 0.01)):
+            raise bad(f"layer {i} (LeakyReLU): alpha must be a finite number")
+        if kind == "Dropout" and not (_finite_number(layer.get("p")) and 0 <= layer["p"] < 1
+                                      and (layer.get("seed") is None or _finite_number(layer["seed"]))):
+            raise bad(f"layer {i} (Dropout): p must be a number in [0, 1), seed an integer or null")
+        if kind != "Dense":
+            continue
+        n_in, n_out, bias = layer.get("in_features"), layer.get("out_features"), layer.get("bias", True)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (n_in, n_out)) \
+                or not isinstance(bias, bool):
+            raise bad(f"layer {i} (Dense): in_features and out_features must be positive integers, bias a boolean")
+        if width is not None and n_in != width:
+            raise bad(f"layer {i} (Dense) reads {n_in} inputs, the layer before gives {width}")
+        width = n_out
+        shapes[f"{i}.W"] = ((n_in, n_out), config["dtype"])
+        if bias:
+            shapes[f"{i}.b"] = ((n_out,), config["dtype"])
+    if not shapes:
+        raise bad("no Dense layer")
+    return shapes
+
+
+# The options each layer type's config may hold (see Layer.config()).
+LAYER_OPTIONS = {"Dense": ("in_features", "out_features", "bias"), "ReLU": (), "LeakyReLU": ("alpha",),
+                 "Tanh": (), "Sigmoid": (), "Dropout": ("p", "seed")}
+
+
+def _finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _shapes(shapes):
+    return ", ".join(f"{name} {tuple(shape)}" for name, (shape, _) in sorted(shapes.items())) or "none"
 
 
 def linear(n_features, n_outputs=1, *, bias=True, dtype=np.float64):

@@ -71,12 +71,24 @@ class Optimizer:
         arrays = state.get("state", {})
         if set(arrays) - set(self._state_keys):
             raise ConfigError(f"unexpected optimizer state {sorted(set(arrays) - set(self._state_keys))}")
+        if not all(isinstance(v, list) and all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in v)
+                   for v in arrays.values()):
+            raise ConfigError("optimizer state must be lists of float arrays")
         lengths = {len(v) for v in arrays.values()}
         if len(lengths) > 1:
             raise ConfigError("optimizer state lists have different lengths")
-        for key, value in state.get("hyperparameters", {}).items():
-            setattr(self, key, tuple(value) if key == "betas" else value)
-        self.steps = int(state.get("steps", 0))
+        hyper = state.get("hyperparameters", {})
+        if not isinstance(hyper, dict) or not set(hyper) <= set(self.hyperparameters()):
+            raise ConfigError(f"optimizer hyperparameters must be among {sorted(self.hyperparameters())}")
+        hyper = {key: tuple(value) if key == "betas" and isinstance(value, list) else value
+                 for key, value in hyper.items()}
+        type(self)(**{**self.hyperparameters(), **hyper})  # the constructor's checks, on the loaded values
+        steps = state.get("steps", 0)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"optimizer steps must be a non-negative integer, got {steps!r}")
+        for key, value in hyper.items():
+            setattr(self, key, value)
+        self.steps = steps
         self.state = {k: [np.array(a, copy=True) for a in v] for k, v in arrays.items()}
 
     def _buffers(self, key, params):

@@ -109,6 +109,9 @@ def check_places(inputs=(), outputs=()):
     """
     inputs = [p for p in inputs if p is not None and p.path is not None]
     outputs = [p for p in outputs if p is not None and p.path is not None]
+    for out in outputs:  # what an existing output is (a file for a folder, a device) says most
+        if os.path.lexists(os.fspath(out.path)):
+            check_output(out)
     for out in outputs:
         for source in inputs:
             for read in _files_of(source) + ([os.fspath(source.path)] if source.writes else []):
@@ -125,7 +128,7 @@ def check_places(inputs=(), outputs=()):
                 if folder.folder and _inside(other.path, folder.path):
                     raise ConfigError(f"{other.shown}: lies inside the {folder.label} folder {os.fspath(folder.path)}; "
                                       f"give {other.label} a path outside it")
-    for out in outputs:
+    for out in outputs:  # then the missing parent folders
         check_output(out)
 
 
