@@ -431,7 +431,7 @@ def test_split_bad_test_size_is_config_error(size, shown):
     with pytest.raises(ConfigError) as err:
         train_test_split(10, size, seed=0)
     assert isinstance(err.value, GradloopError) and isinstance(err.value, ValueError)
-    assert str(err.value) == f"--test-size must be in [0, 1), got {shown}"
+    assert str(err.value) == f"test_size must be in [0, 1), got {shown}"
 
 
 def test_split_without_training_rows_is_data_error():

@@ -163,8 +163,8 @@ def load(directory) -> TrainingState:
 
     path = directory if os.path.isfile(directory) else os.path.join(directory, FILE_NAME)
     if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint in {directory} (expected {FILE_NAME}); "
-                              f"write one with --checkpoint {directory}")
+        raise CheckpointError(f"no checkpoint in {directory} (expected {FILE_NAME} there); "
+                              "a run writes one with CheckpointWriter (gradloop train --checkpoint DIR)")
     try:
         tensors, meta = read_model_file(path)
     except ModelFileError as exc:

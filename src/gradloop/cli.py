@@ -262,7 +262,7 @@ def cmd_predict(args):
 
 def cmd_report(args):
     from .io import atomic_write_bytes
-    from .report import PLOT_FILES, figures, png_bytes, read_log, render_html, write_pngs
+    from .report import PLOT_FILES, figures, left_out, png_bytes, read_log, render_html, write_pngs
 
     out = args.out
     if out is None and args.png is None:
@@ -270,6 +270,8 @@ def cmd_report(args):
     check_places([Place("log", args.log)], [Place("-o", out),
                                               Place("--png", args.png, folder=True, writes=PLOT_FILES, parents=True)])
     records, final = read_log(args.log)
+    if note := left_out(final):
+        print(f"gradloop: {note}")
     # Everything is rendered before the first file is written.
     pngs = {name: png_bytes(fig) for name, fig in figures(records, final).items()}
     page = render_html(records, final, pngs, title=os.path.basename(args.log)) if out is not None else None

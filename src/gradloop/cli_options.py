@@ -45,21 +45,23 @@ def resolve(args):
         from .checkpoint import load
 
         state = load(args.resume)
-        saved = {key: value for key, value in state.config.items() if key in DEFAULTS and value is not None}
+        saved = {key: value for key, value in state.config.items() if key in DEFAULTS}
         for key in FIXED_ON_RESUME:
             if key != "data" and key in given and key in saved and not _same_value(given[key], saved[key]):
+                was = "the default" if saved[key] is None else repr(saved[key])
                 raise CheckpointError(
-                    f"--resume {args.resume}: the checkpoint was trained with {_option(key)} {saved[key]!r}, "
+                    f"--resume {args.resume}: the checkpoint was trained with {_option(key)} {was}, "
                     f"this command says {given[key]!r}; leave {_option(key)} out to continue that run")
-        if "checkpoint" not in given and "checkpoint" not in saved:
-            saved["checkpoint"] = args.resume  # keep checkpointing where the run was checkpointed
+        # Keep checkpointing where the checkpoint is now (the folder may have moved since).
+        saved["checkpoint"] = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
     else:
         for key, name in (("data", "DATA"), ("target", "--target")):
             if key not in given:
                 raise ConfigError(f"gradloop train: the following arguments are required: {name} "
                                   "(or --resume DIR to continue a checkpointed run)")
     for key, default in DEFAULTS.items():
-        setattr(args, key, given.get(key, saved.get(key, default)))
+        value = given.get(key, saved.get(key))
+        setattr(args, key, default if value is None else value)
     return state
 
 

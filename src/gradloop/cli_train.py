@@ -21,7 +21,7 @@ from .cli_options import check_fingerprint, resolve, run_config
 from .constraints import check_memory
 from .data import SKLEARN_PREFIX
 from .errors import ConfigError, DataError, DivergenceError
-from .loop import fit_targets
+from .loop import STANDARDIZE_ADVICE, fit_targets
 from .paths import Place, check_places
 
 CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
@@ -94,7 +94,7 @@ def _train_locked(args, resume, trace_first, progress, lock):
     if resume is not None:
         check_fingerprint(resume, args, data_fingerprint)
     test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
-    train_idx, test_idx = train_test_split(len(data.X), test_size, args.seed)
+    train_idx, test_idx = train_test_split(len(data.X), test_size, args.seed, name="--test-size")
     X_train, y_train = data.X[train_idx], data.y[train_idx]
     X_test, y_test = data.X[test_idx], data.y[test_idx]
     scaler = None
@@ -139,7 +139,8 @@ def _train_locked(args, resume, trace_first, progress, lock):
         # The loop "keeps" the last finite weights in memory; on the command line say what that means.
         done = (f"; they were not saved to {args.out}" if args.out else "") + (
             f"; {args.log} holds epochs 1 to {exc.epoch - 1}" if args.log and exc.epoch > 1 else "")
-        raise DivergenceError(f"{exc}{done}", epoch=exc.epoch, weights=exc.weights, stable_lr=exc.stable_lr,
+        message = str(exc).replace(STANDARDIZE_ADVICE, "standardize them (--standardize)")
+        raise DivergenceError(f"{message}{done}", epoch=exc.epoch, weights=exc.weights, stable_lr=exc.stable_lr,
                               lr=exc.lr, bias=exc.bias) from exc
     if stopper.signum is not None:
         where = f"; the run up to epoch {history.epochs_run} is checkpointed in {args.checkpoint} " \

@@ -486,23 +486,24 @@ def encode_labels(values, classes=None):
 
 # ------------------------------------------------------------------- split
 
-def train_test_split(n_rows, test_size, seed):
+def train_test_split(n_rows, test_size, seed, name="test_size"):
     """Shuffle row indices 0..n_rows-1 with ``default_rng(seed)`` and split them.
 
     Returns (train_idx, test_idx), int64 arrays; the test set has
     round(test_size * n_rows) rows (Python's round, halves to even). When that is
     0, train_idx is 0..n-1 in order, keeping the file's (the chapter's) row order.
+    ``name``: how messages call test_size (the command line says --test-size).
     """
     if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real) or not 0 <= test_size < 1:
         shown = test_size if isinstance(test_size, numbers.Real) else repr(test_size)  # NaN fails 0 <= too
-        raise ConfigError(f"--test-size must be in [0, 1), got {shown}")
+        raise ConfigError(f"{name} must be in [0, 1), got {shown}")
     n_rows = int(n_rows)
     if n_rows < 1:
         raise DataError("no rows to split; the data set is empty")
     n_test = int(round(float(test_size) * n_rows))
     if n_test >= n_rows:
-        raise DataError(f"--test-size {test_size} of {n_rows} rows leaves no training row; "
-                        "lower --test-size or add data")
+        raise DataError(f"{name} {test_size} of {n_rows} rows leaves no training row; "
+                        f"lower {name} or add data")
     if n_test == 0:
         return np.arange(n_rows, dtype=np.int64), np.empty(0, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(n_rows).astype(np.int64)

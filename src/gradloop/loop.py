@@ -40,6 +40,8 @@ HEAD = 5  # rows shown in the chapter's report
 # descent on a convex problem never goes up, and a healthy network run does
 # not climb six orders of magnitude.
 DIVERGENCE_FACTOR = 1e6
+# The library's advice names the class; the command line says its option instead.
+STANDARDIZE_ADVICE = "standardize them (gradloop.data.Standardizer)"
 
 
 @dataclass
@@ -628,5 +630,5 @@ def _scale_hint(X):
     scales = np.sqrt(np.einsum("ij,ij->j", X, X) / len(X))
     scales = scales[scales > 0]
     if len(scales) > 1 and scales.max() / scales.min() > 10:
-        return "; the features' scales differ widely: standardize them (--standardize)"
+        return f"; the features' scales differ widely: {STANDARDIZE_ADVICE}"
     return ""

@@ -33,6 +33,9 @@ from .errors import ConfigError, DataError
 
 # Weight trajectories are drawn when the model has at most this many scalar parameters.
 WEIGHT_PLOT_LIMIT = 20
+# A confusion matrix of more classes is not drawn: unreadable, and k x k counts from a small log
+# (40,000 labels in 1 MB) would need gigabytes.
+CONFUSION_LIMIT = 100
 DPI = 100
 TASKS = ("regression", "binary", "multiclass")
 # Every plot the report may draw; --png DIR writes them as NAME.png.
@@ -90,10 +93,13 @@ def _read_jsonl(p, name):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_finite_int)
         except json.JSONDecodeError as exc:
             raise DataError(f"{name}: line {number}: not JSON ({exc.msg}, column {exc.colno}); "
                             "expected one JSON object per line") from None
+        except (ValueError, RecursionError) as exc:  # a number out of range, or nesting too deep
+            raise DataError(f"{name}: line {number}: {str(exc)[:80] or 'too deeply nested'}; "
+                            "a log holds finite numbers that fit in a float") from None
         if not isinstance(obj, dict):
             raise DataError(f"{name}: line {number}: expected a JSON object, got {_json_type(obj)}")
         if obj.get("final") is True:
@@ -109,6 +115,23 @@ def _read_jsonl(p, name):
 def _json_type(value):
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number")
+
+
+def _no_constant(token):
+    raise ValueError(f"{token} is not strict JSON (a log writes null for a non-finite number)")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} does not fit in a float")
+    return value
+
+
+def _finite_int(text):
+    if len(text) > 309:  # beyond float's range (and far below Python's digit limit)
+        raise ValueError(f"the number {text[:40]}... does not fit in a float")
+    return int(text)
 
 
 def _is_number(value):
@@ -410,9 +433,27 @@ def figures(records, final=None):
     if final is not None and final["y_true"]:
         if final["task"] == "regression":
             figs["predicted_vs_actual"] = _predicted_figure(final)
-        else:
+        elif _class_count(final) <= CONFUSION_LIMIT:
             figs["confusion_matrix"] = _confusion_figure(final)
     return figs
+
+
+def _class_count(final):
+    """How many classes a confusion matrix of the final line would have, without building it."""
+    if isinstance(final.get("confusion_matrix"), list):
+        return len(final["confusion_matrix"])
+    if isinstance(final.get("classes"), list):
+        return len(final["classes"])
+    return len({str(v) for v in final["y_true"] + final["y_pred"]})
+
+
+def left_out(final):
+    """Why a plot the log would call for is not drawn (one line), or None."""
+    if final is not None and final["task"] != "regression" and final["y_true"] \
+            and (k := _class_count(final)) > CONFUSION_LIMIT:
+        return (f"the confusion matrix is left out: the log names {k:,} classes, "
+                f"more than the {CONFUSION_LIMIT} a readable matrix can show")
+    return None
 
 
 def png_bytes(fig):
