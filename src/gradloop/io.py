@@ -193,6 +193,9 @@ def _serialize(dest: Path, tensors, metadata) -> bytes:
 
 def _atomic_write(dest: Path, payload: bytes, what: str = "model file") -> None:
     """Write ``payload`` to a temp file beside ``dest``, fsync, rename over it."""
+    if dest.exists() and not dest.is_file() and not dest.is_dir():
+        # The rename would replace a device or a pipe by a file (and /dev/null needs root to restore).
+        raise ConfigError(f"cannot write {what} {dest}: it is not a regular file (a device, a pipe or a socket)")
     directory = dest.parent
     try:
         fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{dest.name}.", suffix=".tmp")
