@@ -235,7 +235,7 @@ def _validated(state, path):
     for generator in ([state.rng_state] if state.rng_state is not None else []) + list(state.dropout_states):
         try:
             np.random.PCG64().state = generator
-        except (TypeError, ValueError, KeyError, AttributeError):
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             raise bad("a random generator state is not a PCG64 state") from None
     if isinstance(state.epoch, bool) or state.epoch < 0:
         raise bad(f"epoch {state.epoch}")
@@ -249,6 +249,10 @@ def _validated(state, path):
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
                for x in (state.lr_factor, state.base_lr)) or state.lr_factor <= 0:
         raise bad("its learning-rate factor and base must be finite, the factor positive")
+    start = state.start_loss
+    if start is not None and not (isinstance(start, (int, float)) and not isinstance(start, bool)
+                                  and np.isfinite(start) and start >= 0):
+        raise bad("its starting loss must be a finite non-negative number or null")
     return state
 
 
