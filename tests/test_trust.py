@@ -8,7 +8,6 @@ the SHA-256 of each file, and the list of files and folders, before and after.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .constraints import check_all, check_lr
-from .errors import ConfigError, DataError, DivergenceError
+from .errors import DataError, DivergenceError
 from .kernels import STREAM_MIN_BYTES
 from .loop import check_epochs, fit
 from .models import linear

@@ -40,7 +40,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 
 import numpy as np
@@ -55,6 +54,7 @@ from .layers import Dense
 from .loop import History, fit as loop_fit
 from .losses import get_loss
 from .models import Sequential, mlp
+from .constraints import check_all
 from .optimizers import Optimizer, Schedule, _check_lr, get_optimizer
 
 __all__ = ["GradloopRegressor", "GradloopClassifier"]
@@ -101,10 +101,9 @@ class _GradloopEstimator(BaseEstimator):
             known = "'mse', 'mae', 'huber'" if task_kind == "regression" else "'cross-entropy', 'bce'"
             raise ConfigError(f"loss {self.loss!r} is for {loss.task}, not for {type(self).__name__}; "
                               f"use one of {known} (or a gradloop Loss object for that task)")
-        if self.clip_norm is not None and not (
-                isinstance(self.clip_norm, numbers.Real) and not isinstance(self.clip_norm, bool)
-                and math.isfinite(self.clip_norm) and self.clip_norm > 0):
-            raise ConfigError(f"clip_norm must be a positive number or None, got {self.clip_norm!r}")
+        # The same table as fit and the command line, checked before anything is built.
+        check_all(epochs=self.epochs, batch_size=self.batch_size, clip_norm=self.clip_norm, round_to=self.round_to,
+                  validation_split=self.validation_split)
         if self.schedule is not None and not isinstance(self.schedule, Schedule):
             raise ConfigError(f"schedule must be a gradloop.optimizers.Schedule or None, got {self.schedule!r}")
         if not isinstance(self.standardize, (bool, np.bool_)):
