@@ -20,13 +20,6 @@ from gradloop.cli import main
 from gradloop.io import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
 
 
-def run(capsys, *argv):
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 def tree_digest(folder):
     """{relative path: SHA-256 of the file, or 'folder'} for everything under ``folder`` (links as links)."""
     folder = Path(folder)
@@ -207,15 +200,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv, needles", [pytest.param(a, n, id=i) for i, a, n in CASES])
-def test_hostile_input_is_one_line_exit_2_and_changes_no_file(ws, capsys, argv, needles):
+def test_hostile_input_is_one_line_exit_2_and_changes_no_file(ws, cli, argv, needles):
     argv = [a.replace("{ws}", str(ws)) for a in argv]
     if "--resume" in argv:  # a checkpoint of this folder's run (the template's names the template's files)
         shutil.rmtree(ws / "ck")
-        assert main(["train", "ok.csv", "--target", "y", "--epochs", "5", "--quiet", "--log", "run.jsonl",
-                     "--checkpoint", "ck"]) == 0
-        capsys.readouterr()
+        assert cli("train", "ok.csv", "--target", "y", "--epochs", "5", "--quiet", "--log", "run.jsonl",
+                   "--checkpoint", "ck")[0] == 0
     before = tree_digest(ws)
-    status, _, err = run(capsys, *argv)
+    status, _, err = cli(*argv)
     assert status == 2, err
     assert err.startswith("gradloop: error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert "Traceback" not in err

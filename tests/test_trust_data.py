@@ -14,40 +14,32 @@ from gradloop import ConfigError, fit
 from gradloop.bundle import ModelBundle
 from gradloop.callbacks import CSVLogger, JSONLinesLogger, ModelCheckpoint
 from gradloop.checkpoint import CheckpointWriter
-from gradloop.cli import main
 from gradloop.data import load_xy
 from gradloop.models import linear, mlp
 from gradloop.optimizers import SGD
 
 
-def run(capsys, *argv):
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 @pytest.fixture
-def regression(tmp_path, capsys):
+def regression(tmp_path, cli):
     """A linear model trained on y = 2a - b + 1 (exact), and its data."""
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)})
     frame["y"] = 2 * frame.a - frame.b + 1
     frame.to_csv(tmp_path / "train.csv", index=False)
-    status, _, _ = run(capsys, "train", tmp_path / "train.csv", "--target", "y", "--epochs", "400", "--test-size",
+    status, _, _ = cli("train", tmp_path / "train.csv", "--target", "y", "--epochs", "400", "--test-size",
                        "0", "--out", tmp_path / "m.safetensors")
     assert status == 0
     return tmp_path, frame
 
 
-def _predictions(capsys, model, data):
-    status, out, err = run(capsys, "predict", model, data)
+def _predictions(cli, model, data):
+    status, out, err = cli("predict", model, data)
     assert status == 0, err
     return pd.read_csv(pd.io.common.StringIO(out))["y"].to_numpy()
 
 
 @pytest.mark.parametrize("target", ["empty", "missing", "text", "named like the placeholder"])
-def test_predict_ignores_the_target_column_and_matches_features_by_name(regression, capsys, target):
+def test_predict_ignores_the_target_column_and_matches_features_by_name(regression, cli, target):
     tmp_path, frame = regression
     reference = 2 * frame.a.to_numpy() - frame.b.to_numpy() + 1
     new = frame[["b", "a"]].assign(extra="anything")  # other order, an extra column
@@ -58,33 +50,33 @@ def test_predict_ignores_the_target_column_and_matches_features_by_name(regressi
     elif target == "named like the placeholder":
         new["__no_target__"] = "x"
     new.to_csv(tmp_path / "new.csv", index=False)
-    np.testing.assert_allclose(_predictions(capsys, tmp_path / "m.safetensors", tmp_path / "new.csv"), reference,
+    np.testing.assert_allclose(_predictions(cli, tmp_path / "m.safetensors", tmp_path / "new.csv"), reference,
                                rtol=1e-6, atol=1e-6)
 
 
-def test_a_feature_named_like_the_old_placeholder_is_an_ordinary_feature(tmp_path, capsys):
+def test_a_feature_named_like_the_old_placeholder_is_an_ordinary_feature(tmp_path, cli):
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({"__no_target__": rng.normal(size=30), "b": rng.normal(size=30)})
     frame["y"] = 3 * frame["__no_target__"] + frame.b
     frame.to_csv(tmp_path / "d.csv", index=False)
-    assert run(capsys, "train", tmp_path / "d.csv", "--target", "y", "--epochs", "500", "--test-size", "0",
+    assert cli("train", tmp_path / "d.csv", "--target", "y", "--epochs", "500", "--test-size", "0",
                "--out", tmp_path / "m.st")[0] == 0
     frame.drop(columns="y").to_csv(tmp_path / "new.csv", index=False)
-    pred = _predictions(capsys, tmp_path / "m.st", tmp_path / "new.csv")
+    pred = _predictions(cli, tmp_path / "m.st", tmp_path / "new.csv")
     np.testing.assert_allclose(pred, frame.y.to_numpy(), rtol=1e-6, atol=1e-6)
 
 
-def test_predict_on_a_classifier_ignores_unseen_labels(tmp_path, capsys):
+def test_predict_on_a_classifier_ignores_unseen_labels(tmp_path, cli):
     rows = [(i % 5 + (0 if k == "a" else 10), 1.0, k) for i in range(40) for k in ("a", "b")]
     pd.DataFrame(rows, columns=["x", "z", "y"]).to_csv(tmp_path / "d.csv", index=False)
-    assert run(capsys, "train", tmp_path / "d.csv", "--target", "y", "--loss", "bce", "--lr", "0.1",
+    assert cli("train", tmp_path / "d.csv", "--target", "y", "--loss", "bce", "--lr", "0.1",
                "--standardize", "--epochs", "200", "--out", tmp_path / "c.st")[0] == 0
     pd.DataFrame({"x": [0.0, 12.0], "z": [1.0, 1.0], "y": ["zebra", ""]}).to_csv(tmp_path / "new.csv", index=False)
-    status, out, err = run(capsys, "predict", tmp_path / "c.st", tmp_path / "new.csv")
+    status, out, err = cli("predict", tmp_path / "c.st", tmp_path / "new.csv")
     assert status == 0, err
     assert out.split() == ["y", "a", "b"]
     pd.DataFrame({"x": [0.0, 12.0], "z": [1.0, 1.0], "y": ["zebra", "a"]}).to_csv(tmp_path / "e.csv", index=False)
-    status, _, err = run(capsys, "evaluate", tmp_path / "c.st", tmp_path / "e.csv")
+    status, _, err = cli("evaluate", tmp_path / "c.st", tmp_path / "e.csv")
     assert status == 2 and "'zebra'" in err  # evaluate needs known labels, and says which is not
 
 
@@ -107,11 +99,11 @@ def test_missing_spellings_in_features_are_missing_values(tmp_path):
 
 
 @pytest.mark.parametrize("rows", [["1,5", "2,5", "3,5"], ["1,5"]], ids=["constant target", "one row"])
-def test_evaluate_json_is_strict_when_r2_is_undefined(tmp_path, capsys, rows):
+def test_evaluate_json_is_strict_when_r2_is_undefined(tmp_path, cli, rows):
     (tmp_path / "t.csv").write_text("a,y\n" + "\n".join(f"{i},{2 * i + 1}" for i in range(20)) + "\n")
-    assert run(capsys, "train", tmp_path / "t.csv", "--target", "y", "--epochs", "50", "--out", tmp_path / "m.st")[0] == 0
+    assert cli("train", tmp_path / "t.csv", "--target", "y", "--epochs", "50", "--out", tmp_path / "m.st")[0] == 0
     (tmp_path / "e.csv").write_text("a,y\n" + "\n".join(rows) + "\n")
-    status, out, _ = run(capsys, "evaluate", tmp_path / "m.st", tmp_path / "e.csv", "--json")
+    status, out, _ = cli("evaluate", tmp_path / "m.st", tmp_path / "e.csv", "--json")
     assert status == 0
     metrics = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
     assert metrics["r2"] is None and "constant" in metrics["r2_undefined"]

@@ -19,17 +19,9 @@ import pandas as pd
 import pytest
 
 from gradloop.checkpoint import LOCK_NAME, load
-from gradloop.cli import main
 from gradloop.io import read_model_file
 
 COMMAND = [sys.executable, "-m", "gradloop.cli"]
-
-
-def run(capsys, *argv):
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture
@@ -66,15 +58,15 @@ def final_loss(out):
     return float(re.search(r"final training loss (\S+)", out)[1])
 
 
-def test_resume_takes_every_option_from_the_checkpoint(blobs, tmp_path, capsys):
+def test_resume_takes_every_option_from_the_checkpoint(blobs, tmp_path, cli):
     whole, ck = tmp_path / "whole", tmp_path / "ck"
     whole.mkdir()
-    status, out_whole, _ = run(capsys, "train", blobs, *MLP, "--epochs", "12", "--log", whole / "run.jsonl",
+    status, out_whole, _ = cli("train", blobs, *MLP, "--epochs", "12", "--log", whole / "run.jsonl",
                                "--out", whole / "m.st")
     assert status == 0
-    assert run(capsys, "train", blobs, *MLP, "--epochs", "5", "--log", tmp_path / "run.jsonl", "--checkpoint", ck,
+    assert cli("train", blobs, *MLP, "--epochs", "5", "--log", tmp_path / "run.jsonl", "--checkpoint", ck,
                "--out", tmp_path / "m.st")[0] == 0
-    status, out, err = run(capsys, "train", "--resume", ck, "--epochs", "12")  # nothing else: the run's own
+    status, out, err = cli("train", "--resume", ck, "--epochs", "12")  # nothing else: the run's own
     assert status == 0, err
     assert same_model(whole / "m.st", tmp_path / "m.st")
     assert epochs_of(tmp_path / "run.jsonl") == epochs_of(whole / "run.jsonl")
@@ -82,47 +74,47 @@ def test_resume_takes_every_option_from_the_checkpoint(blobs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("spelling", ["relative", "absolute", "symlink"])
-def test_the_same_data_under_another_spelling_is_accepted(blobs, tmp_path, capsys, monkeypatch, spelling):
+def test_the_same_data_under_another_spelling_is_accepted(blobs, tmp_path, cli, monkeypatch, spelling):
     ck = tmp_path / "ck"
-    assert run(capsys, "train", blobs, *MLP, "--epochs", "2", "--checkpoint", ck)[0] == 0
+    assert cli("train", blobs, *MLP, "--epochs", "2", "--checkpoint", ck)[0] == 0
     monkeypatch.chdir(tmp_path)
     os.symlink(blobs, tmp_path / "link.csv")
     data = {"relative": "./blobs.csv", "absolute": str(blobs), "symlink": "link.csv"}[spelling]
-    status, out, err = run(capsys, "train", data, "--resume", "ck", "--epochs", "3")
+    status, out, err = cli("train", data, "--resume", "ck", "--epochs", "3")
     assert status == 0, err
     assert load(ck).epoch == 3
 
 
-def test_other_data_of_the_same_shape_under_the_same_path_is_refused(blobs, tmp_path, capsys):
+def test_other_data_of_the_same_shape_under_the_same_path_is_refused(blobs, tmp_path, cli):
     ck = tmp_path / "ck"
-    assert run(capsys, "train", blobs, *MLP, "--epochs", "2", "--checkpoint", ck)[0] == 0
+    assert cli("train", blobs, *MLP, "--epochs", "2", "--checkpoint", ck)[0] == 0
     frame = pd.read_csv(blobs)
     frame["a"] = frame["a"] + 1e-9  # the same shape, the same path, other numbers
     frame.to_csv(blobs, index=False)
     before = (ck / "checkpoint.safetensors").read_bytes()
-    status, _, err = run(capsys, "train", "--resume", ck, "--epochs", "4")
+    status, _, err = cli("train", "--resume", ck, "--epochs", "4")
     assert status == 2 and "not the data the checkpoint was trained on" in err and err.count("\n") == 1
     assert (ck / "checkpoint.safetensors").read_bytes() == before
 
 
-def test_final_training_loss_is_the_kept_weights_loss_with_or_without_log_resumed_or_not(blobs, tmp_path, capsys):
+def test_final_training_loss_is_the_kept_weights_loss_with_or_without_log_resumed_or_not(blobs, tmp_path, cli):
     common = ["train", blobs, *MLP, "--epochs", "6"]
-    plain = final_loss(run(capsys, *common)[1])
-    logged = final_loss(run(capsys, *common, "--log", tmp_path / "a.jsonl")[1])
-    assert run(capsys, "train", blobs, *MLP, "--epochs", "3", "--checkpoint", tmp_path / "ck")[0] == 0
-    resumed = final_loss(run(capsys, "train", "--resume", tmp_path / "ck", "--epochs", "6")[1])
+    plain = final_loss(cli(*common)[1])
+    logged = final_loss(cli(*common, "--log", tmp_path / "a.jsonl")[1])
+    assert cli("train", blobs, *MLP, "--epochs", "3", "--checkpoint", tmp_path / "ck")[0] == 0
+    resumed = final_loss(cli("train", "--resume", tmp_path / "ck", "--epochs", "6")[1])
     assert plain == logged == resumed
 
 
-def test_an_early_stopped_runs_final_loss_is_its_best_epochs_on_the_training_rows(tmp_path, capsys):
+def test_an_early_stopped_runs_final_loss_is_its_best_epochs_on_the_training_rows(tmp_path, cli):
     rng = np.random.default_rng(1)
     frame = pd.DataFrame(rng.standard_normal((80, 3)), columns=list("abc")).assign(y=rng.standard_normal(80))
     frame.to_csv(tmp_path / "noise.csv", index=False)
-    status, out, _ = run(capsys, "train", tmp_path / "noise.csv", "--target", "y", "--model", "mlp", "--hidden", "64",
+    status, out, _ = cli("train", tmp_path / "noise.csv", "--target", "y", "--model", "mlp", "--hidden", "64",
                          "--optimizer", "adam", "--lr", "0.05", "--batch-size", "4", "--epochs", "60",
                          "--early-stopping", "3", "--test-size", "0", "--out", tmp_path / "m.st")
     assert status == 0 and "keeps epoch" in out
-    _, evaluated, _ = run(capsys, "evaluate", tmp_path / "m.st", tmp_path / "noise.csv", "--json")
+    _, evaluated, _ = cli("evaluate", tmp_path / "m.st", tmp_path / "noise.csv", "--json")
     assert final_loss(out) == pytest.approx(json.loads(evaluated)["mse"], rel=1e-5)  # printed to 6 digits
 
 
@@ -145,11 +137,11 @@ def _wait_for_epoch(ck, epoch, process, timeout=60.0):
     return False
 
 
-def test_kill_and_resume_leaves_the_log_of_an_unbroken_run(blobs, tmp_path, capsys):
+def test_kill_and_resume_leaves_the_log_of_an_unbroken_run(blobs, tmp_path, cli):
     epochs = "60"
     whole = tmp_path / "whole"
     whole.mkdir()
-    assert run(capsys, "train", blobs, *MLP, "--epochs", epochs, "--log", whole / "run.jsonl",
+    assert cli("train", blobs, *MLP, "--epochs", epochs, "--log", whole / "run.jsonl",
                "--out", whole / "m.st")[0] == 0
     log, model, ck = tmp_path / "run.jsonl", tmp_path / "m.st", tmp_path / "ck"
     rng = np.random.default_rng(7)
@@ -204,18 +196,18 @@ def test_a_resumed_logger_cuts_the_epochs_after_the_checkpoint_and_appends(tmp_p
 
 
 # ---------------------------------------------------------------- one run per checkpoint folder
-def test_a_second_run_on_a_locked_folder_is_refused_and_disturbs_nothing(blobs, tmp_path, capsys):
+def test_a_second_run_on_a_locked_folder_is_refused_and_disturbs_nothing(blobs, tmp_path, cli):
     ck = tmp_path / "ck"
     first = _start(["train", blobs, *MLP, "--epochs", "400", "--checkpoint", ck], tmp_path)
     try:
         assert _wait_for_epoch(ck, 1, first), first.stderr.read()
         stale = ck / ".checkpoint.safetensors.live.tmp"  # stands for the first run's write in progress
         stale.write_bytes(b"being written")
-        status, _, err = run(capsys, "train", blobs, *MLP, "--epochs", "3", "--checkpoint", ck)
+        status, _, err = cli("train", blobs, *MLP, "--epochs", "3", "--checkpoint", ck)
         assert status == 2 and err.count("\n") == 1
         assert f"in use by another gradloop run (process {first.pid})" in err
         assert stale.read_bytes() == b"being written"  # never cleaned from under a live run
-        status, _, err = run(capsys, "train", "--resume", ck, "--epochs", "500")
+        status, _, err = cli("train", "--resume", ck, "--epochs", "500")
         assert status == 2 and "in use by another gradloop run" in err
         assert first.poll() is None  # undisturbed
     finally:
@@ -224,7 +216,7 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_disturbs_nothing(blobs, 
     assert load(ck).epoch >= 1 and not (ck / LOCK_NAME).exists()
 
 
-def test_the_lock_of_a_dead_run_is_taken_over(blobs, tmp_path, capsys):
+def test_the_lock_of_a_dead_run_is_taken_over(blobs, tmp_path, cli):
     ck = tmp_path / "ck"
     first = _start(["train", blobs, *MLP, "--epochs", "400", "--checkpoint", ck], tmp_path)
     assert _wait_for_epoch(ck, 1, first), first.stderr.read()
@@ -232,6 +224,6 @@ def test_the_lock_of_a_dead_run_is_taken_over(blobs, tmp_path, capsys):
     first.wait(timeout=30)
     assert (ck / LOCK_NAME).exists()  # left behind by the killed process
     reached = load(ck).epoch
-    status, _, err = run(capsys, "train", "--resume", ck, "--epochs", str(reached + 2))
+    status, _, err = cli("train", "--resume", ck, "--epochs", str(reached + 2))
     assert status == 0, err
     assert load(ck).epoch == reached + 2 and not (ck / LOCK_NAME).exists()
