@@ -148,7 +148,8 @@ def test_mlp_too_large_for_memory_is_refused_before_allocating():
     (lambda p: [JSONLinesLogger(p / "sub")], "JSONLinesLogger path .*is a folder"),
     (lambda p: [CSVLogger("/dev/null")], "CSVLogger path /dev/null: is not a regular file"),
     (lambda p: [ModelCheckpoint(p / "m.st", monitor="loss"), JSONLinesLogger(p / "m.st")], "is also ModelCheckpoint"),
-    (lambda p: [CheckpointWriter(p / "ck"), JSONLinesLogger(p / "ck" / "run.jsonl")], "lies inside the CheckpointWriter"),
+    (lambda p: [CheckpointWriter(p / "ck"), JSONLinesLogger(p / "ck" / "run.jsonl")],
+     "lies inside the CheckpointWriter"),
     (lambda p: [CheckpointWriter(p / "file.txt")], "CheckpointWriter directory .*is a file, expected a folder"),
 ])
 def test_callbacks_aimed_at_colliding_or_wrong_files_are_refused_when_fit_starts(tmp_path, make, message):

@@ -189,7 +189,8 @@ def test_a_resumed_logger_cuts_the_epochs_after_the_checkpoint_and_appends(tmp_p
 
     def rows(p):
         if logger == "jsonl":
-            return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in p.read_text().splitlines()]
+            lines = [json.loads(line) for line in p.read_text().splitlines()]
+            return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
         return [line.split(",")[:-1] for line in p.read_text().splitlines()]  # seconds is the last column
 
     assert rows(path) == rows(tmp_path / f"whole.{logger}")

@@ -182,7 +182,7 @@ def _load_for(model_path, data_path, *, need_target):
     (predict) the target column, whatever it holds, is never read.
     """
     from .bundle import ModelBundle
-    from .data import encode_labels, read_table, select_features, select_xy
+    from .data import _listing, encode_labels, read_table, select_features, select_xy
 
     bundle = ModelBundle.load(model_path)
     frame = read_table(data_path)
@@ -191,7 +191,7 @@ def _load_for(model_path, data_path, *, need_target):
     columns = [str(c) for c in frame.columns]
     if bundle.target not in columns:
         raise DataError(f"{data_path}: no target column {bundle.target!r}, which evaluate compares the "
-                        f"predictions with; columns are {', '.join(map(repr, columns[:20]))} "
+                        f"predictions with; columns are {_listing(columns)} "
                         "(to predict without a target: gradloop predict)")
     data = select_xy(frame, bundle.target, bundle.feature_names, labels=bundle.classes is not None,
                      source=str(data_path))
@@ -206,11 +206,11 @@ def _load_for(model_path, data_path, *, need_target):
 
 
 def _read_places(args):
+    """What predict reads: the model file and the data file."""
     return [Place("MODEL file", args.model), Place("DATA file", args.data)]
 
 
 def cmd_evaluate(args):
-    check_places(_read_places(args))
     bundle, X, y = _load_for(args.model, args.data, need_target=True)
     X_scaled = bundle.scaler.transform(X) if bundle.scaler is not None else X
     metrics = metrics_of(bundle, X_scaled.astype(bundle.model.dtype), y)
@@ -235,7 +235,8 @@ def _strict_metrics(metrics):
     r2 = out.get("r2")
     if r2 is not None and not math.isfinite(r2):
         out["r2"] = None
-        out["r2_undefined"] = "the target is constant on these rows (or there is one row): R^2 divides by its variance"
+        out["r2_undefined"] = ("the target is constant on these rows (or there is one row): "
+                               "R^2 divides by its variance")
     return out
 
 
@@ -267,8 +268,8 @@ def cmd_report(args):
     out = args.out
     if out is None and args.png is None:
         out = os.path.splitext(args.log)[0] + ".html"
-    check_places([Place("log", args.log)], [Place("-o", out),
-                                              Place("--png", args.png, folder=True, writes=PLOT_FILES, parents=True)])
+    plots = Place("--png", args.png, folder=True, writes=PLOT_FILES, parents=True)
+    check_places([Place("log", args.log)], [Place("-o", out), plots])
     records, final = read_log(args.log)
     if note := left_out(final):
         print(f"gradloop: {note}")

@@ -33,7 +33,6 @@ def cmd_train(args, *, trace_first=None, progress=True):
     resume = resolve(args)
     if not args.quiet:
         return _train(args, resume, trace_first, progress)
-    import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -48,7 +47,8 @@ def train_places(args):
     # Continuing a run in the folder it was checkpointed in is the point of --resume: that folder
     # is written again, by design; any other output on the checkpoint it reads is refused.
     if args.resume is not None and not (args.checkpoint and _same_path(args.resume, args.checkpoint)):
-        inputs.append(Place("--resume checkpoint", args.resume, writes=() if os.path.isfile(args.resume) else (FILE_NAME,)))
+        reads = () if os.path.isfile(args.resume) else (FILE_NAME,)
+        inputs.append(Place("--resume checkpoint", args.resume, writes=reads))
     outputs = [Place("--out", args.out), Place("--log", args.log),
                Place("--checkpoint", args.checkpoint, folder=True, writes=(FILE_NAME, LOCK_NAME))]
     return inputs, outputs

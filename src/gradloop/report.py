@@ -129,9 +129,14 @@ def _finite_float(text):
 
 
 def _finite_int(text):
-    if len(text) > 309:  # beyond float's range (and far below Python's digit limit)
-        raise ValueError(f"the number {text[:40]}... does not fit in a float")
-    return int(text)
+    try:
+        if len(text) > 400:  # far beyond float's range, and below Python's limit on digits
+            raise OverflowError
+        value = int(text)
+        float(value)
+    except OverflowError:
+        raise ValueError(f"the number {text[:40]}... does not fit in a float") from None
+    return value
 
 
 def _is_number(value):
@@ -174,7 +179,7 @@ def _check_final(obj, where):
 def _read_csv_log(p, name):
     import pandas as pd
 
-    from .data import _read_csv
+    from .data import _missing, _read_csv
 
     frame = _read_csv(p, name)  # the data reader's checks: text, header, field counts
     frame = frame.dropna(how="all")
@@ -186,6 +191,8 @@ def _read_csv_log(p, name):
     if frame.empty:
         raise DataError(f"{name}: holds no epoch records (the header has no rows under it)")
     for column in ("epoch",) + tuple(c for c in _NUMERIC if c in columns):
+        # "nan", "NA" (as Keras and pandas write a missing number) and empty cells are missing.
+        frame[column] = frame[column].mask(frame[column].map(_missing))
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() & frame[column].notna()
         if column == "epoch":
