@@ -228,3 +228,16 @@ def test_the_lock_of_a_dead_run_is_taken_over(blobs, tmp_path, cli):
     status, _, err = cli("train", "--resume", ck, "--epochs", str(reached + 2))
     assert status == 0, err
     assert load(ck).epoch == reached + 2 and not (ck / LOCK_NAME).exists()
+
+
+def test_a_checkpoint_written_from_python_needs_data_and_target_on_the_command_line(blobs, tmp_path, cli):
+    from gradloop import fit
+    from gradloop.checkpoint import CheckpointWriter
+    from gradloop.models import linear
+    from gradloop.optimizers import SGD
+
+    X = pd.read_csv(blobs)[list("abcd")].to_numpy()
+    fit(linear(4), X, X.sum(axis=1), loss="mse", optimizer=SGD(0.01), epochs=2,
+        callbacks=[CheckpointWriter(tmp_path / "ck")])
+    status, _, err = cli("train", "--resume", tmp_path / "ck", "--epochs", "3")
+    assert status == 2 and "give DATA and --target" in err and err.count("\n") == 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DataError, GradloopError, ModelFileError
-from .io import CHECKSUM_KEY, content_checksum
+from .io import CHECKSUM_KEY, checksum_matches, content_checksum
 from .models import Sequential
 
 def _check_outputs(model, loss, classes):
@@ -123,15 +123,9 @@ class ModelBundle:
         from .io import read_model_file
 
         tensors, meta = read_model_file(path)
-        # No checksum is treated as a wrong one: without it a changed weight or scaling
-        # statistic would load without complaint and predict wrong numbers.
-        stored = meta.get(CHECKSUM_KEY)
-        try:
-            actual = content_checksum(tensors, meta)
-        except (TypeError, ValueError):
-            actual = None
-        if stored is None or actual != stored:
-            why = "has no SHA-256 checksum" if stored is None else "its SHA-256 checksum does not match its contents"
+        if not checksum_matches(tensors, meta):
+            why = ("has no SHA-256 checksum" if meta.get(CHECKSUM_KEY) is None
+                   else "its SHA-256 checksum does not match its contents")
             raise ModelFileError(f"{path}: the model file is corrupted ({why}); write it again or retrain "
                                  "and save the model")
         try:

@@ -143,7 +143,8 @@ class _LineLogger(Callback):
             atomic_write_bytes(self.path, "".join(kept).encode("utf-8"), "log")
 
     def _epoch_of(self, line, number):
-        """The epoch a line records, None for a line that is not an epoch (header, final line)."""
+        """The epoch a line records; None for a line kept whatever the epoch (the CSV header), inf for
+        one always cut (the final line, written again when the resumed run ends)."""
         raise NotImplementedError
 
     def _keep(self, line, number, epoch):

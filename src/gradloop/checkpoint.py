@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import CheckpointError
 from .loop import Callback
 from .paths import Place
@@ -159,7 +161,7 @@ def save(directory, state: TrainingState):
 def load(directory) -> TrainingState:
     """Read the checkpoint in ``directory``; a missing, foreign or damaged one raises CheckpointError."""
     from .errors import ModelFileError
-    from .io import CHECKSUM_KEY, read_model_file
+    from .io import checksum_matches, read_model_file
 
     path = directory if os.path.isfile(directory) else os.path.join(directory, FILE_NAME)
     if not os.path.exists(path):
@@ -172,8 +174,7 @@ def load(directory) -> TrainingState:
     if meta.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a gradloop checkpoint (it may be a model file: "
                               f"those are loaded with evaluate/predict)")
-    # As for model files, no checksum counts as a wrong one.
-    if meta.get(CHECKSUM_KEY) is None or meta[CHECKSUM_KEY] != _checksum_or_none(tensors, meta):
+    if not checksum_matches(tensors, meta):
         raise CheckpointError(f"{path}: the checkpoint is corrupted (its SHA-256 checksum is missing or does not "
                               "match its contents); resume from another checkpoint or train again")
     try:
@@ -198,15 +199,6 @@ def load(directory) -> TrainingState:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete or malformed ({exc})") from exc
 
 
-def _checksum_or_none(tensors, meta):
-    from .io import content_checksum
-
-    try:
-        return content_checksum(tensors, meta)
-    except (TypeError, ValueError):
-        return None
-
-
 def _validated(state, path):
     """``state`` once everything in it agrees with everything else; CheckpointError naming what does not.
 
@@ -214,8 +206,6 @@ def _validated(state, path):
     (nothing allocated beyond them), the optimizer's state arrays against the parameters, the
     generator states against numpy's PCG64, the History's lists against the epoch.
     """
-    import numpy as np
-
     from .models import parameter_shapes
 
     def bad(why):

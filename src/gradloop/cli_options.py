@@ -62,6 +62,9 @@ def resolve(args):
     for key, default in DEFAULTS.items():
         value = given.get(key, saved.get(key))
         setattr(args, key, default if value is None else value)
+    if args.data is None or args.target is None:  # a checkpoint written from Python, without a config
+        raise ConfigError(f"--resume {args.resume}: the checkpoint does not say which data and target it was "
+                          "trained on; give DATA and --target")
     return state
 
 

@@ -74,6 +74,16 @@ def content_checksum(tensors, metadata):
     return digest.hexdigest()
 
 
+def checksum_matches(tensors, metadata) -> bool:
+    """Whether ``metadata`` holds the checksum of these tensors and metadata. No checksum counts as a wrong one:
+    without it, a changed weight or a forged shape would be read without complaint."""
+    stored = metadata.get(CHECKSUM_KEY)
+    try:
+        return stored is not None and stored == content_checksum(tensors, metadata)
+    except (TypeError, ValueError):  # metadata that is not JSON-serializable cannot match
+        return False
+
+
 # --------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------
