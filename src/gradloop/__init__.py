@@ -15,10 +15,10 @@ by the modules that read files, save models or draw progress.
 """
 
 from .chapter import LinearRun, evaluate, fit_linear, gradients, least_squares, lipschitz, loss, model, train
+from .callbacks import Callback
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
-from .loop import Callback, EpochRecord, History, fit
-
-__version__ = "0.1.0"
+from .loop import EpochRecord, History, fit
+from .version import __version__
 
 __all__ = [
     "model", "loss", "train", "gradients", "fit_linear", "evaluate", "least_squares", "lipschitz",

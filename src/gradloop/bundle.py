@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .data import Standardizer
 from .errors import DataError, GradloopError, ModelFileError
-from .io import CHECKSUM_KEY, checksum_matches, content_checksum
+from .io import CHECKSUM_KEY, checksum_matches, content_checksum, read_model_file, write_model_file
 from .models import Sequential
+from .version import __version__
 
 def _check_outputs(model, loss, classes):
     """The loss, the task, the class list and the number of outputs must tell one story."""
@@ -96,9 +98,6 @@ class ModelBundle:
     # ------------------------------------------------------------ file
     def save(self, path):
         """Write the bundle to ``path`` (safetensors + JSON metadata), atomically."""
-        from . import __version__
-        from .io import write_model_file
-
         metadata = {
             "gradloop_version": __version__,
             "architecture": self.model.config(),
@@ -119,9 +118,6 @@ class ModelBundle:
     @classmethod
     def load(cls, path):
         """Read a bundle written by :meth:`save`; a file that is not one raises ModelFileError."""
-        from .data import Standardizer
-        from .io import read_model_file
-
         tensors, meta = read_model_file(path)
         if not checksum_matches(tensors, meta):
             why = ("has no SHA-256 checksum" if meta.get(CHECKSUM_KEY) is None

@@ -1,6 +1,6 @@
 """Consumers of epoch records: the report printer, progress, loggers, early stopping, checkpoints.
 
-Each is a :class:`gradloop.loop.Callback`; pass them to ``fit(..., callbacks=[...])``:
+Each is a :class:`Callback` (the base class lives here, as in Keras); pass them to ``fit(..., callbacks=[...])``:
 ``TracePrinter`` (the chapter's report), ``ProgressPrinter``, ``JSONLinesLogger``,
 ``CSVLogger``, ``EarlyStopping``, ``ReduceLROnPlateau``, ``TerminateOnNaN``,
 ``ModelCheckpoint``; ``gradloop.checkpoint.CheckpointWriter`` saves runs for exact resume.
@@ -17,14 +17,54 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 from .constraints import check
 from .errors import ConfigError
 from .io import json_line
-from .loop import Callback
 from .paths import Place
+
+
+class Callback:
+    """Consumer of the loop's records. Override the hooks you need.
+
+    Hooks: ``on_train_begin(trainer)``, ``on_epoch_end(record, trainer)``,
+    ``on_batch_end(batch, trainer)`` (only for callbacks with
+    ``wants_batches = True``; ``batch`` is a :class:`BatchRecord`), and
+    ``on_train_end(history, trainer)``, which runs however training ended.
+    ``wants_records = False`` marks a callback that reads only
+    ``trainer.history`` (its ``record`` may then be None, and a run without
+    record consumers builds none). ``trainer.stop_training = True`` ends
+    training after the current epoch.
+    """
+
+    wants_records = True
+    wants_batches = False
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_batch_end(self, batch, trainer):
+        pass
+
+    def on_epoch_end(self, record, trainer):
+        pass
+
+    def on_train_end(self, history, trainer):
+        pass
+
+
+@dataclass
+class BatchRecord:
+    """One mini-batch step: its epoch, its number in the epoch (1-based), its loss and size."""
+
+    epoch: int
+    batch: int
+    loss: float
+    size: int
+
 
 # Parameters with more entries than this are summarised (norm and a few values).
 PRINT_LIMIT = 12

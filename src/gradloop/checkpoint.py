@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import CheckpointError
-from .loop import Callback
+from .callbacks import Callback
 from .paths import Place
 
 FILE_NAME = "checkpoint.safetensors"

@@ -21,6 +21,7 @@ from .constraints import option_type
 from .errors import ConfigError, DataError, DivergenceError, GradloopError
 from .io import json_line
 from .paths import Place, check_places
+from .version import __version__
 
 EXIT_ERROR, EXIT_DIVERGED = 2, 3
 
@@ -46,7 +47,7 @@ def build_parser():
     from .optimizers import OPTIMIZERS, SCHEDULES
 
     parser = _Parser(prog="gradloop", description="A glass-box training loop: every number, every epoch.")
-    parser.add_argument("--version", action="version", version=f"gradloop {_version()}")
+    parser.add_argument("--version", action="version", version=f"gradloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model on a data file")
@@ -120,12 +121,6 @@ def build_parser():
 
     sub.add_parser("demo", help="train on the bundled diabetes data and show every number")
     return parser
-
-
-def _version():
-    from . import __version__
-
-    return __version__
 
 
 def main(argv=None):

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import rowloop
+from .rowloop import BLOCK_ROWS, row_sums
 from .layers import Dense
 from .losses import MSE
 
@@ -129,7 +129,7 @@ class StreamKernel(_LinearKernel):
 
     name = "stream"
 
-    def __init__(self, model, X, Y, threads=None, block_rows=rowloop.BLOCK_ROWS):
+    def __init__(self, model, X, Y, threads=None, block_rows=BLOCK_ROWS):
         super().__init__(model, X, Y)
         self.block_rows = int(block_rows)
         self.ranges = row_ranges(X, threads)
@@ -143,7 +143,7 @@ class StreamKernel(_LinearKernel):
 
         def partial(bounds):
             gWT, gb = np.zeros(WT.shape), np.zeros(self.k)
-            sse = rowloop.row_sums(self.X, WT, b, self.Y, bounds[0], bounds[1], self.block_rows, gWT, gb)
+            sse = row_sums(self.X, WT, b, self.Y, bounds[0], bounds[1], self.block_rows, gWT, gb)
             return sse, gWT, gb
 
         parts = [partial(self.ranges[0])] if self._pool is None else list(self._pool.map(partial, self.ranges))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .callbacks import BatchRecord, Callback, TracePrinter  # noqa: F401  (BatchRecord, Callback: also importable here)
 from .constraints import check, check_all
 from .errors import ConfigError, DivergenceError
 from .optimizers import Optimizer, clip_grad_norm
@@ -130,45 +131,6 @@ class History:
         return f"History(epochs={self.epochs_run}, final_loss={self.final_loss})"
 
 
-class Callback:
-    """Consumer of the loop's records. Override the hooks you need.
-
-    Hooks: ``on_train_begin(trainer)``, ``on_epoch_end(record, trainer)``,
-    ``on_batch_end(batch, trainer)`` (only for callbacks with
-    ``wants_batches = True``; ``batch`` is a :class:`BatchRecord`), and
-    ``on_train_end(history, trainer)``, which runs however training ended.
-    ``wants_records = False`` marks a callback that reads only
-    ``trainer.history`` (its ``record`` may then be None, and a run without
-    record consumers builds none). ``trainer.stop_training = True`` ends
-    training after the current epoch.
-    """
-
-    wants_records = True
-    wants_batches = False
-
-    def on_train_begin(self, trainer):
-        pass
-
-    def on_batch_end(self, batch, trainer):
-        pass
-
-    def on_epoch_end(self, record, trainer):
-        pass
-
-    def on_train_end(self, history, trainer):
-        pass
-
-
-@dataclass
-class BatchRecord:
-    """One mini-batch step: its epoch, its number in the epoch (1-based), its loss and size."""
-
-    epoch: int
-    batch: int
-    loss: float
-    size: int
-
-
 @dataclass
 class Trainer:
     """What callbacks can see and change while training runs.
@@ -253,8 +215,6 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     epochs = int(epochs)
     callbacks = list(callbacks)
     if verbose:
-        from .callbacks import TracePrinter
-
         callbacks.insert(0, TracePrinter(every=every))
     if keep_records:
         callbacks.append(_KeepRecords())

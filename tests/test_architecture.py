@@ -1,0 +1,72 @@
+"""The package's shape: imports run one way (no cycle, counting imports inside functions)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import gradloop
+
+SRC = Path(gradloop.__file__).parent
+
+
+def _module_name(path):
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph():
+    """{module: the package's modules it imports}, from every import statement, at any depth."""
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                # "from . import x" imports the submodule x; "from .m import x" imports m (or m.x).
+                found = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in modules]
+                targets.update(found or [module])
+            elif isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph):
+    """One import cycle as a list of modules (the first repeated at the end), or None."""
+    state, path = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_in_the_package():
+    assert find_cycle(import_graph()) is None, " -> ".join(find_cycle(import_graph()))
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_callbacks_do_not_import_the_loop_and_no_module_imports_the_package():
+    graph = import_graph()
+    assert "gradloop.loop" not in graph["gradloop.callbacks"]
+    assert [m for m, targets in graph.items() if "gradloop" in targets] == []
