@@ -81,6 +81,24 @@ class _ContinuedSchedule(Schedule):
         return self.schedule.lr(base_lr, epoch + self.offset)
 
 
+def _constructor(default_loss):
+    """The estimators' one ``__init__``, with the loss their task defaults to.
+
+    scikit-learn reads the parameters and their defaults from the signature, and
+    its rules want each argument stored unchanged under its own name, nothing more.
+    """
+    def __init__(self, *, model="linear", hidden_layer_sizes=(64,), activation="relu", dropout=0.0,
+                 loss=default_loss, optimizer=None, lr=None, epochs=200, batch_size=None, weight_decay=0.0,
+                 clip_norm=None, schedule=None, round_to=None, gradient="auto", standardize=True,
+                 dtype="float64", random_state=None, shuffle=True, validation_split=None, callbacks=None,
+                 keep_records=False, verbose=False):
+        for name, value in locals().items():
+            if name != "self":
+                setattr(self, name, value)
+
+    return __init__
+
+
 class _GradloopEstimator(BaseEstimator):
     """What the regressor and the classifier share: checks, model building, training."""
 
@@ -287,33 +305,7 @@ class GradloopRegressor(RegressorMixin, _GradloopEstimator):
         >>> reg.fit(X, y).predict(X[:3])
     """
 
-    def __init__(self, *, model="linear", hidden_layer_sizes=(64,), activation="relu", dropout=0.0,
-                 loss="mse", optimizer=None, lr=None, epochs=200, batch_size=None, weight_decay=0.0,
-                 clip_norm=None, schedule=None, round_to=None, gradient="auto", standardize=True,
-                 dtype="float64", random_state=None, shuffle=True, validation_split=None, callbacks=None,
-                 keep_records=False, verbose=False):
-        self.model = model
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.dropout = dropout
-        self.loss = loss
-        self.optimizer = optimizer
-        self.lr = lr
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.weight_decay = weight_decay
-        self.clip_norm = clip_norm
-        self.schedule = schedule
-        self.round_to = round_to
-        self.gradient = gradient
-        self.standardize = standardize
-        self.dtype = dtype
-        self.random_state = random_state
-        self.shuffle = shuffle
-        self.validation_split = validation_split
-        self.callbacks = callbacks
-        self.keep_records = keep_records
-        self.verbose = verbose
+    __init__ = _constructor(default_loss="mse")
 
     def _validate(self, X, y, reset):
         X, y = validate_data(self, X, y, dtype=self._dtype(), multi_output=True, y_numeric=True, reset=reset)
@@ -377,33 +369,7 @@ class GradloopClassifier(ClassifierMixin, _GradloopEstimator):
         array([1., 1.])
     """
 
-    def __init__(self, *, model="linear", hidden_layer_sizes=(64,), activation="relu", dropout=0.0,
-                 loss="cross-entropy", optimizer=None, lr=None, epochs=200, batch_size=None, weight_decay=0.0,
-                 clip_norm=None, schedule=None, round_to=None, gradient="auto", standardize=True,
-                 dtype="float64", random_state=None, shuffle=True, validation_split=None, callbacks=None,
-                 keep_records=False, verbose=False):
-        self.model = model
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.dropout = dropout
-        self.loss = loss
-        self.optimizer = optimizer
-        self.lr = lr
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.weight_decay = weight_decay
-        self.clip_norm = clip_norm
-        self.schedule = schedule
-        self.round_to = round_to
-        self.gradient = gradient
-        self.standardize = standardize
-        self.dtype = dtype
-        self.random_state = random_state
-        self.shuffle = shuffle
-        self.validation_split = validation_split
-        self.callbacks = callbacks
-        self.keep_records = keep_records
-        self.verbose = verbose
+    __init__ = _constructor(default_loss="cross-entropy")
 
     def _validate(self, X, y, reset):
         X, y = validate_data(self, X, y, dtype=self._dtype(), reset=reset)
