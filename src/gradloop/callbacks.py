@@ -24,6 +24,7 @@ import numpy as np
 from .constraints import check
 from .errors import ConfigError
 from .io import json_line
+from .models import CHAPTER_NAMES
 from .paths import Place
 
 
@@ -79,13 +80,9 @@ def _fmt(array, precision=6):
                            max_line_width=120)
 
 
-# A one-layer model is the chapter's linear model: call its parameters what the chapter does.
-_CHAPTER_NAMES = {"0.W": "weights", "0.b": "bias"}
-
-
 def _fmt_params(names, arrays, precision=6):
-    if set(names) <= set(_CHAPTER_NAMES):
-        names = [_CHAPTER_NAMES[n] for n in names]
+    if set(names) <= set(CHAPTER_NAMES):
+        names = [CHAPTER_NAMES[n] for n in names]
     lines = []
     for name, a in zip(names, arrays):
         if a.size <= PRINT_LIMIT:

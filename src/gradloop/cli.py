@@ -20,6 +20,7 @@ from .cli_train import cmd_train, metrics_of
 from .constraints import option_type
 from .errors import ConfigError, DataError, DivergenceError, GradloopError
 from .io import json_line
+from .kernels import GRADIENT_MODES
 from .paths import Place, check_places
 from .version import __version__
 
@@ -96,7 +97,7 @@ def build_parser():
     train.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     train.add_argument("--clip-norm", type=option_type("clip_norm"), help="clip the global gradient norm")
     train.add_argument("--dtype", choices=("float64", "float32"))
-    train.add_argument("--gradient", choices=("auto", "gram", "stream", "fused", "layers"),
+    train.add_argument("--gradient", choices=GRADIENT_MODES,
                        help="full-batch gradient executor for the linear model with MSE: gram (X^T X once, "
                             "then O(d^2) per epoch), stream (one compiled pass over X per epoch), fused or "
                             "layers (the layers' arithmetic, with or without the layer calls), "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradloop.errors import ConfigError, DataError
+from .errors import ConfigError, DataError, one_line
 
 __all__ = ["DEFAULT_TEST_SIZE", "SKLEARN_DATASETS", "SUPPORTED", "Dataset", "Standardizer", "encode_labels",
            "fingerprint", "load_xy", "read_table", "select_features", "select_xy", "train_test_split"]
@@ -31,12 +31,6 @@ SUPPORTED = (".csv", ".parquet", ".pq", ".npy", ".npz")
 # "sklearn:NAME" reads sklearn.datasets.load_NAME(as_frame=True).frame.
 SKLEARN_PREFIX = "sklearn:"
 SKLEARN_DATASETS = ("diabetes", "digits", "iris", "wine", "breast_cancer")
-
-
-def _one_line(text, limit=200) -> str:
-    """A library's message (often multi-line) as one short line."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value, limit=40) -> str:
@@ -86,7 +80,7 @@ def read_table(path):
     except DataError:
         raise
     except Exception as exc:  # the boundary: no library exception may escape, whatever the bytes
-        raise DataError(f"{name}: cannot read this {ext} file ({_one_line(exc)}); "
+        raise DataError(f"{name}: cannot read this {ext} file ({one_line(exc)}); "
                         "is it corrupted or of another format?") from exc
     if frame.shape[1] == 0:
         raise DataError(f"{name}: holds no columns; add data to it")
@@ -108,7 +102,7 @@ def _read_sklearn(dataset: str, name: str):
     try:
         frame = getattr(sklearn.datasets, f"load_{dataset}")(as_frame=True).frame
     except Exception as exc:  # e.g. a broken installation: still one line, never a traceback
-        raise DataError(f"{name}: scikit-learn could not load it ({_one_line(exc)})") from exc
+        raise DataError(f"{name}: scikit-learn could not load it ({one_line(exc)})") from exc
     # Copy with plain string column names and a 0..n-1 index, like the files.
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c) for c in frame.columns]
@@ -152,7 +146,7 @@ def _read_csv(p: Path, name: str):
     except pd.errors.ParserError as exc:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if m is None:
-            raise DataError(f"{name}: cannot parse as CSV ({_one_line(str(exc).split('C error:')[-1])})") from exc
+            raise DataError(f"{name}: cannot parse as CSV ({one_line(str(exc).split('C error:')[-1])})") from exc
         header = len(pd.read_csv(p, nrows=0, encoding="utf-8").columns)
         raise DataError(f"{name}: line {m[2]} has {m[3]} fields, the header has {header}; "
                         "quote fields that contain commas") from exc
@@ -315,7 +309,7 @@ def select_xy(frame, target, features=None, *, labels=False, source="<data>") ->
     except DataError:
         raise
     except Exception as exc:  # cell objects that pandas or numpy cannot convert
-        raise DataError(f"{source}: cannot use the values of this table ({_one_line(exc)})") from exc
+        raise DataError(f"{source}: cannot use the values of this table ({one_line(exc)})") from exc
 
 
 def _select_xy(frame, target, features, labels, source):
@@ -583,7 +577,7 @@ class Standardizer:
             mean, scale = np.asarray(d["mean"], dtype=np.float64), np.asarray(d["scale"], dtype=np.float64)
         except (TypeError, KeyError, ValueError, IndexError) as exc:
             raise DataError(f"scaling statistics must be {{'mean': [...], 'scale': [...]}} of numbers "
-                            f"({_one_line(exc)})") from exc
+                            f"({one_line(exc)})") from exc
         if mean.ndim != 1 or mean.shape != scale.shape or len(mean) == 0:
             raise DataError(f"scaling statistics: mean {mean.shape} and scale {scale.shape} "
                             "must be non-empty lists of equal length")

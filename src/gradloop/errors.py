@@ -8,6 +8,12 @@ know gradloop. Messages say what was wrong, where, and what to do.
 from __future__ import annotations
 
 
+def one_line(text, limit=200) -> str:
+    """A message from elsewhere (a library's, often multi-line; or an exception) as one short line."""
+    line = " ".join(str(text).split()) or (type(text).__name__ if isinstance(text, BaseException) else "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class GradloopError(ValueError):
     """Root of every error gradloop raises for bad input or a failed run."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradloop.errors import ConfigError, ModelFileError
+from .errors import ConfigError, ModelFileError, one_line
 
 __all__ = [
     "FORMAT_NAME",
@@ -190,7 +190,7 @@ def _serialize(dest: Path, tensors, metadata) -> bytes:
         text = json.dumps(stored, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigError(
-            f"cannot write model file {dest}: metadata is not JSON-serializable ({_one_line(exc)})"
+            f"cannot write model file {dest}: metadata is not JSON-serializable ({one_line(exc)})"
         ) from exc
 
     from safetensors.numpy import save  # lazy: keep `import gradloop` light
@@ -198,7 +198,7 @@ def _serialize(dest: Path, tensors, metadata) -> bytes:
     try:
         return save(arrays, metadata={METADATA_KEY: text})
     except Exception as exc:  # SafetensorError is not a ValueError
-        raise ConfigError(f"cannot write model file {dest}: {_one_line(exc)}") from exc
+        raise ConfigError(f"cannot write model file {dest}: {one_line(exc)}") from exc
 
 
 def _atomic_write(dest: Path, payload: bytes, what: str = "model file") -> None:
@@ -210,7 +210,7 @@ def _atomic_write(dest: Path, payload: bytes, what: str = "model file") -> None:
     try:
         fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{dest.name}.", suffix=".tmp")
     except OSError as exc:
-        raise ConfigError(f"cannot write {what} {dest}: {_one_line(exc)}") from exc
+        raise ConfigError(f"cannot write {what} {dest}: {one_line(exc)}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             _set_default_mode(handle.fileno(), dest)
@@ -225,7 +225,7 @@ def _atomic_write(dest: Path, payload: bytes, what: str = "model file") -> None:
             pass
         if isinstance(exc, OSError):
             raise ConfigError(
-                f"cannot write {what} {dest}: {_one_line(exc)}; the previous file is unchanged"
+                f"cannot write {what} {dest}: {one_line(exc)}; the previous file is unchanged"
             ) from exc
         raise
     _fsync_directory(directory)
@@ -300,7 +300,7 @@ def read_model_file(path) -> tuple[dict[str, np.ndarray], dict]:
             f"model file {name} is a directory, not a file; give the path of the model file inside it"
         ) from exc
     except OSError as exc:
-        raise ModelFileError(f"cannot read model file {name}: {_one_line(exc)}") from exc
+        raise ModelFileError(f"cannot read model file {name}: {one_line(exc)}") from exc
     except MemoryError as exc:
         raise ModelFileError(f"cannot read model file {name}: too large to be a gradloop model") from exc
 
@@ -387,7 +387,7 @@ def _load_tensors(name: str, data: bytes, header: dict, corrupt: str) -> dict[st
             f"{_TRAIN_HINT}"
         ) from exc
     except BaseException as exc:  # SafetensorError, and pyo3's PanicException (a BaseException)
-        raise ModelFileError(f"model file {name} is corrupted ({_one_line(exc)}){corrupt}") from exc
+        raise ModelFileError(f"model file {name} is corrupted ({one_line(exc)}){corrupt}") from exc
 
     tensors: dict[str, np.ndarray] = {}
     for key in header:
@@ -402,11 +402,6 @@ def _load_tensors(name: str, data: bytes, header: dict, corrupt: str) -> dict[st
             )
         tensors[key] = np.array(array, dtype=array.dtype.newbyteorder("="), copy=True, order="C")
     return tensors
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def _short(value, limit: int = 60) -> str:

@@ -36,7 +36,7 @@ from .rowloop import BLOCK_ROWS, row_sums
 from .layers import Dense
 from .losses import MSE
 
-HEAD = 5
+HEAD = 5  # rows shown in the chapter's report (the heads of predictions and targets)
 STREAM_MIN_BYTES = 32 << 20  # below this, one plain pass beats the thread hand-off
 # Threads for a pass over large X: one per core, up to the point where memory bandwidth, not
 # the cores, is the limit (two cores already read X at ~80% of one BLAS pass's speed here).

@@ -32,10 +32,11 @@ import numpy as np
 from .callbacks import BatchRecord, Callback, TracePrinter  # noqa: F401  (BatchRecord, Callback: also importable here)
 from .constraints import check, check_all
 from .errors import ConfigError, DivergenceError
+from . import kernels
+from .kernels import HEAD
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
 
-HEAD = 5  # rows shown in the chapter's report
 
 # A loss this many times the starting loss counts as divergence: gradient
 # descent on a convex problem never goes up, and a healthy network run does
@@ -348,15 +349,13 @@ class _EpochRunner:
 
     # ------------------------------------------------------------ full batch
     def full_batch(self, epochs, gradient):
-        from .kernels import make_kernel
-
         optimizer, params, grads, trainer = self.optimizer, self.params, self.grads, self.trainer
         last_good, round_to = self.last_good, self.round_to
         losses, new_losses = self.history.history["loss"], self.history.history.setdefault("new_loss", [])
         # Per-epoch bookkeeping only when something reads it: a silent run is the bare arithmetic.
         bookkeeping = bool(self.callbacks) or self.validation is not None or self.schedule is not None
         adjust_grads = self.clip_norm is not None or round_to is not None or self.records_wanted
-        kernel = make_kernel(self.model, self.loss, self.X, self.y, gradient, epochs)
+        kernel = kernels.make_kernel(self.model, self.loss, self.X, self.y, gradient, epochs)
         self.history.gradient_mode = kernel.name
         first = trainer.epoch + 1
         epoch = trainer.epoch

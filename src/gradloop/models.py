@@ -13,6 +13,8 @@ from .layers import ACTIVATIONS, Dense, Dropout, activation, layer_from_config
 from .losses import sigmoid, softmax
 
 TASKS = ("regression", "binary", "multiclass")
+# The chapter's names for a one-layer model's parameters, as its report says them.
+CHAPTER_NAMES = {"0.W": "weights", "0.b": "bias"}
 
 
 class Sequential:

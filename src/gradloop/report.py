@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .models import CHAPTER_NAMES, TASKS
 
 # Weight trajectories are drawn when the model has at most this many scalar parameters.
 WEIGHT_PLOT_LIMIT = 20
@@ -37,15 +38,12 @@ WEIGHT_PLOT_LIMIT = 20
 # (40,000 labels in 1 MB) would need gigabytes.
 CONFUSION_LIMIT = 100
 DPI = 100
-TASKS = ("regression", "binary", "multiclass")
 # Every plot the report may draw; --png DIR writes them as NAME.png.
 PLOT_NAMES = ("loss", "learning_rate", "gradient_norm", "weights", "predicted_vs_actual", "confusion_matrix")
 PLOT_FILES = tuple(f"{name}.png" for name in PLOT_NAMES)
 # Numeric columns of an epoch record, in the order the table shows them.
 TABLE_COLUMNS = ("epoch", "loss", "new_loss", "val_loss", "lr", "grad_norm", "seconds")
 _NUMERIC = ("loss", "new_loss", "val_loss", "lr", "grad_norm", "seconds")
-# The chapter's names for a one-layer model's parameters (as the trace printer says them).
-_CHAPTER_NAMES = {"0.W": "weights", "0.b": "bias"}
 _CURVES = (("loss", "loss"), ("new_loss", "new_loss (after the update)"), ("val_loss", "val_loss (validation)"))
 
 
@@ -315,7 +313,7 @@ def _weight_series(records):
         return {}
     if sum(int(np.prod(s)) for s in shapes.values()) > WEIGHT_PLOT_LIMIT:
         return {}
-    rename = _CHAPTER_NAMES if set(shapes) <= set(_CHAPTER_NAMES) else {}
+    rename = CHAPTER_NAMES if set(shapes) <= set(CHAPTER_NAMES) else {}
     series = {}
     for name, shape in shapes.items():
         rows = []
