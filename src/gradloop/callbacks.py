@@ -449,7 +449,8 @@ class ReduceLROnPlateau(_Monitor):
             from .errors import ConfigError
 
             raise ConfigError(f"ReduceLROnPlateau factor must be in (0, 1), got {factor}")
-        self.factor, self.patience, self.min_lr, self.cooldown = float(factor), int(patience), float(min_lr), int(cooldown)
+        self.factor, self.patience = float(factor), int(patience)
+        self.min_lr, self.cooldown = float(min_lr), int(cooldown)
         self._wait = self._cooling = 0
 
     def on_train_begin(self, trainer):

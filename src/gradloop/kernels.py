@@ -79,7 +79,8 @@ class _LinearKernel:
         self.layer = model.layers[0]
         self.X, self.Y = X, Y
         self.n, self.k = len(X), Y.shape[1]
-        self.scale = 2.0 / (self.n * self.k)
+        self.size = self.n * self.k  # entries of Y (and of the residual)
+        self.scale = 2.0 / self.size
 
     def head(self):
         W, b = self.layer.params["W"], self.layer.params.get("b")
@@ -112,12 +113,13 @@ class FusedKernel(_LinearKernel):
             pred += self.b
         self._pred = pred
         r = pred - self.Y
-        value = float(np.vdot(r, r)) / r.size
+        value = float(np.vdot(r, r)) / self.size
         if math.isfinite(value):  # as LayerKernel: a non-finite loss ends training
-            r *= 2.0 / r.size
+            r *= self.scale  # 2 / r.size, as MSE.value_and_grad computes it
             np.dot(self.XT, r, out=self.gW)
             if self.gb is not None:
-                np.sum(r, axis=0, out=self.gb)
+                # np.sum's own arithmetic (it calls add.reduce) without its Python wrapper.
+                np.add.reduce(r, axis=0, out=self.gb)
         return value
 
     def head(self):

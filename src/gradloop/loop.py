@@ -1,17 +1,18 @@
-"""The training loop: one loop for every model, producing epoch records.
+"""The training loop: one loop for every model and every mode, producing epoch records.
 
-Per epoch (full batch, the chapter's mode)::
+Per epoch::
 
-    predictions, loss      <- forward pass (reused from the end of the last epoch)
-    gradients              <- model.backward(loss gradient)
-    weights                <- optimizer.step(weights, gradients)
-    new predictions, loss  <- forward pass with the new weights = next epoch's first line
+    for each batch the epoch's source yields:      full batch: one, the whole training set
+        loss, gradients   <- a kernel, or forward, loss, backward through the layers
+        weights           <- step: clip and round the gradients, optimizer.step, round the weights
+    entries of the epoch  -> History (once the epoch has completed) -> callbacks
 
-so each epoch costs one forward and one backward pass, report or not. The
-"loss and gradients at these weights" step is a kernel (:mod:`gradloop.kernels`):
-through the layers for any model, or for the linear model with MSE a blocked
-one-pass stream or the Gram form. With mini-batches the same steps run once
-per batch and the epoch's loss is the mean over its batches.
+Full batch is the chapter's mode: the kernel's evaluation after the update is the
+report's "new loss" and the next epoch's gradient, so an epoch costs one forward and
+one backward pass, report or not. The kernels (:mod:`gradloop.kernels`) compute it
+through the layers for any model, or for the linear model with MSE as a fused pass,
+a compiled one-pass stream or the Gram form. The batch sources are in
+:mod:`gradloop.batches`.
 
 Callbacks see a :class:`Trainer` and can stop the run; checkpoints capture it
 (:mod:`gradloop.checkpoint`) so that a resumed run continues exactly.
@@ -29,13 +30,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .callbacks import BatchRecord, Callback, TracePrinter  # noqa: F401  (BatchRecord, Callback: also importable here)
+from . import kernels
+from .batches import FullBatch, MiniBatches
+from .callbacks import BatchRecord, Callback, TracePrinter
 from .constraints import check, check_all
 from .errors import ConfigError, DivergenceError
-from . import kernels
 from .kernels import HEAD
+from .layers import Dropout
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
+from .records import EpochRecord, History
+
+# Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py; they stay
+# importable from here.
+__all__ = ["BatchRecord", "Callback", "EpochRecord", "FitOptions", "History", "Trainer", "check_epochs", "fit",
+           "fit_targets", "split_validation"]
 
 
 # A loss this many times the starting loss counts as divergence: gradient
@@ -46,90 +55,21 @@ DIVERGENCE_FACTOR = 1e6
 STANDARDIZE_ADVICE = "standardize them (gradloop.data.Standardizer)"
 
 
-@dataclass
-class EpochRecord:
-    """What the chapter prints for one epoch, as data.
+@dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fit` trains, once checked: everything but the model, the data and the optimizer.
 
-    Heads are the first ``HEAD`` rows, shape (≤5, outputs). ``gradients`` and
-    ``weights`` are copies, one array per parameter, in ``names`` order.
-    ``loss`` is the loss before this epoch's update (full batch) or the mean
-    over the epoch's batches; ``new_loss`` is the loss of the updated weights on
-    the whole training set (``None`` if nothing asked for it).
+    batch_size is None for full batch (also when it is not smaller than the data).
     """
 
-    epoch: int
-    loss: float
-    new_loss: float | None
-    pred_head: np.ndarray
-    target_head: np.ndarray
-    new_pred_head: np.ndarray | None
-    gradients: list[np.ndarray]
-    weights: list[np.ndarray]
-    names: list[str]
-    lr: float
-    grad_norm: float
-    seconds: float
-    batches: int = 1
-    val_loss: float | None = None
-    update_ratio: float | None = None  # ||weights after - before|| / ||before||
-    metrics: dict = field(default_factory=dict)
-
-    @property
-    def diff_head(self):
-        """Actual minus predicted, first rows (the chapter's 'difference')."""
-        return self.target_head - self.pred_head
-
-    def to_dict(self):
-        """JSON-friendly dict: one line of a JSON-lines log."""
-        def listify(a):
-            return None if a is None else np.asarray(a).tolist()
-
-        return {
-            "epoch": self.epoch, "loss": self.loss, "new_loss": self.new_loss, "val_loss": self.val_loss,
-            "lr": self.lr, "grad_norm": self.grad_norm, "update_ratio": self.update_ratio,
-            "seconds": self.seconds, "batches": self.batches,
-            "pred_head": listify(self.pred_head), "target_head": listify(self.target_head),
-            "diff_head": listify(self.diff_head), "new_pred_head": listify(self.new_pred_head),
-            "gradients": {n: listify(g) for n, g in zip(self.names, self.gradients)},
-            "weights": {n: listify(w) for n, w in zip(self.names, self.weights)},
-            **self.metrics,
-        }
-
-
-class History:
-    """The run as data: ``history`` is a dict of per-epoch lists (Keras' layout).
-
-    Keys: "loss" always; "new_loss" (full-batch runs, and mini-batch runs with
-    records); "val_loss" with validation data; "lr". ``records`` holds the
-    :class:`EpochRecord` objects when ``keep_records`` was asked for.
-    """
-
-    def __init__(self):
-        self.history: dict[str, list] = {"loss": [], "lr": []}
-        self.records: list[EpochRecord] = []
-        self.epochs_run = 0
-        self.gradient_mode = None  # which full-batch kernel ran: layers, stream or gram
-        self.start_loss = None  # loss of the very first weights: the divergence threshold's base
-        self.stop_message = None  # why a run stopped before its last epoch, when a callback says
-        self.stopped_early = False
-
-    def append(self, key, value):
-        self.history.setdefault(key, []).append(value)
-
-    @property
-    def final_loss(self):
-        """The loss of the final weights (full batch) or the last epoch's mean loss."""
-        new = self.history.get("new_loss")
-        return new[-1] if new else (self.history["loss"][-1] if self.history["loss"] else None)
-
-    def plot(self, ax=None):
-        """Draw the loss curves (loss, new loss, validation loss per epoch) with matplotlib; returns the axes."""
-        from .report import plot_history
-
-        return plot_history(self, ax)
-
-    def __repr__(self):
-        return f"History(epochs={self.epochs_run}, final_loss={self.final_loss})"
+    epochs: int
+    batch_size: int | None = None
+    shuffle: bool = True
+    round_to: int | None = None
+    schedule: object = None
+    clip_norm: float | None = None
+    gradient: str = "auto"
+    stable_lr: object = None  # a number, a function computing it (called only on divergence), or None
 
 
 @dataclass
@@ -154,7 +94,6 @@ class Trainer:
     epoch: int = 0
     rng: object = None
     schedule: object = None
-    terminate_on_nan: bool = False
     dropout_states: list | None = None  # full batch: dropout generators before the last evaluation
     has_validation: bool = False
     callbacks: list = field(default_factory=list)
@@ -232,12 +171,12 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     mini_batch = batch_size is not None and batch_size < len(X)
     trainer = Trainer(model, optimizer, loss, history, epochs, base_lr=optimizer.lr, schedule=schedule,
                       rng=np.random.default_rng(seed) if mini_batch else None)
-    trainer.terminate_on_nan = any(getattr(cb, "terminates_on_nan", False) for cb in callbacks)
     trainer.has_validation = validation_data is not None
     if resume is not None:
         resume.restore(trainer)
-    run = _EpochRunner(model, loss, optimizer, X, y, callbacks, trainer, round_to, schedule, clip_norm,
-                       validation_data, stable_lr)
+    options = FitOptions(epochs, batch_size if mini_batch else None, shuffle, round_to, schedule, clip_norm,
+                         gradient, stable_lr)
+    run = _Run(model, loss, optimizer, X, y, callbacks, trainer, options, validation_data)
     trainer.callbacks = callbacks
     model.train()
     for cb in callbacks:
@@ -246,9 +185,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         resume.restore_callbacks(callbacks)  # after train begin, which resets their counters
     try:
         if mini_batch:
-            run.mini_batch(epochs, int(batch_size), shuffle)
+            run.run(MiniBatches(run, int(batch_size), shuffle))
         else:
-            run.full_batch(epochs, gradient)
+            run.run(FullBatch(run, kernels.make_kernel(model, loss, X, y, gradient, epochs)))
     except BaseException:
         _end_training(model, callbacks, history, trainer, failing=True)
         raise
@@ -323,162 +262,115 @@ class _KeepRecords(Callback):
         trainer.history.records.append(record)
 
 
-class _EpochRunner:
-    """The two loops (full batch and mini-batch) sharing one set of helpers."""
+class _Run:
+    """One call of :func:`fit`: the epoch loop, the step, and the helpers they hand work to.
 
-    def __init__(self, model, loss, optimizer, X, y, callbacks, trainer, round_to, schedule, clip_norm,
-                 validation_data, stable_lr):
-        self.model, self.loss, self.optimizer = model, loss, optimizer
+    One loop for every mode. Each epoch asks its batch source (:class:`~gradloop.batches.FullBatch`:
+    one batch, the whole data set, whose loss and gradients a kernel computes;
+    :class:`~gradloop.batches.MiniBatches`: many, through the layers) to run its batches; every batch
+    ends in the same :meth:`step`. An epoch's entries go into the History once it has
+    completed, never before, so an epoch that stops half-way leaves none.
+    """
+
+    def __init__(self, model, loss, optimizer, X, y, callbacks, trainer, options, validation_data):
+        self.model, self.loss, self.optimizer, self.options = model, loss, optimizer, options
         self.X, self.y = X, y
         self.callbacks, self.trainer, self.history = callbacks, trainer, trainer.history
         self.records_wanted = any(cb.wants_records for cb in callbacks)
         self.batch_callbacks = [cb for cb in callbacks if getattr(cb, "wants_batches", False)]
-        self.round_to, self.schedule, self.clip_norm = round_to, schedule, clip_norm
+        self.terminate_on_nan = any(getattr(cb, "terminates_on_nan", False) for cb in callbacks)
         self.validation = None
         if validation_data is not None:
             X_val, y_val = validation_data
             self.validation = (X_val, fit_targets(model, loss, y_val))
-        self.stable_lr = stable_lr
+        # Per-epoch bookkeeping (the clock, the learning rate from the schedule and the factor) only
+        # when something reads it or it can change: a silent full-batch run is the bare arithmetic.
+        self.bookkeeping = (bool(callbacks) or self.validation is not None or options.schedule is not None
+                            or options.batch_size is not None)
+        # Clipping, rounding and the gradient norm only when asked for (the norm: for the records).
+        self.adjust_grads = options.clip_norm is not None or options.round_to is not None or self.records_wanted
         self.params, self.grads = model.parameters(), model.gradients()
         self.names = [n for n, _ in model.named_parameters()]
         # The last parameters with a finite loss, restored if training diverges.
         self.last_good = [p.copy() for p in self.params]
-        from .layers import Dropout
-
         self.dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+        self.limit = None  # the divergence threshold, from the starting loss
+        # Looked up once: the step runs every batch, and on the chapter's 16 x 7 problem an
+        # epoch is ~4 us, of which each attribute lookup or bound-method creation is a visible part.
+        self.round_to, self.optimizer_step = options.round_to, optimizer.step
 
-    # ------------------------------------------------------------ full batch
-    def full_batch(self, epochs, gradient):
-        optimizer, params, grads, trainer = self.optimizer, self.params, self.grads, self.trainer
-        last_good, round_to = self.last_good, self.round_to
-        losses, new_losses = self.history.history["loss"], self.history.history.setdefault("new_loss", [])
-        # Per-epoch bookkeeping only when something reads it: a silent run is the bare arithmetic.
-        bookkeeping = bool(self.callbacks) or self.validation is not None or self.schedule is not None
-        adjust_grads = self.clip_norm is not None or round_to is not None or self.records_wanted
-        kernel = kernels.make_kernel(self.model, self.loss, self.X, self.y, gradient, epochs)
-        self.history.gradient_mode = kernel.name
-        first = trainer.epoch + 1
-        epoch = trainer.epoch
+    # ------------------------------------------------------------ the loop
+    def run(self, source):
+        """Train from ``trainer.epoch`` to ``options.epochs`` over the batches ``source`` yields."""
+        trainer, history, last_good, params, optimizer = (self.trainer, self.history, self.last_good, self.params,
+                                                           self.optimizer)
+        losses, lrs = history.history["loss"], history.history["lr"]
+        bookkeeping, epoch = self.bookkeeping, trainer.epoch
         try:
-            # Loss and gradients at the current weights; after each update the same call is
-            # the report's "new loss" and the next epoch's gradient: one pass per epoch.
-            if self.dropouts:
-                trainer.dropout_states = [d._rng.bit_generator.state for d in self.dropouts]
-            value = kernel.evaluate()
-            limit = self._check_start(value)
-            for epoch in range(first, epochs + 1):
-                if bookkeeping:
-                    started = time.perf_counter()
-                    self._set_lr(epoch)
-                grad_norm = self._clip_and_round(grads) if adjust_grads else math.nan
-                partial = self._partial_record(epoch, value, kernel.head(), grad_norm) if self.records_wanted else None
+            source.start()
+            new_losses = history.history.get("new_loss")  # mini-batch runs have one only with records
+            run_epoch = source.epoch
+            for epoch in range(trainer.epoch + 1, self.options.epochs + 1):
+                started = time.perf_counter() if bookkeeping else 0.0
+                lr = self._set_lr(epoch) if bookkeeping else optimizer.lr
                 for keep, p in zip(last_good, params):
                     keep[...] = p  # 0.09 us where np.copyto takes 0.24 us on the chapter's arrays
-                optimizer.step(params, grads)
-                if round_to is not None:
-                    for p in params:
-                        np.round(p, round_to, out=p)
-                if self.dropouts:
-                    # This evaluation draws the masks of the next epoch's gradient: a checkpoint
-                    # of this epoch must let a resumed run draw them again.
-                    trainer.dropout_states = [d._rng.bit_generator.state for d in self.dropouts]
-                new_value = kernel.evaluate()
-                if not new_value <= limit:  # also true for NaN
-                    if trainer.terminate_on_nan and not math.isfinite(new_value):
-                        self._undo_epoch(epoch, new_value)
-                        if bookkeeping:
-                            self.history.history["lr"].pop()
-                        epoch -= 1
-                        break
-                    self._diverge(epoch, new_value, "")
-                losses.append(value)
-                new_losses.append(new_value)
-                value = new_value
+                done = run_epoch(epoch)
+                if done is None:  # stopped before a non-finite update reached the weights
+                    epoch -= 1
+                    break
+                loss, new_loss, record, new_head = done
+                losses.append(loss)
+                lrs.append(lr)
+                if new_loss is not None:
+                    if new_losses is None:
+                        new_losses = history.history.setdefault("new_loss", [])
+                    new_losses.append(new_loss)
                 if bookkeeping:
-                    trainer.epoch = epoch
-                    self._end_epoch(epoch, partial, new_value, kernel.head() if partial else None, started)
+                    trainer.epoch = epoch  # callbacks and checkpoints read it; a silent run sets it at the end
+                    self._end_epoch(epoch, record, new_loss, new_head, started)
                     if trainer.stop_training:
                         break
         finally:
-            getattr(kernel, "close", lambda: None)()
-        self._finish(epoch, epochs, bookkeeping, first)
+            source.close()
+        trainer.epoch = history.epochs_run = epoch
+        history.stopped_early = epoch < self.options.epochs
 
-    # ------------------------------------------------------------ mini-batch
-    def mini_batch(self, epochs, batch_size, shuffle):
-        model, loss, optimizer, params, grads = self.model, self.loss, self.optimizer, self.params, self.grads
-        trainer, X, y = self.trainer, self.X, self.y
-        n = len(X)
-        # The starting loss (the divergence threshold's base) is the first batch's, which the
-        # first step computes anyway: a separate forward pass over all of X cost a third of an
-        # epoch (65 ms of 310 on the MLP benchmark). A run of no epochs has no batch to use.
-        limit = None if epochs > trainer.epoch else self._start_limit(loss.value(y, model.predict_raw(X)))
-        model.train()
-        epoch = trainer.epoch
-        for epoch in range(trainer.epoch + 1, epochs + 1):
-            started = time.perf_counter()
-            self._set_lr(epoch)
-            order = trainer.rng.permutation(n) if shuffle else None
-            for keep, p in zip(self.last_good, params):
-                np.copyto(keep, p)
-            # The report's "predicted output for the first 5 samples": before this epoch's updates.
-            head = model.predict_raw(X[:HEAD]) if self.records_wanted else None
-            total, grad_norm = 0.0, 0.0
-            for batch, start in enumerate(range(0, n, batch_size), 1):
-                if order is None:
-                    xb, yb = X[start:start + batch_size], y[start:start + batch_size]
-                else:
-                    idx = order[start:start + batch_size]
-                    xb, yb = X[idx], y[idx]
-                pred = model.forward(xb)
-                value, dpred = loss.value_and_grad(yb, pred)
-                if limit is None:
-                    limit = self._start_limit(value)
-                if not math.isfinite(value):
-                    # Stop before a non-finite gradient reaches the weights: they are still finite.
-                    if self._stop_on_nan(epoch, batch, value):
-                        break
-                model.backward(dpred)
-                grad_norm = self._clip_and_round(grads)
-                optimizer.step(params, grads)
-                if self.round_to is not None:
-                    for p in params:
-                        np.round(p, self.round_to, out=p)
-                total += value * len(xb)
-                if self.batch_callbacks:
-                    record = BatchRecord(epoch, batch, value, len(xb))
-                    for cb in self.batch_callbacks:
-                        cb.on_batch_end(record, trainer)
-            if trainer.stop_reason == "nan":
-                epoch -= 1  # the interrupted epoch did not complete: it leaves no entries
-                self.history.history["lr"].pop()
-                break
-            mean_loss = total / n
-            if not mean_loss <= limit:
-                self._diverge(epoch, mean_loss, "")
-            self.history.history["loss"].append(mean_loss)
-            trainer.epoch = epoch
-            if self.records_wanted:
-                # The loss of the epoch's final weights on the whole training set, evaluation mode.
-                pred = model.predict_raw(X)
-                new_value = loss.value(y, pred)
-                self.history.append("new_loss", new_value)
-                partial = self._partial_record(epoch, mean_loss, head, grad_norm, batches=-(-n // batch_size))
-                self._end_epoch(epoch, partial, new_value, pred[:HEAD], started)
-            else:
-                self._end_epoch(epoch, None, None, None, started)
-            if trainer.stop_training:
-                break
-        self._finish(epoch, epochs, True, None)
+    def step(self, keep_gradients=False):
+        """The update every batch ends with: clip and round the gradients, step, round the weights.
+
+        Returns the gradient norm before clipping (NaN when nothing asked for it) and, with
+        ``keep_gradients``, copies of the gradients the step used (for the epoch record).
+        """
+        grads, params, round_to = self.grads, self.params, self.round_to
+        norm = self._clip_and_round(grads) if self.adjust_grads else math.nan
+        kept = [g.copy() for g in grads] if keep_gradients else None
+        self.optimizer_step(params, grads)
+        if round_to is not None:
+            for p in params:
+                np.round(p, round_to, out=p)
+        return norm, kept
 
     # ------------------------------------------------------------ helpers
-    def _finish(self, epoch, epochs, bookkeeping, first):
-        history, trainer = self.history, self.trainer
-        trainer.epoch = history.epochs_run = epoch
-        history.stopped_early = epoch < epochs
-        if not bookkeeping and epoch >= first:
-            history.history["lr"].extend([self.optimizer.lr] * (epoch - first + 1))
+    def _set_lr(self, epoch):
+        trainer, schedule = self.trainer, self.options.schedule
+        base = schedule.lr(trainer.base_lr, epoch - 1) if schedule is not None else trainer.base_lr
+        self.optimizer.lr = base * trainer.lr_factor
+        return self.optimizer.lr
 
-    def _undo_epoch(self, epoch, value):
+    def _clip_and_round(self, grads):
+        """Clip by global norm and apply the chapter's rounding; return the norm before clipping (or NaN)."""
+        norm = math.nan
+        if self.options.clip_norm is not None:
+            norm = clip_grad_norm(grads, self.options.clip_norm)
+        elif self.records_wanted:
+            norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+        if self.options.round_to is not None:
+            for g in grads:
+                np.round(g, self.options.round_to, out=g)
+        return norm
+
+    def undo_update(self, epoch, value):
         """TerminateOnNaN, full batch: this epoch's update gave a non-finite loss; take it back and stop."""
         for keep, p in zip(self.last_good, self.params):
             np.copyto(p, keep)
@@ -486,40 +378,23 @@ class _EpochRunner:
         self.history.stop_message = (f"stopped at epoch {epoch}: its update made the loss {value}; "
                                      f"the weights of epoch {epoch - 1} are kept")
 
-    def _stop_on_nan(self, epoch, batch, value):
+    def stop_on_nan(self, epoch, batch, value):
         """A non-finite batch loss: stop quietly (TerminateOnNaN) or raise DivergenceError."""
-        if self.trainer.terminate_on_nan:
+        if self.terminate_on_nan:
             self.trainer.stop_training, self.trainer.stop_reason = True, "nan"
             self.history.stop_message = (f"stopped at epoch {epoch}, batch {batch}: the loss is {value}; "
                                          f"the weights are those before that batch's update")
-            return True
-        self._diverge(epoch, value, f" (batch {batch})")
+            return
+        self.diverge(epoch, value, f" (batch {batch})")
 
-    def _set_lr(self, epoch):
-        trainer = self.trainer
-        base = self.schedule.lr(trainer.base_lr, epoch - 1) if self.schedule is not None else trainer.base_lr
-        self.optimizer.lr = base * trainer.lr_factor
-        self.history.history["lr"].append(self.optimizer.lr)
-
-    def _clip_and_round(self, grads):
-        """Clip by global norm and apply the chapter's rounding; return the norm before clipping (or NaN)."""
-        norm = math.nan
-        if self.clip_norm is not None:
-            norm = clip_grad_norm(grads, self.clip_norm)
-        elif self.records_wanted:
-            norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
-        if self.round_to is not None:
-            for g in grads:
-                np.round(g, self.round_to, out=g)
-        return norm
-
-    def _partial_record(self, epoch, value, pred, grad_norm, batches=1):
+    def partial_record(self, epoch, value, pred, grad_norm, gradients, batches=1):
+        """The epoch's record up to its update; :meth:`_end_epoch` adds what follows the update."""
         n_head = min(HEAD, len(self.y))
         target = self.y[:n_head]
         return EpochRecord(
             epoch=epoch, loss=value, new_loss=None, pred_head=np.array(pred[:n_head], dtype=np.float64),
             target_head=np.asarray(target, dtype=np.float64).reshape(n_head, -1), new_pred_head=None,
-            gradients=[g.copy() for g in self.grads], weights=[], names=self.names, lr=self.optimizer.lr,
+            gradients=gradients, weights=[], names=self.names, lr=self.optimizer.lr,
             grad_norm=grad_norm, seconds=0.0, batches=batches)
 
     def _end_epoch(self, epoch, record, new_value, new_head, started):
@@ -543,15 +418,8 @@ class _EpochRunner:
         for cb in self.callbacks:
             cb.on_epoch_end(record, self.trainer)
 
-    def _start_limit(self, start):
-        """Mini-batch: the divergence limit from the starting loss, or inf when it is not finite.
-
-        A non-finite start (a NaN in the data): each batch's check finds the batch and stops
-        before its update; there is no start to measure growth from.
-        """
-        return self._check_start(start) if math.isfinite(start) else math.inf
-
-    def _check_start(self, value):
+    def start_from(self, value):
+        """Set the divergence limit from the starting loss ``value``; a non-finite start is refused."""
         if not math.isfinite(value):
             raise DivergenceError(
                 f"the loss of the starting weights is {value}: check the data and the initial weights",
@@ -560,13 +428,13 @@ class _EpochRunner:
         # A resumed run keeps the divergence threshold of its first start.
         if self.history.start_loss is None:
             self.history.start_loss = value
-        return DIVERGENCE_FACTOR * max(self.history.start_loss, 1e-8)  # a loss above this (or NaN) diverged
+        self.limit = DIVERGENCE_FACTOR * max(self.history.start_loss, 1e-8)  # a loss above this (or NaN) diverged
 
-    def _diverge(self, epoch, value, where):
+    def diverge(self, epoch, value, where):
         for keep, p in zip(self.last_good, self.params):
             np.copyto(p, keep)
         lr = self.optimizer.lr
-        stable = self.stable_lr() if callable(self.stable_lr) else self.stable_lr
+        stable = self.options.stable_lr() if callable(self.options.stable_lr) else self.options.stable_lr
         what = "is not finite" if not math.isfinite(value) else f"exploded to {value:.3g}"
         if stable is not None:
             advice = f"the largest stable learning rate for this problem is {stable:.6g}"

@@ -1,0 +1,94 @@
+"""What a run leaves behind: an :class:`EpochRecord` per epoch (the chapter's report as data)
+and the :class:`History` (Keras' dict of per-epoch lists)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .report import plot_history
+
+
+@dataclass
+class EpochRecord:
+    """What the chapter prints for one epoch, as data.
+
+    Heads are the first ``HEAD`` rows, shape (≤5, outputs). ``gradients`` and
+    ``weights`` are copies, one array per parameter, in ``names`` order.
+    ``loss`` is the loss before this epoch's update (full batch) or the mean
+    over the epoch's batches; ``new_loss`` is the loss of the updated weights on
+    the whole training set (``None`` if nothing asked for it).
+    """
+
+    epoch: int
+    loss: float
+    new_loss: float | None
+    pred_head: np.ndarray
+    target_head: np.ndarray
+    new_pred_head: np.ndarray | None
+    gradients: list[np.ndarray]
+    weights: list[np.ndarray]
+    names: list[str]
+    lr: float
+    grad_norm: float
+    seconds: float
+    batches: int = 1
+    val_loss: float | None = None
+    update_ratio: float | None = None  # ||weights after - before|| / ||before||
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def diff_head(self):
+        """Actual minus predicted, first rows (the chapter's 'difference')."""
+        return self.target_head - self.pred_head
+
+    def to_dict(self):
+        """JSON-friendly dict: one line of a JSON-lines log."""
+        def listify(a):
+            return None if a is None else np.asarray(a).tolist()
+
+        return {
+            "epoch": self.epoch, "loss": self.loss, "new_loss": self.new_loss, "val_loss": self.val_loss,
+            "lr": self.lr, "grad_norm": self.grad_norm, "update_ratio": self.update_ratio,
+            "seconds": self.seconds, "batches": self.batches,
+            "pred_head": listify(self.pred_head), "target_head": listify(self.target_head),
+            "diff_head": listify(self.diff_head), "new_pred_head": listify(self.new_pred_head),
+            "gradients": {n: listify(g) for n, g in zip(self.names, self.gradients)},
+            "weights": {n: listify(w) for n, w in zip(self.names, self.weights)},
+            **self.metrics,
+        }
+
+
+class History:
+    """The run as data: ``history`` is a dict of per-epoch lists (Keras' layout).
+
+    Keys: "loss" always; "new_loss" (full-batch runs, and mini-batch runs with
+    records); "val_loss" with validation data; "lr". ``records`` holds the
+    :class:`EpochRecord` objects when ``keep_records`` was asked for.
+    """
+
+    def __init__(self):
+        self.history: dict[str, list] = {"loss": [], "lr": []}
+        self.records: list[EpochRecord] = []
+        self.epochs_run = 0
+        self.gradient_mode = None  # which full-batch kernel ran: layers, stream or gram
+        self.start_loss = None  # loss of the very first weights: the divergence threshold's base
+        self.stop_message = None  # why a run stopped before its last epoch, when a callback says
+        self.stopped_early = False
+
+    def append(self, key, value):
+        self.history.setdefault(key, []).append(value)
+
+    @property
+    def final_loss(self):
+        """The loss of the final weights (full batch) or the last epoch's mean loss."""
+        new = self.history.get("new_loss")
+        return new[-1] if new else (self.history["loss"][-1] if self.history["loss"] else None)
+
+    def plot(self, ax=None):
+        """Draw the loss curves (loss, new loss, validation loss per epoch) with matplotlib; returns the axes."""
+        return plot_history(self, ax)
+
+    def __repr__(self):
+        return f"History(epochs={self.epochs_run}, final_loss={self.final_loss})"
