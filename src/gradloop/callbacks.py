@@ -409,8 +409,8 @@ class EarlyStopping(_Monitor):
         if self._improved(trainer):
             if self.restore_best:
                 self.best_weights = trainer.model.state_dict()
-        # ">=": stop once `patience` epochs in a row have not improved, as documented and as the stop message
-        # says (">" waited one epoch more: patience=3 stopped 4 epochs after the best).
+        # ">=": stop once `patience` epochs in a row have not improved, as documented and as the stop
+        # message says: patience=3 stops 3 epochs after the best.
         elif trainer.epoch - (self.best_epoch or 0) >= self.patience:
             trainer.stop_training, trainer.stop_reason = True, "early stopping"
             self.stopped_epoch = trainer.epoch
@@ -472,7 +472,7 @@ class ReduceLROnPlateau(_Monitor):
             self._wait = 0
             return
         self._wait += 1
-        # ">=": reduce after `patience` stalled epochs, as documented (">" waited one stalled epoch more).
+        # ">=": reduce after `patience` stalled epochs, as documented.
         if self._wait >= self.patience and not self._cooling:
             lr = trainer.optimizer.lr
             new_lr = max(lr * self.factor, self.min_lr)

@@ -137,8 +137,8 @@ class SGD(Optimizer):
     def step(self, params, grads):
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         if mu == 0.0 and wd == 0.0:
-            # The chapter's update. (The size test first: on the chapter's tiny arrays the call
-            # to _compiles was a tenth of the loop's own per-epoch cost.)
+            # The chapter's update. (The size test first: on the chapter's tiny arrays a call
+            # to _compiles costs a tenth of the loop's own per-epoch work.)
             for p, g in zip(params, grads):
                 if p.size >= COMPILED_UPDATE_MIN_SIZE and _compiles(p, g):
                     _subtract_scaled(p.reshape(-1), g.reshape(-1), p.dtype.type(lr))
