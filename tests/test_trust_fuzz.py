@@ -131,7 +131,7 @@ FINAL = st.fixed_dictionaries({"final": st.just(True), "task": st.sampled_from([
 @FUZZ
 @given(lines=st.lists(RECORD | FINAL, min_size=1, max_size=5), raw=st.sampled_from(["", "1e999", "NaN", "9" * 400]))
 def test_any_log_is_read_or_refused_with_a_data_error(tmp_path, lines, raw):
-    from gradloop.report import _class_count
+    from gradloop.plots import _class_count
 
     text = "\n".join(json.dumps(line) for line in lines)
     if raw:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .report import plot_history
+from .plots import plot_history
 
 
 @dataclass

@@ -1,0 +1,20 @@
+"""Consumers of epoch records: the report printer, progress, loggers, early stopping, checkpoints.
+
+Each is a :class:`Callback` (the base class lives here, as in Keras); pass them to
+``fit(..., callbacks=[...])``: ``TracePrinter`` (the chapter's report), ``ProgressPrinter``,
+``RichProgress``, ``JSONLinesLogger``, ``CSVLogger``, ``EarlyStopping``, ``ReduceLROnPlateau``,
+``TerminateOnNaN``, ``ModelCheckpoint``; ``gradloop.checkpoint.CheckpointWriter`` saves runs
+for exact resume. The modules: ``base`` (the hooks), ``printing``, ``loggers``, ``monitors``.
+
+Example:
+    >>> fit(model, X, y, loss="mse", optimizer=SGD(0.1), epochs=10,
+    ...     callbacks=[TracePrinter(every=5), JSONLinesLogger("run.jsonl")])
+"""
+
+from .base import BatchRecord, Callback
+from .loggers import CSVLogger, JSONLinesLogger
+from .monitors import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN
+from .printing import ProgressPrinter, RichProgress, TracePrinter
+
+__all__ = ["BatchRecord", "CSVLogger", "Callback", "EarlyStopping", "JSONLinesLogger", "ModelCheckpoint",
+           "ProgressPrinter", "ReduceLROnPlateau", "RichProgress", "TerminateOnNaN", "TracePrinter"]
