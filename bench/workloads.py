@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import gradloop
-from gradloop.kernels import StreamKernel
+from gradloop.fast.kernels import StreamKernel
 from gradloop.loop import fit
 from gradloop.models import linear, mlp
 from gradloop.optimizers import SGD, Adam

@@ -492,7 +492,7 @@ def test_records_match_a_hand_computation_of_the_first_epoch():
 @pytest.mark.parametrize("epochs", [0, 1, 5])
 def test_train_does_one_forward_pass_per_epoch(verbose, epochs, monkeypatch, capsys):
     # Every executor's evaluate() is one pass over X: forward, loss and gradient together.
-    import gradloop.kernels as kernels
+    import gradloop.fast.kernels as kernels
 
     calls = []
     make = kernels.make_kernel
@@ -653,7 +653,7 @@ def test_a_non_finite_value_in_large_data_is_named_after_the_first_pass(gradient
     # Large X skips the separate finiteness pass: the streaming or Gram pass carries the
     # value into the starting loss, and only then is the data searched. Same DataError.
     import gradloop.chapter as chapter
-    import gradloop.kernels as kernels
+    import gradloop.fast.kernels as kernels
 
     for module in (chapter, kernels):  # "large" from 1 KiB: auto picks stream, or gram for 200 epochs
         monkeypatch.setattr(module, "STREAM_MIN_BYTES", 1 << 10)
@@ -669,7 +669,7 @@ def test_a_non_finite_value_in_large_data_is_named_after_the_first_pass(gradient
 def test_large_data_whose_start_overflows_still_reports_divergence(monkeypatch):
     # Finite data whose squares overflow: the data search finds nothing, the DivergenceError stands.
     import gradloop.chapter as chapter
-    import gradloop.kernels as kernels
+    import gradloop.fast.kernels as kernels
 
     for module in (chapter, kernels):
         monkeypatch.setattr(module, "STREAM_MIN_BYTES", 1 << 10)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gradloop.jit import compiled
+from gradloop.fast.jit import compiled
 
 
 @compiled()

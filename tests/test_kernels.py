@@ -12,7 +12,7 @@ import pytest
 
 import gradloop
 from gradloop.errors import ConfigError
-from gradloop.kernels import StreamKernel, make_kernel
+from gradloop.fast.kernels import StreamKernel, make_kernel
 from gradloop.loop import fit
 from gradloop.losses import MSE
 from gradloop.models import linear, mlp
@@ -177,7 +177,7 @@ def test_fused_is_the_layer_path_bit_for_bit(dtype, bias):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gram_sums_of_blocks_and_threads_equal_the_whole_product(dtype):
-    from gradloop.kernels import augmented_gram
+    from gradloop.fast.kernels import augmented_gram
 
     X, Y = data(n=1001, d=5, k=2, dtype=dtype)
     A = np.hstack([X, Y, np.ones((len(X), 1))]).astype(np.float64)
@@ -189,7 +189,7 @@ def test_gram_sums_of_blocks_and_threads_equal_the_whole_product(dtype):
 
 
 def test_auto_streams_large_row_major_data_and_leaves_column_major_data_to_blas(monkeypatch):
-    import gradloop.kernels as kernels
+    import gradloop.fast.kernels as kernels
 
     monkeypatch.setattr(kernels, "STREAM_MIN_BYTES", 1 << 10)
     X, Y = data(n=2000, d=4)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gradloop import rowloop
+from gradloop.fast import rowloop
 
 
 def sums(fn, X, W, b, Y, block=rowloop.BLOCK_ROWS, start=0, stop=None):

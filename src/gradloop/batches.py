@@ -1,7 +1,7 @@
 """The batches of an epoch, as the training loop (:mod:`gradloop.loop`) runs them.
 
 :class:`FullBatch` is the chapter's mode: one batch, the whole training set, whose loss and
-gradients a kernel computes (:mod:`gradloop.kernels`). :class:`MiniBatches` is many, in a
+gradients a kernel computes (:mod:`gradloop.fast.kernels`). :class:`MiniBatches` is many, in a
 seeded order, through the layers. Both end every batch in the loop's one ``step``; the loop
 appends an epoch's entries once ``epoch()`` has returned, and nothing when it returns None
 (stopped before a non-finite update reached the weights). Blocks read from disk and Dask
@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from .callbacks import BatchRecord
-from .kernels import HEAD
+from .records import HEAD
 
 
 class FullBatch:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .constraints import check_all, check_lr
 from .errors import DataError, DivergenceError
-from .kernels import STREAM_MIN_BYTES
+from .fast.kernels import STREAM_MIN_BYTES, augmented_gram
 from .loop import check_epochs, fit
 from .models import linear
 from .optimizers import SGD
@@ -307,8 +307,6 @@ def lipschitz(X, *, bias=True, iterations=1000, tol=1e-10):
         X = X.astype(np.float64)
     n, d = X.shape
     if d + bool(bias) <= 2048:
-        from .kernels import augmented_gram
-
         G = augmented_gram(X, np.empty((n, 0), dtype=X.dtype))  # [X, 1]^T [X, 1]
         if not bias:
             G = G[:d, :d]

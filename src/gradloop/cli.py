@@ -20,7 +20,7 @@ from .cli_train import cmd_train, metrics_of
 from .constraints import option_type
 from .errors import ConfigError, DataError, DivergenceError, GradloopError
 from .io import json_line
-from .kernels import GRADIENT_MODES
+from .fast.kernels import GRADIENT_MODES
 from .paths import Place, check_places
 from .version import __version__
 

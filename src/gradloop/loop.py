@@ -9,7 +9,7 @@ Per epoch::
 
 Full batch is the chapter's mode: the kernel's evaluation after the update is the
 report's "new loss" and the next epoch's gradient, so an epoch costs one forward and
-one backward pass, report or not. The kernels (:mod:`gradloop.kernels`) compute it
+one backward pass, report or not. The kernels (:mod:`gradloop.fast.kernels`) compute it
 through the layers for any model, or for the linear model with MSE as a fused pass,
 a compiled one-pass stream or the Gram form. The batch sources are in
 :mod:`gradloop.batches`.
@@ -30,16 +30,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels
 from .batches import FullBatch, MiniBatches
 from .callbacks import BatchRecord, Callback, TracePrinter
 from .constraints import check, check_all
 from .errors import ConfigError, DivergenceError
-from .kernels import HEAD
 from .layers import Dropout
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
-from .records import EpochRecord, History
+from .fast import kernels
+from .records import HEAD, EpochRecord, History
 
 # Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py; they stay
 # importable from here.
@@ -127,7 +126,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         gradient: full-batch executor: "auto", "layers" (any model), or for the
             linear model with MSE "fused" (the layers' arithmetic without their
             calls), "stream" (one compiled pass over X per epoch) or "gram" (X^T X
-            once, then O(d^2) per epoch); see :mod:`gradloop.kernels`.
+            once, then O(d^2) per epoch); see :mod:`gradloop.fast.kernels`.
         stable_lr: the largest stable learning rate if known (for the divergence
             message), or a function computing it, called only if training diverges.
         resume: a :class:`gradloop.checkpoint.TrainingState` to continue from:

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .errors import ConfigError
-from .jit import compiled
+from .fast.jit import compiled
 
 # Parameters of at least this many entries take their update in one compiled pass. For a
 # 784 x 128 layer after a two-thread BLAS backward, NumPy's two passes of the plain SGD update

@@ -9,6 +9,8 @@ import numpy as np
 
 from .plots import plot_history
 
+HEAD = 5  # rows shown in the chapter's report (the heads of predictions and targets)
+
 
 @dataclass
 class EpochRecord:

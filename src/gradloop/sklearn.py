@@ -282,7 +282,7 @@ class GradloopRegressor(RegressorMixin, _GradloopEstimator):
         schedule: a gradloop Schedule (StepLR, ExponentialLR, CosineLR) or None.
         round_to: round gradients and weights each step, as the chapter does (None: off).
         gradient: full-batch executor, "auto", "layers", "stream" or "gram"
-            (see :mod:`gradloop.kernels`); pin one for bit-identical runs whatever
+            (see :mod:`gradloop.fast.kernels`); pin one for bit-identical runs whatever
             the number of epochs.
         standardize: scale each feature to mean 0, std 1 with the training rows' statistics.
         dtype: "float64" or "float32"; inputs are converted to it.

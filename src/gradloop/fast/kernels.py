@@ -11,7 +11,7 @@ executors answer it:
 - :class:`StreamKernel`, linear model + MSE: each row's forward product,
   residual and gradient term while the row is still in registers, so X is
   read from memory once per epoch instead of twice; the loop is compiled
-  (:mod:`gradloop.rowloop`) and ranges of rows go to threads, one per core.
+  (:mod:`gradloop.fast.rowloop`) and ranges of rows go to threads, one per core.
 - :class:`GramKernel`, linear model + MSE: one pass forms ``X^T X``,
   ``X^T Y``, ``Y^T Y`` and the column sums (in float64); every epoch after
   that costs O(d^2 k), whatever the number of rows. Where the loss is tiny
@@ -32,11 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..layers import Dense
+from ..losses import MSE
+from ..records import HEAD
 from .rowloop import BLOCK_ROWS, row_sums
-from .layers import Dense
-from .losses import MSE
 
-HEAD = 5  # rows shown in the chapter's report (the heads of predictions and targets)
 STREAM_MIN_BYTES = 32 << 20  # below this, one plain pass beats the thread hand-off
 # Threads for a pass over large X: one per core, up to the point where memory bandwidth, not
 # the cores, is the limit (two cores already read X at ~80% of one BLAS pass's speed here).
@@ -258,8 +259,6 @@ def make_kernel(model, loss, X, y, mode="auto", epochs=None):
     large row-major X, else the fused layer arithmetic; the layers for every
     other model.
     """
-    from .errors import ConfigError
-
     if mode not in GRADIENT_MODES:
         raise ConfigError(f"unknown gradient mode {mode!r}; known: {', '.join(GRADIENT_MODES)}")
     linear = is_linear_mse(model, loss) and y.ndim == 2

@@ -1,7 +1,7 @@
 """Compiling plain Python loops with numba, on first use.
 
 A few steps cost more in NumPy's separate passes and call overheads than in
-their arithmetic: the streaming epoch's row loop (:mod:`gradloop.rowloop`)
+their arithmetic: the streaming epoch's row loop (:mod:`gradloop.fast.rowloop`)
 and the optimizers' updates of large parameters. Those are written as plain
 Python loops and compiled by numba. numba is imported only when one of them
 is first needed, so ``import gradloop`` stays NumPy-only, and ``cache=True``

@@ -1,0 +1,8 @@
+"""The speed machinery: how the loop's arithmetic is made fast, not what it is.
+
+A reader of the glass box may skip this package. ``kernels`` holds the full-batch
+executors (through the layers, fused, a compiled one-pass stream over the rows, the Gram
+form), each proven bit for bit or within 1e-12 of the layers' plain formulas;
+``rowloop`` the streaming executor's compiled row loop; ``jit`` the numba glue that
+compiles such plain Python loops on first use.
+"""
