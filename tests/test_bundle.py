@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from gradloop.bundle import CHECKSUM_KEY, ModelBundle
-from gradloop.io import content_checksum
+from gradloop.modelfile import content_checksum
 from gradloop.data import Standardizer
 from gradloop.errors import ConfigError, DataError, GradloopError, ModelFileError
-from gradloop.io import read_model_file, write_model_file
+from gradloop.modelfile import read_model_file, write_model_file
 from gradloop.models import linear, mlp
 
 

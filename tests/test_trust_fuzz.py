@@ -20,7 +20,7 @@ from gradloop.bundle import ModelBundle
 from gradloop.checkpoint import FILE_NAME, CheckpointWriter, load
 from gradloop.data import Standardizer
 from gradloop.errors import DataError, ModelFileError
-from gradloop.io import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
+from gradloop.modelfile import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
 from gradloop.models import mlp
 from gradloop.optimizers import Adam
 from gradloop.report import read_log

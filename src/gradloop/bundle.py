@@ -3,7 +3,7 @@
 A :class:`ModelBundle` holds the network, the feature names and target, the
 scaling statistics fitted on the training rows, and the class labels of a
 classifier. ``predict`` takes raw feature columns and answers in the target's
-units (or labels). ``save``/``load`` go through :mod:`gradloop.io`:
+units (or labels). ``save``/``load`` go through :mod:`gradloop.modelfile`:
 safetensors for the parameters, JSON metadata, atomic write, never pickle.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import Standardizer
 from .errors import DataError, GradloopError, ModelFileError
-from .io import CHECKSUM_KEY, checksum_matches, content_checksum, read_model_file, write_model_file
+from .modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, read_model_file, write_model_file
 from .models import Sequential
 from .version import __version__
 

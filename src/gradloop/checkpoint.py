@@ -128,7 +128,7 @@ def _capture(trainer, config, history) -> TrainingState:
 
 def save(directory, state: TrainingState):
     """Write ``state`` to ``directory/checkpoint.safetensors`` atomically; returns the file's path."""
-    from .io import CHECKSUM_KEY, content_checksum, finite_json, write_model_file
+    from .modelfile import CHECKSUM_KEY, content_checksum, finite_json, write_model_file
 
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint folder {directory} does not exist")
@@ -161,7 +161,7 @@ def save(directory, state: TrainingState):
 def load(directory) -> TrainingState:
     """Read the checkpoint in ``directory``; a missing, foreign or damaged one raises CheckpointError."""
     from .errors import ModelFileError
-    from .io import checksum_matches, read_model_file
+    from .modelfile import checksum_matches, read_model_file
 
     path = directory if os.path.isfile(directory) else os.path.join(directory, FILE_NAME)
     if not os.path.exists(path):

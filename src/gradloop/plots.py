@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .io import atomic_write_bytes
+from .modelfile import atomic_write_bytes
 from .models import CHAPTER_NAMES
 from .runlog import NUMERIC, _is_number
 

@@ -13,7 +13,7 @@ import base64
 import html
 import math
 
-from .io import atomic_write_bytes
+from .modelfile import atomic_write_bytes
 from .plots import (CONFUSION_LIMIT, PLOT_FILES, PLOT_NAMES, figures, left_out, plot_history, png_bytes,
                     rows_label, write_pngs)
 from .runlog import _is_number, read_log

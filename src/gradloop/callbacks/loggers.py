@@ -9,7 +9,7 @@ import os
 
 from ..constraints import check
 from ..errors import ConfigError
-from ..io import atomic_write_bytes, json_line
+from ..modelfile import atomic_write_bytes, json_line
 from ..paths import Place
 from .base import Callback, due
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 
-from .errors import CheckpointError, ConfigError
+from ..checkpoint import load
+from ..errors import CheckpointError, ConfigError
 
 #: What an option is when neither the command nor a checkpoint says.
 DEFAULTS = {
@@ -42,8 +43,6 @@ def resolve(args):
     given = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key, None) is not None}
     state, saved = None, {}
     if args.resume is not None:
-        from .checkpoint import load
-
         state = load(args.resume)
         saved = {key: value for key, value in state.config.items() if key in DEFAULTS}
         for key in FIXED_ON_RESUME:

@@ -1,4 +1,4 @@
-"""Tests for gradloop.io: the safetensors + JSON model file."""
+"""Tests for gradloop.modelfile: the safetensors + JSON model file."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import gradloop.io as gio
+import gradloop.modelfile as gio
 from gradloop.errors import ConfigError, GradloopError, ModelFileError
-from gradloop.io import read_model_file, write_model_file
+from gradloop.modelfile import read_model_file, write_model_file
 
 METADATA = {
     "architecture": {"kind": "mlp", "layers": [3, 8, 1], "activation": "relu"},

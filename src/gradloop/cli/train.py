@@ -17,12 +17,22 @@ import sys
 
 import numpy as np
 
-from .cli_options import check_fingerprint, resolve, run_config
-from .constraints import check_memory
-from .data import SKLEARN_PREFIX
-from .errors import ConfigError, DataError, DivergenceError
-from .loop import STANDARDIZE_ADVICE, fit_targets
-from .paths import Place, check_places
+from ..bundle import ModelBundle
+from ..callbacks import CSVLogger, EarlyStopping, JSONLinesLogger, ProgressPrinter, RichProgress, TracePrinter
+from ..chapter import gap_to_optimum, least_squares, lipschitz
+from ..checkpoint import FILE_NAME, LOCK_NAME, CheckpointWriter, FolderLock
+from ..constraints import check_memory
+from ..data import DEFAULT_TEST_SIZE, SKLEARN_PREFIX, Standardizer, fingerprint, load_xy, train_test_split
+from ..errors import ConfigError, DataError, DivergenceError
+from ..layers import ACTIVATIONS, Dense
+from ..loop import STANDARDIZE_ADVICE, fit, fit_targets, split_validation
+from ..losses import get_loss
+from ..metrics import classification_metrics, regression_metrics
+from ..modelfile import json_line
+from ..models import linear, mlp
+from ..optimizers import OPTIMIZERS, SCHEDULES, CosineLR, ExponentialLR, StepLR, get_optimizer
+from ..paths import Place, check_places
+from .options import check_fingerprint, resolve, run_config
 
 CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
 
@@ -41,8 +51,6 @@ def cmd_train(args, *, trace_first=None, progress=True):
 
 def train_places(args):
     """(inputs, outputs) of a train command, for :func:`gradloop.paths.check_places`."""
-    from .checkpoint import FILE_NAME, LOCK_NAME
-
     inputs = [None if str(args.data).startswith(SKLEARN_PREFIX) else Place("DATA file", args.data)]
     # Continuing a run in the folder it was checkpointed in is the point of --resume: that folder
     # is written again, by design; any other output on the checkpoint it reads is refused.
@@ -59,8 +67,6 @@ def _same_path(a, b):
 
 
 def _train(args, resume, trace_first, progress):
-    from .checkpoint import FolderLock
-
     check_places(*train_places(args))
     # The folder is locked before any work, so a second run on it is refused at its start. A
     # folder that does not exist yet is created and locked when training starts.
@@ -70,10 +76,6 @@ def _train(args, resume, trace_first, progress):
 
 
 def _train_locked(args, resume, trace_first, progress, lock):
-    from .bundle import ModelBundle
-    from .data import DEFAULT_TEST_SIZE, Standardizer, fingerprint, load_xy, train_test_split
-    from .loop import fit, split_validation
-    from .losses import get_loss
 
     try:
         loss = get_loss(args.loss)
@@ -116,7 +118,6 @@ def _train_locked(args, resume, trace_first, progress, lock):
     outputs = n_classes if loss.name == "cross-entropy" else 1
     model = _build_model(args, X_train.shape[1], outputs, loss.task, dtype)
     lr, stable_lr, auto_lr = _learning_rate(args, model, loss, X_train, data.feature_names)
-    from .optimizers import get_optimizer
 
     optimizer = get_optimizer(optimizer_name, lr, args.weight_decay)
     schedule = _schedule(args)
@@ -193,9 +194,6 @@ def _run_summary(args, model, loss, n_train, n_test, lr, auto_lr, resume):
 
 def _callbacks(args, trace_first, progress, config, lock):
     """The consumers of the run's records that the options ask for."""
-    from .callbacks import (CSVLogger, EarlyStopping, JSONLinesLogger, ProgressPrinter, RichProgress,
-                            TracePrinter)
-    from .checkpoint import CheckpointWriter
 
     callbacks = []
     if args.trace is not None or trace_first is not None:
@@ -250,16 +248,12 @@ class _SignalStop:
 
 
 def model_summary(model, loss):
-    from .layers import Dense
-
     sizes = [model.n_inputs] + [layer.out_features for layer in model.layers if isinstance(layer, Dense)]
     kind = "linear model" if len(sizes) == 2 else "MLP " + "-".join(map(str, sizes))
     return f"{kind}, {loss.name} loss, {sum(p.size for p in model.parameters())} parameters"
 
 
 def _check_choices(args):
-    from .layers import ACTIVATIONS
-    from .optimizers import OPTIMIZERS, SCHEDULES
 
     if args.activation not in ACTIVATIONS:
         raise ConfigError(f"--activation: unknown activation {args.activation!r}; known: {', '.join(ACTIVATIONS)}")
@@ -270,8 +264,6 @@ def _check_choices(args):
 
 
 def _build_model(args, n_features, n_outputs, task, dtype):
-    from .models import linear, mlp
-
     if args.model == "linear":
         model = linear(n_features, n_outputs, dtype=dtype)
         model.task = task
@@ -286,8 +278,6 @@ def _learning_rate(args, model, loss, X, names):
 
     'auto' = 1/L exists only where L is known: the linear model with MSE.
     """
-    from .chapter import lipschitz
-
     linear_mse = args.model == "linear" and loss.name == "mse"
     if linear_mse and X.size:
         # 1/L needs X^T X: with values near sqrt(float max) it overflows to inf and the step to 0.
@@ -310,8 +300,6 @@ def _learning_rate(args, model, loss, X, names):
 
 
 def _schedule(args):
-    from .optimizers import CosineLR, ExponentialLR, StepLR
-
     if args.schedule is None:
         return None
     epochs = max(args.epochs, 1)
@@ -321,8 +309,6 @@ def _schedule(args):
 
 def metrics_of(bundle, X_scaled, y):
     """Metrics of the bundle's network on already-scaled inputs (targets: values or class indices)."""
-    from .metrics import classification_metrics, regression_metrics
-
     model = bundle.model
     if model.task == "regression":
         return regression_metrics(y, model.predict(X_scaled)[:, 0])
@@ -345,8 +331,6 @@ def _print_metrics(title, bundle, X_scaled, y):
 
 
 def _print_optimum(bundle, X, y):
-    from .chapter import gap_to_optimum, least_squares
-
     layer = bundle.model.layers[0]
     optimum = least_squares(X, y)
     gap = gap_to_optimum(X, y, layer.params["W"], layer.params.get("b"), optimum)
@@ -367,8 +351,6 @@ def _log_final(path, bundle, X_scaled, y, split):
     none are held out; the first FINAL_ROWS), the classes, and the metrics and confusion matrix of
     all those rows: what ``gradloop report`` draws beside the epochs. Labels are the data's.
     """
-    from .io import json_line
-
     model, classes = bundle.model, bundle.classes
     metrics = metrics_of(bundle, X_scaled, y)
     confusion = metrics.pop("confusion_matrix", None)

@@ -1,0 +1,124 @@
+"""``gradloop evaluate``, ``predict`` and ``report``: a saved model or a run log in, numbers and pages out."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from ..bundle import ModelBundle
+from ..data import _listing, encode_labels, read_table, select_features, select_xy
+from ..errors import ConfigError, DataError
+from ..modelfile import atomic_write_bytes, json_line
+from ..paths import Place, check_places
+from ..report import PLOT_FILES, figures, left_out, png_bytes, read_log, render_html, write_pngs
+from .train import metrics_of
+
+
+def _load_for(model_path, data_path, *, need_target):
+    """A saved bundle and the columns it reads from a data file: (bundle, X raw (n, d), y or None).
+
+    Features are matched by name, in any order; other columns are ignored. ``need_target``
+    (evaluate): the target column must be there, with labels the model knows. Without it
+    (predict) the target column, whatever it holds, is never read.
+    """
+
+    bundle = ModelBundle.load(model_path)
+    frame = read_table(data_path)
+    if not need_target:
+        return bundle, select_features(frame, bundle.feature_names, source=str(data_path)), None
+    columns = [str(c) for c in frame.columns]
+    if bundle.target not in columns:
+        raise DataError(f"{data_path}: no target column {bundle.target!r}, which evaluate compares the "
+                        f"predictions with; columns are {_listing(columns)} "
+                        "(to predict without a target: gradloop predict)")
+    data = select_xy(frame, bundle.target, bundle.feature_names, labels=bundle.classes is not None,
+                     source=str(data_path))
+    y = data.y
+    if bundle.classes is not None:
+        originals = np.asarray(data.classes, dtype=object)[data.y]
+        try:
+            y, _ = encode_labels(originals, bundle.classes)
+        except DataError as exc:  # say where the unseen labels are
+            raise DataError(f"{data_path}: column {bundle.target!r}: {exc}") from None
+    return bundle, data.X, y
+
+
+def _read_places(args):
+    """What predict reads: the model file and the data file."""
+    return [Place("MODEL file", args.model), Place("DATA file", args.data)]
+
+
+def cmd_evaluate(args):
+    bundle, X, y = _load_for(args.model, args.data, need_target=True)
+    X_scaled = bundle.scaler.transform(X) if bundle.scaler is not None else X
+    metrics = metrics_of(bundle, X_scaled.astype(bundle.model.dtype), y)
+    if args.json:
+        print(json_line(_strict_metrics(metrics)))
+        return 0
+    print(f"{args.model} on {args.data} ({len(X)} rows):")
+    for key, value in metrics.items():
+        if key != "confusion_matrix":
+            print(f"  {key:10s} {value:.6g}")
+    if "confusion_matrix" in metrics:
+        print("  confusion matrix (rows: true class, columns: predicted), classes "
+              + ", ".join(map(str, bundle.classes)))
+        for row in metrics["confusion_matrix"]:
+            print("   ", " ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+def _strict_metrics(metrics):
+    """Metrics as strict JSON: an undefined R^2 (constant target, one row) is null, with the reason beside it."""
+    out = dict(metrics)
+    r2 = out.get("r2")
+    if r2 is not None and not math.isfinite(r2):
+        out["r2"] = None
+        out["r2_undefined"] = ("the target is constant on these rows (or there is one row): "
+                               "R^2 divides by its variance")
+    return out
+
+
+def cmd_predict(args):
+    import pandas as pd
+
+    check_places(_read_places(args), [Place("--out", args.out)])
+    bundle, X, _ = _load_for(args.model, args.data, need_target=False)
+    if args.proba:
+        if bundle.classes is None:
+            raise ConfigError("--proba needs a classifier; this model does regression")
+        frame = pd.DataFrame(bundle.predict_proba(X), columns=[f"p_{c}" for c in bundle.classes])
+    else:
+        frame = pd.DataFrame({bundle.target: bundle.predict(X)})
+    if args.out is None:
+        frame.to_csv(sys.stdout, index=False)
+        return 0
+
+    atomic_write_bytes(args.out, frame.to_csv(index=False).encode("utf-8"))
+    print(f"Wrote {len(frame)} predictions to {args.out}")
+    return 0
+
+
+def cmd_report(args):
+
+    out = args.out
+    if out is None and args.png is None:
+        out = os.path.splitext(args.log)[0] + ".html"
+    plots = Place("--png", args.png, folder=True, writes=PLOT_FILES, parents=True)
+    check_places([Place("log", args.log)], [Place("-o", out), plots])
+    records, final = read_log(args.log)
+    if note := left_out(final):
+        print(f"gradloop: {note}")
+    # Everything is rendered before the first file is written.
+    pngs = {name: png_bytes(fig) for name, fig in figures(records, final).items()}
+    page = render_html(records, final, pngs, title=os.path.basename(args.log)) if out is not None else None
+    if args.png is not None:
+        paths = write_pngs(args.png, pngs)
+        print(f"Wrote {len(paths)} plot{'s' * (len(paths) != 1)} to {args.png}: {', '.join(p.name for p in paths)}")
+    if page is not None:
+        atomic_write_bytes(out, page.encode("utf-8"), "report")
+        print(f"Wrote the report of {len(records)} epoch{'s' * (len(records) != 1)} "
+              f"({len(pngs)} plot{'s' * (len(pngs) != 1)}) to {out}")
+    return 0
