@@ -15,14 +15,13 @@ import numpy as np
 
 from .data import Standardizer
 from .errors import DataError, GradloopError, ModelFileError
+from .losses import LOSSES
 from .modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, read_model_file, write_model_file
 from .models import Sequential
 from .version import __version__
 
 def _check_outputs(model, loss, classes):
     """The loss, the task, the class list and the number of outputs must tell one story."""
-    from .losses import LOSSES
-
     if loss not in LOSSES:
         raise ModelFileError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
     if LOSSES[loss].task != model.task:

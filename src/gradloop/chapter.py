@@ -19,6 +19,7 @@ from .constraints import check_all, check_lr
 from .errors import DataError, DivergenceError
 from .fast.kernels import STREAM_MIN_BYTES, augmented_gram
 from .loop import check_epochs, fit
+from .metrics import regression_metrics
 from .models import linear
 from .optimizers import SGD
 
@@ -245,8 +246,6 @@ def evaluate(X, Y, weights, bias=None):
     Returns:
         dict with "mse", "rmse", "mae" and "r2".
     """
-    from .metrics import regression_metrics
-
     if hasattr(weights, "predict"):
         return regression_metrics(np.asarray(Y, dtype=float), weights.predict(np.asarray(X, dtype=float)))
     X, Y, W, b, _ = _validate(X, Y, weights, bias, None)

@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CheckpointError
 from .callbacks import Callback
+from .constraints import check
+from .errors import CheckpointError, ModelFileError
+from .layers import Dropout
+from .modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, finite_json, read_model_file, write_model_file
+from .models import parameter_shapes
 from .paths import Place
 
 FILE_NAME = "checkpoint.safetensors"
@@ -128,8 +132,6 @@ def _capture(trainer, config, history) -> TrainingState:
 
 def save(directory, state: TrainingState):
     """Write ``state`` to ``directory/checkpoint.safetensors`` atomically; returns the file's path."""
-    from .modelfile import CHECKSUM_KEY, content_checksum, finite_json, write_model_file
-
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint folder {directory} does not exist")
     tensors = {f"model.{k}": v for k, v in state.parameters.items()}
@@ -160,8 +162,6 @@ def save(directory, state: TrainingState):
 
 def load(directory) -> TrainingState:
     """Read the checkpoint in ``directory``; a missing, foreign or damaged one raises CheckpointError."""
-    from .errors import ModelFileError
-    from .modelfile import checksum_matches, read_model_file
 
     path = directory if os.path.isfile(directory) else os.path.join(directory, FILE_NAME)
     if not os.path.exists(path):
@@ -206,8 +206,6 @@ def _validated(state, path):
     (nothing allocated beyond them), the optimizer's state arrays against the parameters, the
     generator states against numpy's PCG64, the History's lists against the epoch.
     """
-    from .models import parameter_shapes
-
     def bad(why):
         return CheckpointError(f"{path}: the checkpoint is inconsistent: {why}")
 
@@ -269,7 +267,7 @@ class FolderLock:
 
     def acquire(self):
         try:
-            import fcntl
+            import fcntl  # POSIX only: imported here so that the module loads on every platform
         except ImportError:
             return self
         path = os.path.join(self.directory, LOCK_NAME)
@@ -324,8 +322,6 @@ class CheckpointWriter(Callback):
     wants_records = False
 
     def __init__(self, directory, every=1, config=None, lock=None):
-        from .constraints import check
-
         self.directory, self.every, self.config = directory, check("checkpoint_every", every), config
         self.path = None
         self._saved_epoch = self._pending = None
@@ -379,8 +375,6 @@ class CheckpointWriter(Callback):
 
 
 def _dropouts(model):
-    from .layers import Dropout
-
     return [layer for layer in model.layers if isinstance(layer, Dropout)]
 
 

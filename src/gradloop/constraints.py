@@ -11,6 +11,7 @@ refuses a model that cannot fit in memory before anything is allocated.
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import os
@@ -136,8 +137,6 @@ def check_all(**values):
 
 def option_type(name):
     """An argparse ``type=`` for ``name``: parses the word, or says what the option accepts."""
-    import argparse
-
     rule = PARAMETERS[name]
 
     def parse(text):

@@ -12,6 +12,8 @@ only numpy.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import warnings
@@ -31,6 +33,13 @@ SUPPORTED = (".csv", ".parquet", ".pq", ".npy", ".npz")
 # "sklearn:NAME" reads sklearn.datasets.load_NAME(as_frame=True).frame.
 SKLEARN_PREFIX = "sklearn:"
 SKLEARN_DATASETS = ("diabetes", "digits", "iris", "wine", "breast_cancer")
+
+
+def _pandas():
+    """pandas, imported on first use, on purpose: it is heavy, and ``import gradloop`` stays NumPy only."""
+    import pandas
+
+    return pandas
 
 
 def _show(value, limit=40) -> str:
@@ -110,7 +119,7 @@ def _read_sklearn(dataset: str, name: str):
 
 
 def _read_csv(p: Path, name: str):
-    import pandas as pd
+    pd = _pandas()
 
     # Text never holds NUL bytes; without this check pandas parses binary files as
     # ragged CSV and the message would be about field counts.
@@ -184,7 +193,7 @@ def _refuse_repeated_names(names, source):
 
 
 def _read_parquet(p: Path, name: str):
-    import pandas as pd
+    pd = _pandas()
 
     # A stored index is row labels, not data: number rows 0..n-1 like the other formats.
     return pd.read_parquet(p).reset_index(drop=True)
@@ -202,7 +211,7 @@ def _load(p: Path, name: str, want_npz: bool):
 
 
 def _frame(columns: dict):
-    import pandas as pd
+    pd = _pandas()
 
     # Decode text now: numpy 'U' arrays can hold invalid code points that would
     # otherwise blow up later, far from the file.
@@ -210,7 +219,7 @@ def _frame(columns: dict):
 
 
 def _read_npy(p: Path, name: str):
-    import pandas as pd
+    pd = _pandas()
 
     arr = _load(p, name, want_npz=False)
     if arr.dtype.names is not None:
@@ -280,7 +289,7 @@ MISSING_SPELLINGS = frozenset({"", "nan", "+nan", "-nan", "na", "n/a", "null", "
 
 def _floats(col):
     """Column -> (float64 values (n,), mask (n,) of cells that are not numbers); missing cells are NaN."""
-    import pandas as pd
+    pd = _pandas()
 
     if pd.api.types.is_complex_dtype(col.dtype):
         return np.full(len(col), np.nan), col.notna().to_numpy()
@@ -413,9 +422,6 @@ def fingerprint(dataset) -> str:
     A checkpoint stores it, so a resumed run on other data (same shape, same path) is refused,
     and the same data under another spelling of its path is accepted.
     """
-    import hashlib
-    import json
-
     digest = hashlib.sha256(json.dumps([dataset.feature_names, dataset.target_name, dataset.classes,
                                         list(dataset.X.shape), str(dataset.X.dtype), str(dataset.y.dtype)],
                                        default=str).encode("utf-8"))

@@ -34,10 +34,11 @@ from .batches import FullBatch, MiniBatches
 from .callbacks import BatchRecord, Callback, TracePrinter
 from .constraints import check, check_all
 from .errors import ConfigError, DivergenceError
+from .fast import kernels
 from .layers import Dropout
+from .losses import get_loss
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
-from .fast import kernels
 from .records import HEAD, EpochRecord, History
 
 # Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py; they stay
@@ -143,8 +144,6 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         >>> model = mlp([4, 16, 1], "tanh")
         >>> history = fit(model, X, y, loss="mse", optimizer=Adam(1e-2), epochs=100)
     """
-    from .losses import get_loss
-
     loss = get_loss(loss)
     # Every option is checked here, before anything trains (scikit-learn's validate-at-fit).
     check_all(epochs=epochs, batch_size=batch_size, round_to=round_to, every=every, clip_norm=clip_norm,

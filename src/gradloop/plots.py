@@ -80,7 +80,7 @@ def plot_history(history, ax=None):
     """
     curves = _curves(history)
     if ax is None:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy, as all of matplotlib here: heavy, and only for drawing
 
         _, ax = plt.subplots(figsize=(6.4, 4), layout="constrained")
     drawn = []
@@ -106,7 +106,7 @@ def plot_history(history, ax=None):
 
 
 def _new_figure(width=5.6, height=3.8):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is heavy
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -157,7 +157,7 @@ def _weight_series(records):
 
 
 def _weights_figure(epochs, series):
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy
 
     fig = _new_figure()
     ax = fig.add_subplot()
@@ -288,7 +288,7 @@ def left_out(final):
 
 def png_bytes(fig):
     """A figure rendered by the Agg canvas as PNG bytes (bytes pass through: rendered already)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is heavy
 
     if isinstance(fig, bytes):
         return fig

@@ -7,12 +7,12 @@
 
 from importlib.resources import files
 
+from ..errors import ConfigError
+
 
 def path(name="diabetes"):
     """Filesystem path of a bundled data set, e.g. ``path("diabetes")``."""
     resource = files(__name__) / f"{name}.csv"
     if not resource.is_file():
-        from ..errors import ConfigError
-
         raise ConfigError(f"no bundled data set {name!r}; known: diabetes")
     return str(resource)

@@ -31,7 +31,7 @@ def compiled(**options):
             nonlocal dispatcher
             with lock:
                 if dispatcher is None:
-                    import numba
+                    import numba  # lazy, on purpose: heavy (~0.4 s), and small models never need it
 
                     dispatcher = numba.njit(nogil=True, cache=True, error_model="numpy", **options)(fn)
             return dispatcher

@@ -240,7 +240,7 @@ def augmented_gram(X, Y, threads=None, block_rows=GRAM_BLOCK_ROWS):
 
     if len(ranges) == 1:
         return partial(ranges[0])
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # lazy: only the Gram pass on large data needs it
 
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(len(ranges)) as pool:
         return sum(pool.map(partial, ranges))
