@@ -102,7 +102,6 @@ def cmd_predict(args):
 
 
 def cmd_report(args):
-
     out = args.out
     if out is None and args.png is None:
         out = os.path.splitext(args.log)[0] + ".html"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 import numpy as np
@@ -34,6 +35,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the project's error format), exit 2."""
 
     def error(self, message):
+        # argparse says "invalid choice: 'x' (choose from 'a', 'b')"; gradloop says what it says for
+        # every unknown name: "unknown 'x'; known: a, b".
+        choice = re.fullmatch(r"(argument [^:]+): invalid choice: (.*?) \(choose from (.*)\)", message)
+        if choice:
+            known = ", ".join(name.strip(" '\"") for name in choice[3].split(","))
+            message = f"{choice[1]}: unknown {choice[2]}; known: {known}"
         raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
@@ -46,7 +53,6 @@ def _hidden(text):
 
 
 def build_parser():
-
     parser = _Parser(prog="gradloop", description="A glass-box training loop: every number, every epoch.")
     parser.add_argument("--version", action="version", version=f"gradloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,13 +94,14 @@ def build_parser():
     train.add_argument("--out", metavar="MODEL", help="save the trained model (safetensors + JSON metadata)")
     train.add_argument("--model", choices=("linear", "mlp"))
     train.add_argument("--hidden", type=_hidden, help="hidden layer sizes of the MLP, e.g. 64,32")
-    train.add_argument("--activation", help=f"MLP activation: {', '.join(ACTIVATIONS)}")
-    train.add_argument("--loss", help=f"loss: {', '.join(LOSSES)} (bce and cross-entropy classify)")
-    train.add_argument("--optimizer", help=f"optimizer: {', '.join(OPTIMIZERS)}")
+    train.add_argument("--activation", choices=list(ACTIVATIONS), help=f"MLP activation: {', '.join(ACTIVATIONS)}")
+    train.add_argument("--loss", choices=list(LOSSES),
+                       help=f"loss: {', '.join(LOSSES)} (bce and cross-entropy classify)")
+    train.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"optimizer: {', '.join(OPTIMIZERS)}")
     train.add_argument("--batch-size", type=option_type("batch_size"),
                        help="rows per step (default: the full batch, the chapter's mode)")
     train.add_argument("--weight-decay", type=option_type("weight_decay"))
-    train.add_argument("--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    train.add_argument("--schedule", choices=list(SCHEDULES), help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     train.add_argument("--clip-norm", type=option_type("clip_norm"), help="clip the global gradient norm")
     train.add_argument("--dtype", choices=("float64", "float32"))
     train.add_argument("--gradient", choices=GRADIENT_MODES,

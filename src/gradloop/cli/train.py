@@ -24,13 +24,13 @@ from ..checkpoint import FILE_NAME, LOCK_NAME, CheckpointWriter, FolderLock
 from ..constraints import check_memory
 from ..data import DEFAULT_TEST_SIZE, SKLEARN_PREFIX, Standardizer, fingerprint, load_xy, train_test_split
 from ..errors import ConfigError, DataError, DivergenceError
-from ..layers import ACTIVATIONS, Dense
+from ..layers import Dense
 from ..loop import STANDARDIZE_ADVICE, fit, fit_targets, split_validation
 from ..losses import get_loss
 from ..metrics import classification_metrics, regression_metrics
 from ..modelfile import json_line
 from ..models import linear, mlp
-from ..optimizers import OPTIMIZERS, SCHEDULES, CosineLR, ExponentialLR, StepLR, get_optimizer
+from ..optimizers import CosineLR, ExponentialLR, StepLR, get_optimizer
 from ..paths import Place, check_places
 from .options import check_fingerprint, resolve, run_config
 
@@ -76,14 +76,9 @@ def _train(args, resume, trace_first, progress):
 
 
 def _train_locked(args, resume, trace_first, progress, lock):
-
-    try:
-        loss = get_loss(args.loss)
-    except ConfigError as exc:  # name the option, like the other unknown names
-        raise ConfigError(f"--loss: {exc}") from None
+    loss = get_loss(args.loss)
     classify = loss.name in CLASSIFICATION_LOSSES
     optimizer_name = args.optimizer
-    _check_choices(args)
 
     try:
         data = load_xy(args.data, args.target, args.features, labels=classify)
@@ -251,16 +246,6 @@ def model_summary(model, loss):
     sizes = [model.n_inputs] + [layer.out_features for layer in model.layers if isinstance(layer, Dense)]
     kind = "linear model" if len(sizes) == 2 else "MLP " + "-".join(map(str, sizes))
     return f"{kind}, {loss.name} loss, {sum(p.size for p in model.parameters())} parameters"
-
-
-def _check_choices(args):
-
-    if args.activation not in ACTIVATIONS:
-        raise ConfigError(f"--activation: unknown activation {args.activation!r}; known: {', '.join(ACTIVATIONS)}")
-    if args.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"--optimizer: unknown optimizer {args.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    if args.schedule is not None and args.schedule not in SCHEDULES:
-        raise ConfigError(f"--schedule: unknown schedule {args.schedule!r}; known: {', '.join(SCHEDULES)}")
 
 
 def _build_model(args, n_features, n_outputs, task, dtype):
