@@ -147,24 +147,33 @@ class SGD(Optimizer):
             self.steps += 1
             return
         buffers = self._buffers("momentum_buffer", params) if mu else None
+        first = self.steps == 0
         for i, (p, g) in enumerate(zip(params, grads)):
-            buf = buffers[i] if mu else p  # without momentum the compiled step never touches buf
+            buf = buffers[i] if mu else p  # without momentum the rule never changes buf
             if _compiles(p, g, buf):
                 kind = p.dtype.type
                 _sgd_step(p.reshape(-1), g.reshape(-1), buf.reshape(-1), kind(lr), kind(mu), kind(wd),
-                          self.nesterov, self.steps == 0)
+                          self.nesterov, first)
                 continue
-            if wd:
-                g = g + wd * p
+            new_p, new_buf = sgd_rule(p, g, buf, lr, mu, wd, self.nesterov, first)
             if mu:
-                if self.steps == 0:
-                    buf[...] = g
-                else:
-                    buf *= mu
-                    buf += g
-                g = g + mu * buf if self.nesterov else buf
-            p -= lr * g
+                buf[...] = new_buf
+            p[...] = new_p
         self.steps += 1
+
+
+def sgd_rule(p, g, buf, lr, mu, wd, nesterov, first):
+    """:class:`SGD`'s update, written once for numbers and for arrays: returns (new p, new buf).
+
+    NumPy runs it on whole arrays; the compiled pass (:func:`_sgd_step`) on each entry,
+    with the scalars in the arrays' dtype, as NumPy casts them: the same bits (tested).
+    """
+    if wd != 0:
+        g = g + wd * p
+    if mu != 0:
+        buf = g if first else buf * mu + g
+        g = g + mu * buf if nesterov else buf
+    return p - lr * g, buf
 
 
 def _compiles(p, *others):
@@ -173,28 +182,24 @@ def _compiles(p, *others):
         a.dtype == p.dtype and a.shape == p.shape and a.flags.c_contiguous for a in others)
 
 
-# The compiled steps below run without fastmath: each multiply and add is rounded where NumPy
+# The compiled passes below run without fastmath: each multiply and add is rounded where NumPy
 # rounds it, in NumPy's order, with the scalars in the arrays' dtype as NumPy casts them. So
 # they give NumPy's bits (tested), in one pass over the arrays instead of one per operation.
 @compiled()
 def _subtract_scaled(p, g, lr):
-    """``p -= lr * g`` over 1-D arrays."""
+    """``p -= lr * g`` over 1-D arrays: :func:`sgd_rule` without momentum or decay, the chapter's update."""
     for i in range(p.size):
         p[i] -= lr * g[i]
 
 
-@compiled()
+@compiled(uses=(sgd_rule,))
 def _sgd_step(p, g, buf, lr, mu, wd, nesterov, first):
-    """:class:`SGD`'s rule over 1-D arrays; ``buf`` is the momentum buffer (unused when mu is 0)."""
+    """:func:`sgd_rule` over 1-D arrays; ``buf`` is the momentum buffer (unused when mu is 0)."""
     for i in range(p.size):
-        gi = g[i]
-        if wd != 0:
-            gi = gi + wd * p[i]
+        new_p, new_buf = sgd_rule(p[i], g[i], buf[i], lr, mu, wd, nesterov, first)
         if mu != 0:
-            b = gi if first else buf[i] * mu + gi
-            buf[i] = b
-            gi = gi + mu * b if nesterov else b
-        p[i] -= lr * gi
+            buf[i] = new_buf
+        p[i] = new_p
 
 
 class Adam(Optimizer):
@@ -240,36 +245,35 @@ class Adam(Optimizer):
                            kind(b2), kind(1 - b2), kind(step_size), kind(root_correction2), kind(self.eps),
                            kind(wd), kind(1 - lr * wd), self.decoupled)
                 continue
-            if wd and self.decoupled:
-                p *= 1 - lr * wd
-            elif wd:
-                g = g + wd * p
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            denom = np.sqrt(v)
-            denom /= root_correction2
-            denom += self.eps
-            p -= step_size * (m / denom)
+            new_p, new_m, new_v = adam_rule(p, g, m, v, b1, 1 - b1, b2, 1 - b2, step_size, root_correction2,
+                                            self.eps, wd, 1 - lr * wd, self.decoupled)
+            m[...], v[...], p[...] = new_m, new_v, new_p
 
 
-@compiled()
+def adam_rule(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, step_size, root_correction2, eps, wd, shrink,
+              decoupled):
+    """:class:`Adam`'s (or, ``decoupled``, AdamW's) update, written once for numbers and for arrays.
+
+    Returns (new p, new m, new v); ``shrink`` is 1 - lr * wd. NumPy runs it on whole arrays,
+    the compiled pass (:func:`_adam_step`) on each entry: the same bits (tested).
+    """
+    if wd != 0:
+        if decoupled:
+            p = p * shrink
+        else:
+            g = g + wd * p
+    m = m * b1 + one_minus_b1 * g
+    v = v * b2 + one_minus_b2 * (g * g)
+    return p - step_size * (m / (np.sqrt(v) / root_correction2 + eps)), m, v
+
+
+@compiled(uses=(adam_rule,))
 def _adam_step(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, step_size, root_correction2, eps, wd, shrink,
                decoupled):
-    """:class:`Adam`'s (or, ``decoupled``, AdamW's) rule over 1-D arrays; ``shrink`` is 1 - lr * wd."""
+    """:func:`adam_rule` over 1-D arrays."""
     for i in range(p.size):
-        gi = g[i]
-        if wd != 0:
-            if decoupled:
-                p[i] = p[i] * shrink
-            else:
-                gi = gi + wd * p[i]
-        mi = m[i] * b1 + one_minus_b1 * gi
-        vi = v[i] * b2 + one_minus_b2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        p[i] -= step_size * (mi / (np.sqrt(vi) / root_correction2 + eps))
+        p[i], m[i], v[i] = adam_rule(p[i], g[i], m[i], v[i], b1, one_minus_b1, b2, one_minus_b2, step_size,
+                                     root_correction2, eps, wd, shrink, decoupled)
 
 
 class AdamW(Adam):

@@ -16,11 +16,17 @@ import functools
 import threading
 
 
-def compiled(**options):
+_JITABLE = set()  # plain functions numba already knows how to call from compiled code
+
+
+def compiled(uses=(), **options):
     """Decorator: the function, compiled by ``numba.njit(nogil=True, cache=True, **options)`` at its first call.
 
     Division follows NumPy (``error_model="numpy"``: x / 0 is inf or NaN, no
-    exception), which also leaves the loops free to use SIMD lanes.
+    exception), which also leaves the loops free to use SIMD lanes. ``uses``: plain
+    Python functions the loop calls (an optimizer's update rule, written once for
+    numbers and arrays alike); numba learns to compile them at the same first call,
+    and they stay ordinary functions for NumPy.
     """
 
     def wrap(fn):
@@ -32,7 +38,12 @@ def compiled(**options):
             with lock:
                 if dispatcher is None:
                     import numba  # lazy, on purpose: heavy (~0.4 s), and small models never need it
+                    from numba.extending import register_jitable
 
+                    for helper in uses:
+                        if helper not in _JITABLE:
+                            register_jitable(helper)
+                            _JITABLE.add(helper)
                     dispatcher = numba.njit(nogil=True, cache=True, error_model="numpy", **options)(fn)
             return dispatcher
 
