@@ -23,3 +23,9 @@ def central_diff(f, x, h=1e-6):
         flat[i] = old
         gflat[i] = (up - down) / (2 * h)
     return g
+
+
+def central_diff_of(f, x, h=1e-6):
+    """d f(x) / d x by central differences, for an ``f`` that takes the array (``x`` is not changed)."""
+    work = np.array(x, dtype=np.float64)
+    return central_diff(lambda: f(work), work, h)

@@ -17,6 +17,7 @@ from gradloop.layers import ACTIVATIONS, Dense, Dropout, LeakyReLU, ReLU, Sigmoi
 from gradloop.losses import BinaryCrossEntropy, SoftmaxCrossEntropy
 from gradloop.models import TASKS, Sequential, linear, mlp
 from gradloop.optimizers import SGD, Adam
+from numerics import central_diff
 
 TOL = 1e-10
 
@@ -136,17 +137,8 @@ def test_mlp_gradients_match_finite_differences():
     loss = SoftmaxCrossEntropy()
     _, grad = loss.value_and_grad(y, model.forward(x))
     model.backward(grad)
-    h = 1e-6
     for p, g in zip(model.parameters(), model.gradients()):
-        numeric = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + h
-            up = loss.value(y, model.forward(x))
-            p[i] = old - h
-            down = loss.value(y, model.forward(x))
-            p[i] = old
-            numeric[i] = (up - down) / (2 * h)
+        numeric = central_diff(lambda: loss.value(y, model.forward(x)), p)
         assert np.linalg.norm(g - numeric) / np.linalg.norm(numeric) < 1e-7
 
 
