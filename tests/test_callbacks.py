@@ -6,6 +6,7 @@ import ast
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -98,7 +99,16 @@ def test_trace_printer_multi_output_heads_are_rows():
     Y = np.stack([X[:, 0], -X[:, 1]], axis=1)
     out = io.StringIO()
     fit(linear(2, 2), X, Y, loss="mse", optimizer=SGD(0.1), epochs=1, callbacks=[TracePrinter(file=out)])
-    assert "[[" in out.getvalue()
+    text = out.getvalue()
+
+    def printed(label):  # the nested list after "label...: ", as numbers (it spans lines)
+        return np.array(ast.literal_eval(re.search(label + r"[^:]*: (\[\[.*?\]\])", text, re.DOTALL)[1]))
+
+    actual, predicted = printed("Actual output"), printed("Predicted output")
+    assert actual.shape == predicted.shape == (5, 2)  # one row per sample, one column per output
+    np.testing.assert_allclose(actual, Y[:5], atol=5e-7)  # printed to 6 decimals
+    np.testing.assert_array_equal(predicted, np.zeros((5, 2)))  # the zero weights' predictions
+    np.testing.assert_allclose(printed("Difference"), Y[:5], atol=5e-7)
 
 
 def test_verbose_is_a_trace_printer_on_stdout(capsys):

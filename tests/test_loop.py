@@ -11,6 +11,7 @@ import pytest
 
 import gradloop
 from gradloop import Callback, ConfigError, DivergenceError, EpochRecord, History, fit
+from gradloop.losses import SoftmaxCrossEntropy
 from gradloop.callbacks import TracePrinter
 from gradloop.layers import Dense
 from gradloop.models import linear, mlp
@@ -339,8 +340,11 @@ def test_classifier_trains():
     y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 0] > 1).astype(int)
     model = mlp([2, 8, 3], "tanh", seed=0)
     h = fit(model, X, y, loss="cross-entropy", optimizer=Adam(0.05), epochs=60, keep_records=True)
+    assert (model.predict_raw(X).argmax(axis=1) == y).mean() >= 0.9  # it learnt the three regions
     assert h.history["loss"][-1] < h.history["loss"][0] / 2
-    json.dumps(h.records[-1].to_dict())
+    last = json.loads(json.dumps(h.records[-1].to_dict()))  # the record is JSON, and holds the epoch's numbers
+    assert last["epoch"] == 60 and last["loss"] == h.history["loss"][-1]
+    assert last["new_loss"] == pytest.approx(SoftmaxCrossEntropy().value(y, model.predict_raw(X)), rel=1e-12)
 
 
 # ------------------------------------------------------------ bad arguments
