@@ -174,8 +174,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         resume.restore(trainer)
     options = FitOptions(epochs, batch_size if mini_batch else None, shuffle, round_to, schedule, clip_norm,
                          gradient, stable_lr)
-    run = _Run(model, loss, optimizer, X, y, callbacks, trainer, options, validation_data)
     trainer.callbacks = callbacks
+    run = _Run(trainer, X, y, options, validation_data)
     model.train()
     for cb in callbacks:
         cb.on_train_begin(trainer)
@@ -270,7 +270,10 @@ class _Run:
     completed, never before, so an epoch that stops half-way leaves none.
     """
 
-    def __init__(self, model, loss, optimizer, X, y, callbacks, trainer, options, validation_data):
+    def __init__(self, trainer, X, y, options, validation_data):
+        """trainer: its model, optimizer, loss, callbacks and History; X, y: the training rows, shaped for
+        the loss; options: a :class:`FitOptions`; validation_data: (X_val, y_val) or None."""
+        model, loss, optimizer, callbacks = trainer.model, trainer.loss, trainer.optimizer, trainer.callbacks
         self.model, self.loss, self.optimizer, self.options = model, loss, optimizer, options
         self.X, self.y = X, y
         self.callbacks, self.trainer, self.history = callbacks, trainer, trainer.history
