@@ -18,10 +18,12 @@ import numpy as np
 from .constraints import check_all, check_lr
 from .errors import DataError, DivergenceError
 from .fast.kernels import STREAM_MIN_BYTES, augmented_gram
-from .loop import check_epochs, fit
+from .loop import check_epochs, fit, is_source_input
 from .metrics import regression_metrics
 from .models import linear
 from .optimizers import SGD
+from .sources import as_source
+from .sums import Gap, Optimum, SourceSums
 
 
 def model(X, weights, bias=None):
@@ -85,32 +87,6 @@ def gradients(X, Y, weights, bias=None):
     return gW, gb.reshape(np.shape(bias))
 
 
-@dataclass
-class Optimum:
-    """The closed-form least-squares solution: the best any linear model can do on this data."""
-
-    weights: np.ndarray  # (n_features, n_outputs)
-    bias: np.ndarray | None  # (n_outputs,)
-    loss: float
-
-
-@dataclass
-class Gap:
-    """How far the trained model is from the optimum."""
-
-    loss: float
-    optimal_loss: float
-    loss_ratio: float  # loss / optimal loss (inf when the optimum is exact and we are not)
-    excess_loss: float  # loss - optimal loss
-    weight_distance: float  # ||w - w*|| (bias included)
-    relative_weight_distance: float  # ||w - w*|| / ||w*||
-
-    def summary(self):
-        return (f"loss {self.loss:.6g} vs optimal {self.optimal_loss:.6g} "
-                f"(ratio {self.loss_ratio:.6g}, excess {self.excess_loss:.3g}); "
-                f"weights {self.relative_weight_distance:.3g} (relative) from the least-squares solution")
-
-
 class LinearRun:
     """Result of :func:`fit_linear`: trained weights in the caller's shape, history and the optimum.
 
@@ -120,9 +96,10 @@ class LinearRun:
     ``stable_lr`` are computed on first access.
     """
 
-    def __init__(self, model, history, X, Y, weights_shape, bias_shape, lr):
+    def __init__(self, model, history, X, Y, weights_shape, bias_shape, lr, sums=None):
         self.model, self.history, self.lr = model, history, lr
         self._X, self._Y = X, Y
+        self._sums = sums  # a source's: the optimum, gap and L from its Gram sums
         W = model.layers[0].params["W"]
         self.weights = W.reshape(weights_shape).copy()
         self.bias = None
@@ -134,17 +111,25 @@ class LinearRun:
     @property
     def optimum(self) -> Optimum:
         if self._optimum is None:
-            self._optimum = least_squares(self._X, self._Y, bias=self.bias is not None)
+            bias = self.bias is not None
+            self._optimum = (self._sums.optimum(bias) if self._sums is not None
+                             else least_squares(self._X, self._Y, bias=bias))
         return self._optimum
 
     @property
     def gap(self) -> Gap:
         layer = self.model.layers[0]
-        return gap_to_optimum(self._X, self._Y, layer.params["W"], layer.params.get("b"), self.optimum)
+        W, b = layer.params["W"], layer.params.get("b")
+        if self._sums is not None:
+            return self._sums.gap(W, b, self.optimum)
+        return gap_to_optimum(self._X, self._Y, W, b, self.optimum)
 
     @property
     def stable_lr(self):
-        return 2.0 / _loss_lipschitz(self._X, self.bias is not None, self._Y.shape[1])
+        k = self.model.n_outputs
+        if self._sums is not None:
+            return 2.0 / (self._sums.lipschitz(self.bias is not None) / k)
+        return 2.0 / _loss_lipschitz(self._X, self.bias is not None, k)
 
 
 def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round_to=None, gradient="auto"):
@@ -202,6 +187,10 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     ``run.history.records``; ``run.history.history["loss"]`` always has the
     loss per epoch.
     """
+    if is_source_input(X, Y):
+        return _fit_linear_source(as_source(X, Y), weights, lr, epochs, bias=bias, verbose=verbose, every=every,
+                                  round_to=round_to, callbacks=callbacks, keep_records=keep_records,
+                                  gradient=gradient)
     X, Y, W, b, dtype = _validate(X, Y, weights, bias, lr, check_data=False)
     # _validate skips the lr check when lr is None (its "not given" for
     # gradients/evaluate); for training None is a bad value.
@@ -236,6 +225,31 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
         _caller_shaped(exc, np.shape(weights), None if b is None else np.shape(bias))
         raise
     return LinearRun(net, history, X, Y, np.shape(weights), None if bias is None else np.shape(bias), lr_value)
+
+
+def _fit_linear_source(source, weights, lr, epochs, *, bias, verbose, every, round_to, callbacks, keep_records,
+                       gradient):
+    """:func:`fit_linear` over a data source: the same loop, the kernels reading it block by block,
+    ``lr="auto"``, the optimum and the gap from its Gram sums (one pass, shared)."""
+    W, b = _validate_weights(weights, bias, source.n_features, source.n_outputs, source.dtype)
+    check_lr(lr)
+    epochs = check_epochs(epochs)
+    check_all(every=every, round_to=round_to)
+    sums, k = SourceSums(source), W.shape[1]
+    lr_value = 1.0 / (sums.lipschitz(b is not None) / k) if isinstance(lr, str) else float(lr)
+    net = linear(W.shape[0], k, bias=b is not None, dtype=source.dtype)
+    net.layers[0].params["W"][...] = W
+    if b is not None:
+        net.layers[0].params["b"][...] = b
+    try:
+        history = fit(net, source, None, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
+                      every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records,
+                      gradient=gradient, stable_lr=lambda: 2.0 / (sums.lipschitz(b is not None) / k))
+    except DivergenceError as exc:
+        _caller_shaped(exc, np.shape(weights), None if b is None else np.shape(bias))
+        raise
+    return LinearRun(net, history, None, None, np.shape(weights), None if bias is None else np.shape(bias),
+                     lr_value, sums=sums)
 
 
 def evaluate(X, Y, weights, bias=None):
@@ -277,17 +291,7 @@ def gap_to_optimum(X, Y, W, b, optimum: Optimum) -> Gap:
     pred = X @ W + (0 if b is None else np.asarray(b, dtype=np.float64))
     r = pred - Y
     value = float(np.vdot(r, r)) / r.size
-    ours = W.ravel() if b is None else np.concatenate([W.ravel(), np.ravel(b)])
-    best = optimum.weights.ravel() if optimum.bias is None else np.concatenate(
-        [optimum.weights.ravel(), optimum.bias.ravel()])
-    distance = float(np.linalg.norm(ours - best))
-    best_norm = float(np.linalg.norm(best))
-    if optimum.loss > 0:
-        ratio = value / optimum.loss
-    else:
-        ratio = 1.0 if value == 0 else math.inf
-    return Gap(value, optimum.loss, ratio, value - optimum.loss, distance,
-               distance / best_norm if best_norm > 0 else distance)
+    return Gap.between(value, W, b, optimum)
 
 
 def lipschitz(X, *, bias=True, iterations=1000, tol=1e-10):
@@ -396,24 +400,30 @@ def _validate(X, Y, weights, bias, lr, check_data=True):
     if len(Y) != len(X):
         raise DataError(f"X has {len(X)} rows but Y has {len(Y)}: they must match")
     Y = Y.reshape(len(Y), -1)
+    W, b = _validate_weights(weights, bias, X.shape[1], Y.shape[1], dtype)
+    if check_data:
+        _check_finite(("X", X), ("Y", Y))
+    if lr is not None:
+        check_lr(lr)
+    return X, Y, W, b, dtype
+
+
+def _validate_weights(weights, bias, d, k, dtype):
+    """Weights (d,) or (d, k) and an optional bias (k,) for X with d columns and k outputs: (W (d, k), b)."""
     W = _as_matrix("weights", weights, dtype)
-    if W.ndim not in (1, 2) or W.shape[0] != X.shape[1] or (W.ndim == 2 and W.shape[1] != Y.shape[1]):
-        raise DataError(f"weights have shape {W.shape}; for X with {X.shape[1]} columns and "
-                        f"{Y.shape[1]} output(s) they must be ({X.shape[1]},) or ({X.shape[1]}, {Y.shape[1]})")
-    if W.ndim == 1 and Y.shape[1] != 1:
-        raise DataError(f"weights of shape {W.shape} give one output but Y has {Y.shape[1]} columns")
-    W = W.reshape(X.shape[1], -1)
+    if W.ndim not in (1, 2) or W.shape[0] != d or (W.ndim == 2 and W.shape[1] != k):
+        raise DataError(f"weights have shape {W.shape}; for X with {d} columns and "
+                        f"{k} output(s) they must be ({d},) or ({d}, {k})")
+    if W.ndim == 1 and k != 1:
+        raise DataError(f"weights of shape {W.shape} give one output but Y has {k} columns")
+    W = W.reshape(d, -1)
     b = None
     if bias is not None:
         b = _as_matrix("bias", bias, dtype).reshape(-1)
         if b.size != W.shape[1]:
             raise DataError(f"bias has {b.size} values but the model has {W.shape[1]} output(s)")
     _check_finite(("weights", W), ("bias", b))
-    if check_data:
-        _check_finite(("X", X), ("Y", Y))
-    if lr is not None:
-        check_lr(lr)
-    return X, Y, W, b, dtype
+    return W, b
 
 
 def _check_finite(*named):

@@ -305,23 +305,24 @@ def _floats(col):
     return values, np.isnan(values) & ~blank
 
 
-def select_xy(frame, target, features=None, *, labels=False, source="<data>") -> Dataset:
+def select_xy(frame, target, features=None, *, labels=False, source="<data>", first_row=0) -> Dataset:
     """Pick the target and feature columns of a DataFrame and check every value.
 
     Column names are compared as strings. ``features``: a list of names, a
     comma-separated string, or None for every column but the target. Messages
     name CSV cells by file line (data row i is line i + 2; a quoted field
-    spanning lines shifts this) and other sources by 0-based row.
+    spanning lines shifts this) and other sources by 0-based row; ``first_row`` is the file's
+    row of the frame's first (a block of a larger file).
     """
     try:
-        return _select_xy(frame, target, features, labels, source)
+        return _select_xy(frame, target, features, labels, source, first_row)
     except DataError:
         raise
     except Exception as exc:  # cell objects that pandas or numpy cannot convert
         raise DataError(f"{source}: cannot use the values of this table ({one_line(exc)})") from exc
 
 
-def _select_xy(frame, target, features, labels, source):
+def _select_xy(frame, target, features, labels, source, first_row=0):
     names, target = [str(c) for c in frame.columns], str(target)
     _refuse_repeated_names(names, source)
     pos = {n: i for i, n in enumerate(names)}
@@ -354,7 +355,8 @@ def _select_xy(frame, target, features, labels, source):
         else:
             target_values.append(np.array(values))  # a copy: pandas may hand out a read-only view
 
-    _checked_columns(frame, pos, feats + [target], source, store, label_column=target if labels else None)
+    _checked_columns(frame, pos, feats + [target], source, store, label_column=target if labels else None,
+                     first_row=first_row)
     y = target_values[0]
     classes = None
     if labels:
@@ -385,13 +387,16 @@ def select_features(frame, feature_names, source="<data>"):
     return X
 
 
-def _checked_columns(frame, pos, columns, source, store, label_column=None):
+def _checked_columns(frame, pos, columns, source, store, label_column=None, first_row=0):
     """Check every cell of the named columns; hand each column's float64 values (n_rows,) to ``store(j, values)``.
 
     ``label_column`` holds labels: any value but a missing one passes, and its values here are
     placeholders (0). DataError names the file's first bad cell: line (CSV) or row, column, value.
     """
-    where = (lambda i: f"line {i + 2}") if source.lower().endswith(".csv") else (lambda i: f"row {i}")
+    if source.lower().endswith(".csv"):
+        where = lambda i: f"line {first_row + i + 2}"  # noqa: E731
+    else:
+        where = lambda i: f"row {first_row + i}"  # noqa: E731
     problems = []  # (row, column order, message): report the file's first bad cell
     for j, col_name in enumerate(columns):
         col = frame.iloc[:, pos[col_name]]

@@ -37,10 +37,12 @@ from .constraints import check, check_all
 from .errors import ConfigError, DivergenceError
 from .fast import kernels
 from .layers import Dropout
-from .losses import get_loss
+from .losses import fit_targets, get_loss
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
+from .fast.blockwise import make_source_kernel
 from .records import HEAD, EpochRecord, History
+from .sources import Source, as_source, is_dask
 
 # Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py; they stay
 # importable from here.
@@ -158,8 +160,13 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     if keep_records:
         callbacks.append(_KeepRecords())
     callback_places(callbacks)  # two loggers on one file, a logger aimed at a folder: refused before epoch 1
-    X = _inputs_for(model, X, "X")
-    y = fit_targets(model, loss, y)
+    source = _source_for(model, X, y) if is_source_input(X, y) else None
+    if source is not None:
+        _refuse_for_sources(batch_size, validation_data, validation_split, resume)
+        X, y = None, None  # the loop reads the source through its kernel, never whole
+    else:
+        X = _inputs_for(model, X, "X")
+        y = fit_targets(model, loss, y)
     if validation_split is not None:
         if validation_data is not None:
             raise ConfigError("give validation_data or validation_split, not both")
@@ -167,7 +174,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     if validation_data is not None:
         validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
     history = History()
-    mini_batch = batch_size is not None and batch_size < len(X)
+    mini_batch = source is None and batch_size is not None and batch_size < len(X)
     trainer = Trainer(model, optimizer, loss, history, epochs, base_lr=optimizer.lr, schedule=schedule,
                       rng=np.random.default_rng(seed) if mini_batch else None)
     trainer.has_validation = validation_data is not None
@@ -176,7 +183,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     options = FitOptions(epochs, batch_size if mini_batch else None, shuffle, round_to, schedule, clip_norm,
                          gradient, stable_lr)
     trainer.callbacks = callbacks
-    run = _Run(trainer, X, y, options, validation_data)
+    target_head = y[:HEAD] if source is None else fit_targets(model, loss, source.head(HEAD)[1])
+    run = _Run(trainer, X, y, options, validation_data, target_head)
     model.train()
     for cb in callbacks:
         cb.on_train_begin(trainer)
@@ -185,10 +193,19 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     try:
         if mini_batch:
             run.run(MiniBatches(run, int(batch_size), shuffle))
+        elif source is not None:
+            # Unchecked blocks may hold a NaN or infinity until the starting loss shows it (then
+            # find_bad_value names it): no warnings on the way.
+            with np.errstate(invalid="ignore", over="ignore"):
+                run.run(FullBatch(run, make_source_kernel(model, loss, source, gradient, epochs)))
         else:
             run.run(FullBatch(run, kernels.make_kernel(model, loss, X, y, gradient, epochs)))
-    except BaseException:
+    except BaseException as exc:
         _end_training(model, callbacks, history, trainer, failing=True)
+        if source is not None and isinstance(exc, DivergenceError) and exc.epoch == 0:
+            # A source is read, never checked whole in advance: a non-finite starting loss is
+            # first of all a question about the data.
+            source.find_bad_value()
         raise
     _end_training(model, callbacks, history, trainer, failing=False)
     return history
@@ -243,19 +260,6 @@ def _inputs_for(model, X, name):
     return X
 
 
-def fit_targets(model, loss, y):
-    """Targets shaped once for the loss: (n, outputs) for regression/binary, (n,) int for classes."""
-    if loss.task == "multiclass":
-        labels = np.asarray(y).reshape(-1)
-        if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
-                            or labels.max() >= model.n_outputs):
-            raise ConfigError(f"class labels must be integers in [0, {model.n_outputs}) for a model with "
-                              f"{model.n_outputs} outputs, got {labels.dtype} in [{labels.min()}, {labels.max()}]")
-        return labels.astype(np.intp, copy=False)
-    y = np.asarray(y, dtype=model.dtype)
-    return y.reshape(-1, 1) if y.ndim == 1 else y
-
-
 class _KeepRecords(Callback):
     def on_epoch_end(self, record, trainer):
         trainer.history.records.append(record)
@@ -271,12 +275,13 @@ class _Run:
     completed, never before, so an epoch that stops half-way leaves none.
     """
 
-    def __init__(self, trainer, X, y, options, validation_data):
+    def __init__(self, trainer, X, y, options, validation_data, target_head):
         """trainer: its model, optimizer, loss, callbacks and History; X, y: the training rows, shaped for
-        the loss; options: a :class:`FitOptions`; validation_data: (X_val, y_val) or None."""
+        the loss (None for a source, which only its kernel reads); options: a :class:`FitOptions`;
+        validation_data: (X_val, y_val) or None; target_head: the first rows of y, for the records."""
         model, loss, optimizer, callbacks = trainer.model, trainer.loss, trainer.optimizer, trainer.callbacks
         self.model, self.loss, self.optimizer, self.options = model, loss, optimizer, options
-        self.X, self.y = X, y
+        self.X, self.y, self.target_head = X, y, target_head
         self.callbacks, self.trainer, self.history = callbacks, trainer, trainer.history
         self.records_wanted = any(cb.wants_records for cb in callbacks)
         self.batch_callbacks = [cb for cb in callbacks if getattr(cb, "wants_batches", False)]
@@ -400,8 +405,8 @@ class _Run:
 
     def partial_record(self, epoch, value, pred, grad_norm, gradients, batches=1):
         """The epoch's record up to its update; :meth:`_end_epoch` adds what follows the update."""
-        n_head = min(HEAD, len(self.y))
-        target = self.y[:n_head]
+        n_head = len(self.target_head)
+        target = self.target_head
         return EpochRecord(
             epoch=epoch, loss=value, new_loss=None, pred_head=np.array(pred[:n_head], dtype=np.float64),
             target_head=np.asarray(target, dtype=np.float64).reshape(n_head, -1), new_pred_head=None,
@@ -454,8 +459,33 @@ class _Run:
         kept = f"the last finite weights (epoch {epoch - 1}) are kept"
         raise DivergenceError(
             f"training diverged at epoch {epoch}{where}: the loss {what} with learning rate {lr:.6g}; "
-            f"{advice}; {kept}{_scale_hint(self.X)}",
+            f"{advice}; {kept}{_scale_hint(self.X) if self.X is not None else ''}",
             epoch=epoch, weights=[p.copy() for p in self.params], stable_lr=stable, lr=lr)
+
+
+def is_source_input(X, y):
+    """Whether (X, y) is data read block by block: a :class:`~gradloop.sources.Source` or Dask arrays."""
+    return isinstance(X, Source) or is_dask(X) or is_dask(y)
+
+
+def _source_for(model, X, y):
+    """(X, y) as a source whose dtype and columns match the model's."""
+    source = as_source(X, y)
+    if source.dtype != model.dtype:
+        raise ConfigError(f"the source's data is {source.dtype} but the model is {model.dtype}: give the "
+                          "model or the source the other's dtype so the arithmetic runs in one precision")
+    if source.n_features != model.n_inputs:
+        raise ConfigError(f"the source has {source.n_features} features; the model reads {model.n_inputs}")
+    return source
+
+
+def _refuse_for_sources(batch_size, validation_data, validation_split, resume):
+    """What a source does not support yet: say so before anything trains."""
+    for name, value in (("batch_size", batch_size), ("validation_data", validation_data),
+                        ("validation_split", validation_split), ("resume", resume)):
+        if value is not None:
+            raise ConfigError(f"{name} is not supported when training from a data source (out of core or "
+                              "Dask) yet: it trains full batch; load the data into arrays for it")
 
 
 def _scale_hint(X):

@@ -197,3 +197,16 @@ def get_loss(name_or_loss):
     if name_or_loss not in LOSSES:
         raise ConfigError(f"unknown loss {name_or_loss!r}; known: {', '.join(LOSSES)}")
     return LOSSES[name_or_loss]()
+
+
+def fit_targets(model, loss, y):
+    """Targets shaped once for the loss: (n, outputs) for regression/binary, (n,) int for classes."""
+    if loss.task == "multiclass":
+        labels = np.asarray(y).reshape(-1)
+        if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
+                            or labels.max() >= model.n_outputs):
+            raise ConfigError(f"class labels must be integers in [0, {model.n_outputs}) for a model with "
+                              f"{model.n_outputs} outputs, got {labels.dtype} in [{labels.min()}, {labels.max()}]")
+        return labels.astype(np.intp, copy=False)
+    y = np.asarray(y, dtype=model.dtype)
+    return y.reshape(-1, 1) if y.ndim == 1 else y

@@ -169,15 +169,31 @@ class GramKernel(_LinearKernel):
 
     def __init__(self, model, X, Y, stream=None):
         super().__init__(model, X, Y)
-        d, k = X.shape[1], self.k
-        S = augmented_gram(X, Y)
+        self._set_sums(augmented_gram(X, Y), X.shape[1])
+        self.stream = stream  # for epochs whose loss the sums cannot resolve
+        self.fallbacks = 0
+
+    @classmethod
+    def from_sums(cls, model, X_head, Y_head, S, n_rows, stream):
+        """The kernel from sums formed elsewhere (block by block over a source): ``S`` is
+        ``[X, Y, 1]^T [X, Y, 1]`` (d+k+1, d+k+1) of all ``n_rows`` rows; ``X_head``, ``Y_head``
+        the first rows (for the report); ``stream`` measures the epochs the sums cannot resolve."""
+        self = cls.__new__(cls)
+        _LinearKernel.__init__(self, model, X_head, Y_head)
+        self.n, self.size = n_rows, n_rows * self.k
+        self.scale = 2.0 / self.size
+        self._set_sums(S, X_head.shape[1])
+        self.stream, self.fallbacks = stream, 0
+        return self
+
+    def _set_sums(self, S, d):
+        k = self.k
+        self.S = S
         self.G = S[:d, :d]  # X^T X (d, d)
         self.c = S[:d, d:d + k]  # X^T Y (d, k)
         self.sx = S[:d, -1]  # column sums of X (d,)
         self.yy = float(np.trace(S[d:d + k, d:d + k]))  # Y^T Y summed over outputs
         self.sy = S[d:d + k, -1]  # column sums of Y (k,)
-        self.stream = stream  # for epochs whose loss the sums cannot resolve
-        self.fallbacks = 0
 
     def evaluate(self):
         W = self.layer.params["W"].astype(np.float64, copy=False)

@@ -1,0 +1,345 @@
+"""Full-batch kernels over a data source, block by block: data beyond memory and on Dask.
+
+The chapter's full-batch gradient is a sum over rows, so it is a sum of per-block
+partial sums. Each block's partial sums come from one pure function of the block
+and the weights (:func:`linear_partial`, :func:`layers_partial`, :func:`gram_partial`),
+and the partials are added in a fixed pairwise tree over the blocks' index
+(:func:`tree_sum`), never in the order blocks happen to finish. An executor maps the
+function over the blocks:
+
+- :class:`LocalBlocks`: in this process, reading each block from the source (a memory
+  map, Parquet row groups, CSV chunks), the next block read while the current one is
+  summed;
+- :class:`DaskBlocks`: one task per chunk on the Dask workers, the weights broadcast
+  to them once per epoch, only the partial sums coming back.
+
+The same function, the same blocks and the same tree give the same bits whichever
+executor, however many threads or workers. Each block is first copied to a 64-byte
+aligned buffer if it is not aligned: a chunk that travelled between workers can arrive
+at any address, and vectorized sums then split differently and differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..losses import fit_targets
+from .kernels import GramKernel, _cores, _LinearKernel, is_linear_mse
+from .rowloop import BLOCK_ROWS, row_sums
+
+ALIGNMENT = 64  # bytes: a cache line, and the widest SIMD register
+
+
+def aligned(a):
+    """``a`` itself when C-contiguous and 64-byte aligned, else a copy that is."""
+    if a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0:
+        return a
+    raw = np.empty(a.nbytes + ALIGNMENT, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % ALIGNMENT
+    out = raw[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def tree_sum(parts):
+    """Sum ``parts`` pairwise in a fixed tree over their index: ((p0+p1)+(p2+p3))+...
+
+    Each part is a number, an array, or a tuple/list of them (summed entry by entry).
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("tree_sum of no parts")
+    while len(parts) > 1:
+        parts = [_add(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def _add(a, b):
+    if isinstance(a, (tuple, list)):
+        return type(a)(_add(x, y) for x, y in zip(a, b))
+    return a + b
+
+
+# ------------------------------------------------------------------ per-block partial sums
+# Pure functions of a block and the weights: Dask may run one twice (a lost worker) and the
+# result must be the same.
+
+def linear_partial(X, Y, WT, b):
+    """Linear model + MSE on one block: (sse, X^T R as (k, d), sum of R (k,)), float64, R = X W + b - Y."""
+    X, Y = aligned(X), aligned(np.asarray(Y, dtype=X.dtype))
+    gWT, gb = np.zeros(WT.shape), np.zeros(WT.shape[0])
+    sse = row_sums(X, WT.astype(X.dtype, copy=False), b.astype(X.dtype, copy=False), Y, 0, len(X), BLOCK_ROWS,
+                   gWT, gb)
+    return sse, gWT, gb
+
+
+def layers_partial(X, Y, model, loss):
+    """Any model and loss on one block: (loss x rows, [gradient x rows per parameter]), float64.
+
+    The loss and its gradient are means over the block's rows; times the rows they add up
+    to the whole data set's sums, which the kernel divides by N.
+    """
+    X, model = aligned(X), shipping_copy(model)  # its own passes and gradients: blocks may run at once
+    rows = len(X)
+    pred = model.forward(X)
+    value, dpred = loss.value_and_grad(fit_targets(model, loss, Y), pred)
+    if not math.isfinite(value):
+        return value * rows, [np.zeros(g.shape) for g in model.gradients()]
+    model.backward(dpred)
+    return value * rows, [g.astype(np.float64) * rows for g in model.gradients()]
+
+
+def gram_partial(X, Y):
+    """``A^T A`` for ``A = [X, Y, 1]`` of one block, float64 (d+k+1, d+k+1)."""
+    from .kernels import augmented_gram
+
+    return augmented_gram(aligned(X), np.asarray(Y).reshape(len(X), -1), threads=1)
+
+
+# ------------------------------------------------------------------ executors
+
+class LocalBlocks:
+    """Map a partial-sum function over a source's blocks in this process, in block order.
+
+    ``threads`` blocks are read and summed at once (row loops and pyarrow release the GIL;
+    one thread when the function is not thread-safe, e.g. the layers keep their forward pass).
+    Results come back in block order, whatever order the threads finish in.
+    """
+
+    def __init__(self, source, threads=None):
+        self.source = source
+        self.threads = max(1, int(threads if threads is not None else min(2, _cores())))
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self._reader = ThreadPoolExecutor(1)  # reads the next block of a sequential source
+
+    def map(self, fn, *args, parallel=True):
+        source = self.source
+        if source.random_access and parallel and self._pool is not None and source.n_blocks > 1:
+            return list(self._pool.map(lambda i: fn(*source.block(i), *args), range(source.n_blocks)))
+        return [fn(X, Y, *args) for X, Y in self._read_ahead()]
+
+    def _read_ahead(self):
+        """The source's blocks in order, each read on a thread while the previous one is summed."""
+        blocks = iter(self.source)
+        pending = self._reader.submit(next, blocks, None)
+        while True:
+            block = pending.result()
+            if block is None:
+                return
+            pending = self._reader.submit(next, blocks, None)
+            yield block
+
+    def close(self):
+        for pool in (self._pool, self._reader):
+            if pool is not None:
+                pool.shutdown()
+
+
+_blas_limit = threading.local()
+
+
+def _one_blas_thread():
+    """threadpoolctl's limit of one BLAS thread, made once per worker thread (it inspects the libraries)."""
+    limiter = getattr(_blas_limit, "controller", None)
+    if limiter is None:
+        from threadpoolctl import ThreadpoolController  # lazy: only Dask tasks need it
+
+        limiter = _blas_limit.controller = ThreadpoolController()
+    return limiter.limit(limits=1, user_api="blas")
+
+
+def _run_block(X, Y, fn, args):
+    """One Dask task: ``fn`` on one chunk with the broadcast arguments, one BLAS thread per worker thread."""
+    with _one_blas_thread():
+        return fn(X, Y, *args)
+
+
+def _weights(args):
+    """The task that holds an epoch's weights on the workers."""
+    return args
+
+
+class DaskBlocks:
+    """Map a partial-sum function over a Dask source's chunks: one task per chunk, on the workers.
+
+    The chunks are persisted in the workers' memory at the start (the first pass reads them;
+    later epochs reuse them); each :meth:`map` broadcasts its arguments (the weights) to every
+    worker once and gathers only the partial sums. With a ``distributed.Client`` active it is
+    the scheduler used; without one, Dask's local threaded scheduler.
+    """
+
+    def __init__(self, source, client=None):
+        import dask
+
+        self.source, self.client = source, client if client is not None else _active_client()
+        X, Y = source.X, source.Y
+        if source.dtype != X.dtype:
+            X = X.astype(source.dtype)
+        X, Y = dask.persist(X, Y)  # on the workers with a client: never gathered here
+        xs, ys = X.to_delayed().ravel(), Y.to_delayed().ravel()
+        self._chunks = [(xs[i], ys[i]) for i in source._chunk_index]
+        if self.client is not None:
+            self._futures = self.client.compute([c for pair in self._chunks for c in pair])
+
+    def map(self, fn, *args, parallel=True):
+        if self.client is None:
+            import dask
+
+            tasks = [dask.delayed(_run_block, pure=True)(x, y, fn, args) for x, y in self._chunks]
+            return list(dask.compute(*tasks, scheduler="threads"))
+        client = self.client
+        # The weights as one task of their own, which every chunk's task depends on: each worker
+        # fetches them once, and a worker lost mid-epoch costs a recomputation, not the run (data
+        # scattered to a worker that dies is gone; broadcasting stalls on a worker that is restarting).
+        shared = client.submit(_weights, args, pure=False)
+        xf, yf = self._futures[0::2], self._futures[1::2]
+        tasks = client.map(_run_block, xf, yf, [fn] * len(xf), [shared] * len(xf), pure=False)
+        return client.gather(tasks)
+
+    def close(self):
+        # Dropped, not cancelled: the persisted chunks share their keys with the caller's Dask
+        # array, whose other computations must go on; the scheduler frees them when unreferenced.
+        self._futures = self._chunks = None
+
+
+def _active_client():
+    """The active distributed Client, or None (distributed not installed, or no client)."""
+    try:
+        from distributed import get_client
+    except ImportError:
+        return None
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+def executor_for(source, client=None):
+    """:class:`DaskBlocks` for a Dask source, else :class:`LocalBlocks`."""
+    from ..sources import DaskSource
+
+    return DaskBlocks(source, client) if isinstance(source, DaskSource) else LocalBlocks(source)
+
+
+# ------------------------------------------------------------------ kernels over a source
+
+class _SourceHead:
+    """The first rows of a source, for the report's heads and the linear kernels' shapes."""
+
+    def __init__(self, source):
+        from ..records import HEAD
+
+        self.X, self.Y = source.head(HEAD)
+
+
+class BlockStreamKernel(_LinearKernel):
+    """Linear model + MSE over a source: one read of every block per epoch, partials in a fixed tree."""
+
+    name = "stream"
+
+    def __init__(self, model, source, blocks):
+        head = _SourceHead(source)
+        super().__init__(model, head.X, head.Y)
+        self.n, self.k = source.n_rows, source.n_outputs
+        self.size, self.scale = self.n * self.k, 2.0 / (self.n * self.k)
+        self.blocks = blocks
+        self._no_bias = np.zeros(self.k)
+
+    def evaluate(self):
+        W, b = self.layer.params["W"], self.layer.params.get("b")
+        WT = np.ascontiguousarray(W.T)
+        sse, gWT, gb = tree_sum(self.blocks.map(linear_partial, WT, self._no_bias if b is None else b))
+        grads = self.layer.grads
+        np.multiply(gWT.T, self.scale, out=grads["W"], casting="same_kind")
+        if "b" in grads:
+            np.multiply(gb, self.scale, out=grads["b"], casting="same_kind")
+        return sse / self.size
+
+    def close(self):
+        self.blocks.close()
+
+
+class BlockLayerKernel:
+    """Any model and loss over a source: forward, loss and backward per block, gradients summed in a tree."""
+
+    name = "layers"
+
+    def __init__(self, model, loss, source, blocks):
+        self.model, self.loss, self.blocks, self.n = model, loss, blocks, source.n_rows
+        self.head_X = _SourceHead(source).X
+        # In this process blocks go one by one: the BLAS already runs a block's products on every core.
+        self.parallel = isinstance(blocks, DaskBlocks)
+
+    def evaluate(self):
+        model = self.model
+        total, grads = tree_sum(self.blocks.map(layers_partial, shipping_copy(model), self.loss,
+                                                parallel=self.parallel))
+        value = total / self.n
+        if math.isfinite(value):
+            for g, summed in zip(model.gradients(), grads):
+                np.multiply(summed, 1.0 / self.n, out=g, casting="same_kind")
+        return value
+
+    def head(self):
+        return self.model.predict_raw(self.head_X)
+
+    def close(self):
+        self.blocks.close()
+
+
+# What a layer keeps from its last forward pass for its backward: not for the workers.
+_PASS_CACHES = ("_x", "_y", "_slope", "_mask")
+
+
+def shipping_copy(model):
+    """The model as a block's pass needs it: the same parameters (shared, read only), gradients of
+    its own, and none of the arrays the last forward pass kept (the size of a block, not of the
+    model: the workers need not receive them)."""
+    layers = []
+    for layer in model.layers:
+        light = copy.copy(layer)
+        for name in _PASS_CACHES:
+            if hasattr(light, name):
+                setattr(light, name, None)
+        light.grads = {name: np.zeros_like(g) for name, g in layer.grads.items()}
+        layers.append(light)
+    return type(model)(layers, task=model.task)
+
+
+def source_gram(blocks):
+    """``[X, Y, 1]^T [X, Y, 1]`` of a whole source, float64: one pass, per-block matrices in a tree.
+
+    Kept on the source (whose data does not change): ``lr="auto"``, the Gram kernel and the
+    optimum then share the one pass.
+    """
+    source = blocks.source
+    if getattr(source, "gram_sums", None) is None:
+        source.gram_sums = tree_sum(blocks.map(gram_partial))
+    return source.gram_sums
+
+
+def make_source_kernel(model, loss, source, mode="auto", epochs=None, client=None):
+    """The full-batch kernel over a source: "gram", "stream" or "layers" ("auto": Gram when
+    there are more epochs than columns, else stream, for the linear model with MSE; else layers)."""
+    linear = is_linear_mse(model, loss)
+    if mode == "fused":
+        mode = "stream"  # the fused kernel is the in-memory form of the same sums
+    if mode in ("gram", "stream") and not linear:
+        raise ConfigError(f"gradient={mode!r} needs the linear model with MSE loss (full batch)")
+    if mode == "auto":
+        mode = ("gram" if epochs is not None and epochs > source.n_features else "stream") if linear else "layers"
+    blocks = executor_for(source, client)
+    if mode == "layers":
+        return BlockLayerKernel(model, loss, source, blocks)
+    stream = BlockStreamKernel(model, source, blocks)
+    if mode == "stream":
+        return stream
+    return GramKernel.from_sums(model, stream.X, stream.Y, source_gram(blocks), source.n_rows, stream=stream)
+
+

@@ -1,0 +1,468 @@
+"""Data sources: the rows of a data set as blocks of (X, Y), for data bigger than memory.
+
+A source knows before training what every block will hold: the feature and target
+names, the dtype, the row count and each block's rows (``bounds``). ``block(i)`` reads
+block i, ``(X_block (rows, n_features), Y_block (rows, n_outputs))``; iterating a source
+reads every block in order. The training loop's block kernels (:mod:`gradloop.fast.blockwise`)
+see nothing else.
+
+- :class:`ArraySource`: arrays in memory, or a memory-mapped array (read block by block).
+- :func:`open_npy`: an ``.npy`` file opened memory-mapped, never read whole.
+- :class:`ParquetSource`: a Parquet file, a folder or a glob of them, one block per row
+  group, reading only the needed columns (pyarrow).
+- :class:`CSVSource`: a CSV file read in chunks of rows (pandas); blocks come in file order.
+- :class:`DaskSource`: a Dask array or DataFrame, one block per chunk of rows.
+
+Every value is checked as its block is read (or, for arrays, when the first pass finds a
+non-finite loss): a bad value is reported by file, row and column, in any block.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, DataError, one_line
+
+__all__ = ["ArraySource", "CSVSource", "DaskSource", "ParquetSource", "Source", "as_source", "is_dask",
+           "open_npy"]
+
+# Rows per block of an array source: about this many bytes of X. Large enough that per-block
+# overhead (a Python call, a Dask task's hundreds of microseconds) is small next to the block's
+# arithmetic; small enough that a few blocks fit in memory beside the model.
+BLOCK_BYTES = 16 << 20
+CSV_CHUNK_ROWS = 100_000
+
+
+class Source:
+    """Row blocks of (X, Y) with names, dtype and row count known before any block is read.
+
+    Subclasses set ``name``, ``feature_names``, ``target_names``, ``dtype`` and ``bounds``
+    (a list of (first row, end row) per block) and implement ``_read(i)``.
+    """
+
+    name = "<source>"
+    random_access = True  # whether block(i) may be read in any order (CSV: no)
+
+    @property
+    def n_rows(self):
+        return self.bounds[-1][1] if self.bounds else 0
+
+    @property
+    def n_features(self):
+        return len(self.feature_names)
+
+    @property
+    def n_outputs(self):
+        return len(self.target_names)
+
+    @property
+    def n_blocks(self):
+        return len(self.bounds)
+
+    @property
+    def shape(self):
+        return (self.n_rows, self.n_features)
+
+    def block(self, i):
+        """Block i: X (rows, n_features) C-contiguous in ``dtype``, Y (rows, n_outputs)."""
+        return self._read(i)
+
+    def __iter__(self):
+        for i in range(self.n_blocks):
+            yield self.block(i)
+
+    def head(self, rows):
+        """The first ``rows`` rows (or fewer) of X and Y, for the report's heads."""
+        X, Y = self.block(0) if self.random_access else next(iter(self))
+        return X[:rows].copy(), Y[:rows].copy()
+
+    def find_bad_value(self):
+        """DataError naming the first non-finite value, block by block; None when all are finite."""
+        first = 0
+        for X, Y in self:
+            for what, names, a in (("X", self.feature_names, X), ("Y", self.target_names, Y)):
+                bad = ~np.isfinite(a)
+                if bad.any():
+                    row, col = (int(v) for v in np.argwhere(bad)[0])
+                    raise DataError(f"{self.name}: row {first + row}, column {names[col]!r} ({what}): "
+                                    f"non-finite value {a[row, col]}; replace it with a finite number")
+            first += len(X)
+        return None
+
+    def fingerprint(self):
+        """SHA-256 of the names, sizes and the bytes of sampled blocks (first, middle, last).
+
+        Hashing every byte would cost a read of the data; sampled blocks catch other data
+        under the same name, and a path spelt another way gives the same digest.
+        """
+        digest = hashlib.sha256(json.dumps([self.feature_names, self.target_names, str(np.dtype(self.dtype)),
+                                            self.n_rows, [list(b) for b in self.bounds]]).encode("utf-8"))
+        picks = sorted({0, self.n_blocks // 2, self.n_blocks - 1}) if self.n_blocks else []
+        if self.random_access:
+            blocks = [self.block(i) for i in picks]
+        else:
+            blocks = [b for i, b in enumerate(self) if i in picks]
+        for X, Y in blocks:
+            digest.update(np.ascontiguousarray(X).tobytes())
+            digest.update(np.ascontiguousarray(Y).tobytes())
+        return digest.hexdigest()
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.name!r}: {self.n_rows} rows x {self.n_features} features, "
+                f"{self.n_outputs} target(s), {np.dtype(self.dtype)}, {self.n_blocks} blocks)")
+
+
+def _row_bounds(n_rows, block_rows):
+    block_rows = max(1, int(block_rows))
+    return [(a, min(a + block_rows, n_rows)) for a in range(0, n_rows, block_rows)]
+
+
+def _default_block_rows(n_features, itemsize):
+    return max(1, BLOCK_BYTES // max(1, n_features * itemsize))
+
+
+def _float_dtype(dtype):
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
+
+class ArraySource(Source):
+    """X (n, d) and Y (n,) or (n, k) arrays, in memory or memory-mapped, in blocks of ``block_rows`` rows.
+
+    Blocks are views where the arrays already have the source's dtype (no copy of the data);
+    a memory-mapped array is read one block at a time.
+    """
+
+    def __init__(self, X, Y, *, block_rows=None, feature_names=None, target_names=None, name="X",
+                 dtype=None):
+        X = X if isinstance(X, np.ndarray) else np.asarray(X)  # a memory map stays one
+        Y = Y if isinstance(Y, np.ndarray) else np.asarray(Y)
+        if X.ndim != 2 or X.dtype.kind not in "biuf":
+            raise DataError(f"{name}: X must be a numeric 2-D array (n_samples, n_features), got {X.dtype} {X.shape}")
+        if Y.ndim not in (1, 2) or Y.dtype.kind not in "biuf" or len(Y) != len(X):
+            raise DataError(f"{name}: Y must be numeric, (n_samples,) or (n_samples, n_outputs) with "
+                            f"{len(X)} rows, got {Y.dtype} {Y.shape}")
+        if len(X) == 0:
+            raise DataError(f"{name}: has no rows")
+        self.X, self.Y = X, Y.reshape(len(Y), -1)
+        self.name = name
+        self.dtype = _float_dtype(X.dtype) if dtype is None else np.dtype(dtype)
+        self.y_dtype = self.Y.dtype if self.Y.dtype.kind in "iu" else self.dtype  # class labels stay integers
+        self.feature_names = list(feature_names) if feature_names is not None else [str(j) for j in range(X.shape[1])]
+        self.target_names = list(target_names) if target_names is not None else (
+            ["y"] if self.Y.shape[1] == 1 else [f"y{j}" for j in range(self.Y.shape[1])])
+        self.bounds = _row_bounds(len(X), block_rows or _default_block_rows(X.shape[1], self.dtype.itemsize))
+
+    def _read(self, i):
+        a, b = self.bounds[i]
+        return (np.ascontiguousarray(self.X[a:b], dtype=self.dtype),
+                np.ascontiguousarray(self.Y[a:b], dtype=self.y_dtype))
+
+
+class _ColumnsSource(ArraySource):
+    """A 2-D or structured memory-mapped array whose columns are split into features and target by name."""
+
+    def __init__(self, array, columns, feature_idx, target_idx, *, block_rows, name):
+        self.array, self.feature_idx, self.target_idx = array, feature_idx, target_idx
+        self.name = name
+        self.structured = array.dtype.names is not None
+        first = array[columns[0]] if self.structured else array[:, 0]
+        self.dtype = _float_dtype(first.dtype)
+        self.y_dtype = self.dtype
+        self.feature_names = [columns[j] for j in feature_idx]
+        self.target_names = [columns[j] for j in target_idx]
+        self.columns = columns
+        self.bounds = _row_bounds(len(array), block_rows or _default_block_rows(len(feature_idx), self.dtype.itemsize))
+
+    def _read(self, i):
+        a, b = self.bounds[i]
+        rows = self.array[a:b]  # a view of the map: only this block's pages are read
+        if self.structured:
+            X = np.column_stack([rows[self.columns[j]] for j in self.feature_idx]).astype(self.dtype, copy=False)
+            Y = np.column_stack([rows[self.columns[j]] for j in self.target_idx]).astype(self.dtype, copy=False)
+        else:
+            X, Y = rows[:, self.feature_idx], rows[:, self.target_idx]
+        return np.ascontiguousarray(X, dtype=self.dtype), np.ascontiguousarray(Y, dtype=self.dtype)
+
+
+def _pick_columns(columns, target, features, name):
+    """Indices of the features and the target among ``columns`` (names as strings), or DataError."""
+    from .data import _listing, _refuse_repeated_names  # the messages every reader shares
+
+    _refuse_repeated_names(columns, name)
+    pos = {c: j for j, c in enumerate(columns)}
+    targets = [str(t) for t in ([target] if isinstance(target, (str, int)) else target)]
+    if missing := [t for t in targets if t not in pos]:
+        raise DataError(f"{name}: no target column {_listing(missing)}; columns are {_listing(columns)}")
+    if features is None:
+        feats = [c for c in columns if c not in targets]
+    else:
+        feats = [str(f).strip() for f in (features.split(",") if isinstance(features, str) else features)]
+        if unknown := [f for f in feats if f not in pos]:
+            raise DataError(f"{name}: no feature column {_listing(unknown)}; columns are {_listing(columns)}")
+        if both := [f for f in feats if f in targets]:
+            raise DataError(f"{name}: column {both[0]!r} is the target and cannot also be a feature")
+    if not feats:
+        raise DataError(f"{name}: no feature columns left besides the target")
+    return [pos[f] for f in feats], [pos[t] for t in targets]
+
+
+def open_npy(path, target=None, features=None, *, y=None, block_rows=None):
+    """An ``.npy`` file as a source, memory-mapped (never read whole).
+
+    Either ``path`` holds X (n, d) and ``y`` names a second ``.npy`` with Y (n,) or (n, k);
+    or ``path`` holds every column, 2-D (columns "0", "1", ...) or structured (columns by
+    field name), and ``target`` names the target column (``features``: the rest by default).
+    """
+    name = str(path)
+    X = _map_npy(path)
+    if y is not None:
+        Y = _map_npy(y)
+        if X.dtype.names is not None or X.ndim != 2:
+            raise DataError(f"{name}: X must be a 2-D numeric array, got shape {X.shape}")
+        return ArraySource(X, Y, block_rows=block_rows, name=name)
+    if target is None:
+        raise ConfigError("open_npy: give target (the target column) or y (a second .npy file)")
+    if X.dtype.names is not None:
+        if X.ndim != 1:
+            raise DataError(f"{name}: structured array of shape {X.shape}; expected 1-D")
+        columns = list(X.dtype.names)
+        if bad := [c for c in columns if X.dtype[c].kind not in "biuf" or X.dtype[c].shape]:
+            raise DataError(f"{name}: field {bad[0]!r} is not a number")
+    else:
+        if X.ndim != 2 or X.dtype.kind not in "biuf":
+            raise DataError(f"{name}: array has shape {X.shape} and dtype {X.dtype}; expected 2-D numbers")
+        columns = [str(j) for j in range(X.shape[1])]
+    feature_idx, target_idx = _pick_columns(columns, target, features, name)
+    if len(X) == 0:
+        raise DataError(f"{name}: has no rows")
+    return _ColumnsSource(X, columns, feature_idx, target_idx, block_rows=block_rows, name=name)
+
+
+def _map_npy(path):
+    name = str(path)
+    if not Path(path).is_file():
+        raise DataError(f"{name}: no such file; check the path")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # the boundary: a bad file gives one line
+        raise DataError(f"{name}: cannot open as a memory-mapped .npy array ({one_line(exc)})") from exc
+
+
+def parquet_files(spec):
+    """The Parquet files a path names: a file, a folder (its ``*.parquet`` and ``*.pq``, sorted) or a glob."""
+    text = str(spec)
+    if any(ch in text for ch in "*?["):
+        files = sorted(glob.glob(text))
+    elif os.path.isdir(text):
+        files = sorted(str(p) for p in Path(text).iterdir() if p.suffix.lower() in (".parquet", ".pq"))
+    else:
+        files = [text]
+    if not files:
+        raise DataError(f"{text}: names no Parquet files; give a file, a folder of .parquet files or a glob")
+    return files
+
+
+class ParquetSource(Source):
+    """Parquet files (a file, a folder or a glob), one block per row group, only the needed columns read."""
+
+    def __init__(self, path, target, features=None, *, dtype=np.float64):
+        import pyarrow.parquet as pq  # lazy: only out-of-core Parquet needs pyarrow's reader
+
+        self.name, self.files = str(path), parquet_files(path)
+        self.dtype = self.y_dtype = np.dtype(dtype)
+        self.bounds, self._groups, self._handles = [], [], threading.local()
+        columns = None
+        for file in self.files:
+            try:
+                meta = pq.ParquetFile(file)
+            except Exception as exc:
+                raise DataError(f"{file}: cannot read as Parquet ({one_line(exc)})") from exc
+            names = [str(n) for n in meta.schema_arrow.names if not str(n).startswith("__index_level_")]
+            if columns is None:
+                columns = names
+                feature_idx, target_idx = _pick_columns(columns, target, features, file)
+                self.feature_names = [columns[j] for j in feature_idx]
+                self.target_names = [columns[j] for j in target_idx]
+            else:
+                _pick_columns(names, self.target_names, self.feature_names, file)  # every file has them
+            first = 0
+            for g in range(meta.num_row_groups):
+                rows = meta.metadata.row_group(g).num_rows
+                if rows:
+                    start = self.n_rows
+                    self.bounds.append((start, start + rows))
+                    self._groups.append((file, g, first))
+                first += rows
+        if self.n_rows == 0:
+            raise DataError(f"{self.name}: has no rows")
+
+    def _read(self, i):
+        import pyarrow.parquet as pq
+
+        from .data import select_xy
+
+        file, group, first = self._groups[i]
+        # A reader per thread: blocks are read on several threads, and a pyarrow ParquetFile is not
+        # safe to share between them.
+        handles = self._handles.__dict__.setdefault("files", {})
+        handle = handles.get(file)
+        if handle is None:
+            handle = handles[file] = pq.ParquetFile(file)
+        try:
+            table = handle.read_row_group(group, columns=self.feature_names + self.target_names)
+        except Exception as exc:
+            raise DataError(f"{file}: cannot read row group {group} ({one_line(exc)})") from exc
+        frame = table.to_pandas()
+        Y = np.empty((len(frame), self.n_outputs), dtype=self.dtype)
+        X = None
+        for j, target in enumerate(self.target_names):
+            data = select_xy(frame, target, self.feature_names, source=file, first_row=first)
+            X = data.X if X is None else X
+            Y[:, j] = data.y
+        return np.ascontiguousarray(X, dtype=self.dtype), Y
+
+
+class CSVSource(Source):
+    """A CSV file read ``chunk_rows`` rows at a time with pandas; blocks come in file order only.
+
+    The row count is known from one pass over the file when the source is opened.
+    """
+
+    random_access = False
+
+    def __init__(self, path, target, features=None, *, chunk_rows=CSV_CHUNK_ROWS, dtype=np.float64):
+        from .data import _pandas
+
+        pd = _pandas()
+        self.name, self.path, self.chunk_rows = str(path), Path(path), int(chunk_rows)
+        self.dtype = self.y_dtype = np.dtype(dtype)
+        if not self.path.is_file():
+            raise DataError(f"{self.name}: no such file; check the path")
+        try:  # the header as written (pandas would rename a repeated name)
+            header = pd.read_csv(self.path, header=None, nrows=1, dtype=str, keep_default_na=False, encoding="utf-8")
+            columns = [str(c) for c in header.iloc[0]]
+            feature_idx, target_idx = _pick_columns(columns, target, features, self.name)
+            self.feature_names = [columns[j] for j in feature_idx]
+            self.target_names = [columns[j] for j in target_idx]
+            rows = sum(len(chunk) for chunk in self._chunks(usecols=self.target_names[:1]))
+        except DataError:
+            raise
+        except Exception as exc:  # not text, no header, a broken quote: one line
+            raise DataError(f"{self.name}: cannot read as CSV ({one_line(exc)})") from exc
+        if rows == 0:
+            raise DataError(f"{self.name}: has a header but no data rows; add data to it")
+        self.bounds = _row_bounds(rows, self.chunk_rows)
+
+    def _chunks(self, usecols):
+        from .data import _pandas
+
+        # As the whole-file reader: only an empty cell is missing ("NA" may be a label).
+        return _pandas().read_csv(self.path, index_col=False, encoding="utf-8", keep_default_na=False,
+                                  na_values=[""], usecols=usecols, chunksize=self.chunk_rows)
+
+    def __iter__(self):
+        from .data import select_xy
+
+        first = 0
+        try:
+            for chunk in self._chunks(self.feature_names + self.target_names):
+                Y = np.empty((len(chunk), self.n_outputs), dtype=self.dtype)
+                X = None
+                for j, target in enumerate(self.target_names):
+                    data = select_xy(chunk, target, self.feature_names, source=self.name, first_row=first)
+                    X = data.X if X is None else X
+                    Y[:, j] = data.y
+                first += len(chunk)
+                yield np.ascontiguousarray(X, dtype=self.dtype), Y
+        except DataError:
+            raise
+        except Exception as exc:  # a parser error deep in the file: one line, with pandas' words
+            raise DataError(f"{self.name}: cannot read the rows after line {first + 1} ({one_line(exc)})") from exc
+
+    def _read(self, i):
+        raise ConfigError(f"{self.name}: a CSV source is read in file order; its blocks cannot be read out of order")
+
+
+class DaskSource(Source):
+    """Dask arrays X (n, d) and Y (n,) or (n, k), one block per chunk of rows.
+
+    X is rechunked to whole rows and Y to X's row chunks; chunk sizes are computed now if Dask
+    does not know them. ``block(i)`` computes chunk i here; the Dask executor
+    (:mod:`gradloop.fast.blockwise`) instead runs each chunk's arithmetic on the workers.
+    """
+
+    def __init__(self, X, Y, *, feature_names=None, target_names=None, name="dask array"):
+        if X.ndim != 2:
+            raise DataError(f"{name}: X must be 2-D (n_samples, n_features), got {X.ndim}-D")
+        if any(np.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        if Y.ndim == 1:
+            Y = Y.reshape(-1, 1) if not any(np.isnan(c) for c in Y.chunks[0]) else Y.compute_chunk_sizes().reshape(-1, 1)
+        if any(np.isnan(c) for c in Y.chunks[0]):
+            Y = Y.compute_chunk_sizes()
+        if Y.shape[0] != X.shape[0]:
+            raise DataError(f"{name}: X has {X.shape[0]} rows but Y has {Y.shape[0]}: they must match")
+        self.X = X.rechunk({1: -1})
+        self.Y = Y.rechunk({0: self.X.chunks[0], 1: -1})
+        self.name = name
+        self.dtype = _float_dtype(X.dtype)
+        self.y_dtype = Y.dtype if Y.dtype.kind in "iu" else self.dtype
+        self.feature_names = list(feature_names) if feature_names is not None else [str(j) for j in range(X.shape[1])]
+        self.target_names = list(target_names) if target_names is not None else (
+            ["y"] if Y.shape[1] == 1 else [f"y{j}" for j in range(Y.shape[1])])
+        sizes = np.cumsum((0,) + tuple(int(c) for c in self.X.chunks[0]))
+        self.bounds = [(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:]) if b > a]
+        self._chunk_index = [i for i, c in enumerate(self.X.chunks[0]) if c > 0]
+        if not self.bounds:
+            raise DataError(f"{name}: has no rows")
+
+    @classmethod
+    def from_dataframe(cls, frame, target, features=None):
+        """A Dask DataFrame's target and feature columns (numeric) as a source."""
+        columns = [str(c) for c in frame.columns]
+        feature_idx, target_idx = _pick_columns(columns, target, features, "dask dataframe")
+        feats, targets = [frame.columns[j] for j in feature_idx], [frame.columns[j] for j in target_idx]
+        X = frame[feats].to_dask_array(lengths=True)
+        Y = frame[targets].to_dask_array(lengths=True)
+        return cls(X, Y, feature_names=[str(f) for f in feats], target_names=[str(t) for t in targets],
+                   name="dask dataframe")
+
+    def chunks(self):
+        """The Dask objects of each block: [(X chunk, Y chunk)] as delayed values, in row order."""
+        xs, ys = self.X.to_delayed().ravel(), self.Y.to_delayed().ravel()
+        return [(xs[i], ys[i]) for i in self._chunk_index]
+
+    def _read(self, i):
+        import dask
+
+        x, y = self.chunks()[i]
+        X, Y = dask.compute(x, y)
+        return np.ascontiguousarray(X, dtype=self.dtype), np.ascontiguousarray(Y, dtype=self.y_dtype)
+
+
+def is_dask(value):
+    """Whether ``value`` is a Dask collection (array or DataFrame), without importing Dask."""
+    return type(value).__module__.split(".")[0] in ("dask", "dask_expr") and hasattr(value, "dask")
+
+
+def as_source(X, Y=None, **options):
+    """X as a :class:`Source`: a source as it is, Dask arrays as a :class:`DaskSource`, arrays as an
+    :class:`ArraySource` (memory-mapped ones are then read block by block)."""
+    if isinstance(X, Source):
+        if Y is not None:
+            raise ConfigError("give the targets inside the source: Y must be None when X is a source")
+        return X
+    if Y is None:
+        raise ConfigError("Y (the targets) is missing")
+    if is_dask(X) or is_dask(Y):
+        import dask.array as da  # lazy: Dask is an optional extra
+
+        return DaskSource(da.asarray(X), da.asarray(Y), **options)
+    return ArraySource(X, Y, **options)

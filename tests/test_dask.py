@@ -1,0 +1,132 @@
+"""Training on Dask: the same weights and losses, bit for bit, whatever the number of workers.
+
+Clusters start here on 127.0.0.1 and close at the end of each test; they are real
+worker processes (``processes=True``), so chunks travel between processes as they
+would between machines.
+"""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import gradloop
+from gradloop.callbacks import Callback
+from gradloop.loop import fit
+from gradloop.models import linear, mlp
+from gradloop.optimizers import SGD
+from gradloop.sources import ArraySource, DaskSource
+
+da = pytest.importorskip("dask.array", reason="Dask is the dask extra: pip install 'gradloop[dask]'")
+distributed = pytest.importorskip("distributed", reason="distributed is the dask extra")
+
+N, D, CHUNK = 12_000, 5, 1_500
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((N, D)) * np.arange(1, D + 1)
+    y = X @ rng.standard_normal(D) + 0.5 + 0.1 * rng.standard_normal(N)
+    return X, y
+
+
+def _cluster(workers):
+    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                    dashboard_address=None, silence_logs=50)
+
+
+def _dask(X, y):
+    return da.from_array(X, chunks=(CHUNK, D)), da.from_array(y, chunks=CHUNK)
+
+
+def _runs(X, y):
+    """A linear run per kernel and a network's run: (weights, losses) each."""
+    out = {}
+    for gradient in ("stream", "gram"):
+        run = gradloop.fit_linear(X, y, np.zeros(D), 0.02, 25, bias=0.0, gradient=gradient)
+        out[gradient] = ([run.weights, run.bias], run.history.history["loss"])
+    net = mlp([D, 6, 1], "tanh")
+    source = X if isinstance(X, ArraySource) else None
+    history = fit(net, X, None if source is not None else y, loss="mse", optimizer=SGD(0.02), epochs=8)
+    out["layers"] = ([p.copy() for p in net.parameters()], history.history["loss"])
+    return out
+
+
+def _same_bits(a, b):
+    for kind in a:
+        (wa, la), (wb, lb) = a[kind], b[kind]
+        assert la == lb, kind
+        assert all(np.array_equal(x, z) for x, z in zip(wa, wb)), kind
+
+
+def test_one_two_and_four_workers_give_the_bits_of_the_local_block_run(data):
+    X, y = data
+    local = _runs(ArraySource(X, y, block_rows=CHUNK), None)
+    Xd, yd = _dask(X, y)
+    _same_bits(_runs(Xd, yd), local)  # no client: Dask's threaded scheduler
+    for workers in (1, 2, 4):
+        with _cluster(workers) as cluster, distributed.Client(cluster):
+            _same_bits(_runs(Xd, yd), local)
+    in_memory = gradloop.fit_linear(X, y, np.zeros(D), 0.02, 25, bias=0.0, gradient="stream")
+    assert np.allclose(local["stream"][0][0], in_memory.weights, rtol=1e-12, atol=0)
+
+
+class _KillAWorker(Callback):
+    """Kills one worker process (SIGKILL) when epoch ``at`` ends."""
+
+    def __init__(self, client, at):
+        self.client, self.at, self.killed = client, at, None
+
+    def on_epoch_end(self, record, trainer):
+        if trainer.epoch == self.at:
+            pids = self.client.run(os.getpid)
+            self.killed = sorted(pids.values())[0]
+            os.kill(self.killed, signal.SIGKILL)
+
+
+def test_a_worker_killed_mid_training_changes_no_bit(data):
+    X, y = data
+    Xd, yd = _dask(X, y)
+    with _cluster(2) as cluster, distributed.Client(cluster) as client:
+        undisturbed = linear(D, 1)
+        fit(undisturbed, Xd, yd, loss="mse", optimizer=SGD(0.02), epochs=8, gradient="stream")
+        disturbed, killer = linear(D, 1), _KillAWorker(client, at=3)
+        history = fit(disturbed, Xd, yd, loss="mse", optimizer=SGD(0.02), epochs=8, gradient="stream",
+                      callbacks=[killer])
+        assert killer.killed is not None and history.epochs_run == 8
+    for a, b in zip(disturbed.parameters(), undisturbed.parameters()):
+        assert np.array_equal(a, b)
+
+
+def test_a_dask_dataframe_trains_by_column_name(data):
+    import dask.dataframe as dd
+    import pandas as pd
+
+    X, y = data
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(D)]).assign(target=y)
+    source = DaskSource.from_dataframe(dd.from_pandas(frame, npartitions=4), "target")
+    assert source.feature_names == [f"f{j}" for j in range(D)] and source.n_rows == N
+    run = gradloop.fit_linear(source, None, np.zeros(D), "auto", 40, bias=0.0)
+    ref = gradloop.fit_linear(X, y, np.zeros(D), "auto", 40, bias=0.0)
+    assert np.allclose(run.weights, ref.weights, rtol=1e-12, atol=1e-14)
+    assert np.isclose(run.optimum.loss, ref.optimum.loss, rtol=1e-10)
+
+
+def test_the_gram_mode_runs_its_epochs_with_no_tasks(data):
+    X, y = data
+    Xd, yd = _dask(X, y)
+    chunks = N // CHUNK
+    with _cluster(1) as cluster, distributed.Client(cluster) as client:
+        counts = []
+        for epochs in (3, 300):
+            with distributed.get_task_stream(client) as tasks:
+                gradloop.fit_linear(Xd, yd, np.zeros(D), 0.02, epochs, bias=0.0, gradient="gram")
+            counts.append(sum(_task_name(t["key"]) == "_run_block" for t in tasks.data))
+    # One pass of per-chunk Gram matrices, whatever the epochs: every epoch runs on the client.
+    assert counts == [chunks, chunks]
+
+
+def _task_name(key):
+    return (key[0] if isinstance(key, tuple) else key).split("-", 1)[0]

@@ -1,0 +1,275 @@
+"""Data sources and the block kernels: every source trains to the in-memory run's weights.
+
+In-memory runs are the reference; a source gives the same weights within 1e-12 relative
+(float64), and the same bits when its blocks are the same (the block kernels' partial
+sums are added in a fixed tree over the blocks, whoever computes them).
+"""
+
+import numpy as np
+import pytest
+
+import gradloop
+from gradloop.errors import ConfigError, DataError
+from gradloop.fast.blockwise import aligned, tree_sum
+from gradloop.loop import fit
+from gradloop.models import linear, mlp
+from gradloop.optimizers import SGD
+from gradloop.sources import ArraySource, CSVSource, ParquetSource, as_source, open_npy
+
+N, D = 3000, 4
+REL = 1e-12
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((N, D)) * [1.0, 2.0, 0.5, 3.0] + [0.0, 1.0, -1.0, 2.0]
+    y = X @ np.array([1.5, -2.0, 0.5, 1.0]) + 0.3 + 0.05 * rng.standard_normal(N)
+    return X, y
+
+
+def _close(a, b, rel=REL):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.abs(a - b).max() <= rel * max(1.0, np.abs(b).max())
+
+
+def _reference(X, y, lr="auto", epochs=60, gradient="auto"):
+    return gradloop.fit_linear(X, y, np.zeros(D), lr, epochs, bias=0.0, gradient=gradient)
+
+
+def _write_csv(path, X, y, names=("a", "b", "c", "d")):
+    import pandas as pd
+
+    frame = pd.DataFrame(X, columns=list(names))
+    frame["y"] = y
+    frame.to_csv(path, index=False, float_format="%.17g")
+
+
+def _write_parquet(path, X, y, row_group_size=500, names=("a", "b", "c", "d")):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame(X, columns=list(names))
+    frame["y"] = y
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_size)
+
+
+# ------------------------------------------------------------------ every source, same run
+
+@pytest.mark.parametrize("gradient", ["stream", "gram"])
+def test_array_source_trains_to_the_in_memory_weights_losses_and_optimum(data, gradient):
+    X, y = data
+    ref = _reference(X, y, gradient=gradient)
+    run = gradloop.fit_linear(ArraySource(X, y, block_rows=512), None, np.zeros(D), "auto", 60, bias=0.0,
+                              gradient=gradient)
+    assert run.history.gradient_mode == gradient
+    assert _close(run.lr, ref.lr)
+    assert _close(run.weights, ref.weights) and _close(run.bias, ref.bias)
+    assert _close(run.history.history["loss"], ref.history.history["loss"])
+    assert _close(run.optimum.weights, ref.optimum.weights, 1e-10)
+    assert _close(run.optimum.loss, ref.optimum.loss, 1e-10)
+    assert _close(run.gap.excess_loss, ref.gap.excess_loss, 1e-8)
+    assert _close(run.stable_lr, ref.stable_lr)
+
+
+def test_one_block_is_bit_for_bit_the_in_memory_stream(data):
+    X, y = data
+    ref = _reference(X, y, lr=0.01, gradient="stream")
+    run = gradloop.fit_linear(ArraySource(X, y, block_rows=N), None, np.zeros(D), 0.01, 60, bias=0.0,
+                              gradient="stream")
+    assert np.array_equal(run.weights, ref.weights)
+    assert run.history.history["loss"] == ref.history.history["loss"]
+
+
+def test_chapter_train_accepts_a_memory_mapped_array_and_a_source(data, tmp_path):
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    ref = gradloop.train(X, y, np.zeros(D), 0.01, 40)
+    assert np.array_equal(gradloop.train(Xm, y, np.zeros(D), 0.01, 40), ref)
+    from_npy = gradloop.train(open_npy(tmp_path / "X.npy", y=tmp_path / "y.npy", block_rows=700), None,
+                              np.zeros(D), 0.01, 40)
+    assert _close(from_npy, ref)
+
+
+def test_npy_with_every_column_is_memory_mapped_and_split_by_name(data, tmp_path):
+    X, y = data
+    np.save(tmp_path / "all.npy", np.column_stack([X, y]))
+    source = open_npy(tmp_path / "all.npy", target="4", block_rows=1000)
+    assert isinstance(source.array, np.memmap) and source.feature_names == ["0", "1", "2", "3"]
+    run = gradloop.fit_linear(source, None, np.zeros(D), "auto", 60, bias=0.0)
+    assert _close(run.weights, _reference(X, y).weights)
+    rec = np.zeros(N, dtype=[("a", "f8"), ("b", "f8"), ("y", "f8"), ("c", "f8"), ("d", "f8")])
+    for name, col in zip("abcd", X.T):
+        rec[name] = col
+    rec["y"] = y
+    np.save(tmp_path / "rec.npy", rec)
+    source = open_npy(tmp_path / "rec.npy", target="y", block_rows=999)
+    assert source.feature_names == ["a", "b", "c", "d"]
+    assert _close(gradloop.fit_linear(source, None, np.zeros(D), "auto", 60, bias=0.0).weights,
+                  _reference(X, y).weights)
+
+
+@pytest.mark.parametrize("layout", ["file", "folder", "glob"])
+def test_parquet_row_groups_train_to_the_in_memory_weights(data, tmp_path, layout):
+    X, y = data
+    if layout == "file":
+        _write_parquet(tmp_path / "d.parquet", X, y)
+        spec = tmp_path / "d.parquet"
+    else:
+        for i, lo in enumerate(range(0, N, 1000)):
+            _write_parquet(tmp_path / f"part-{i}.parquet", X[lo:lo + 1000], y[lo:lo + 1000], row_group_size=400)
+        spec = tmp_path if layout == "folder" else str(tmp_path / "part-*.parquet")
+    source = ParquetSource(spec, "y")
+    assert source.n_rows == N and source.feature_names == ["a", "b", "c", "d"]
+    assert source.n_blocks == (6 if layout == "file" else 9)
+    ref = _reference(X, y)
+    run = gradloop.fit_linear(source, None, np.zeros(D), "auto", 60, bias=0.0)
+    assert _close(run.weights, ref.weights) and _close(run.optimum.loss, ref.optimum.loss, 1e-10)
+
+
+def test_parquet_reads_only_the_needed_columns(data, tmp_path):
+    X, y = data
+    import pandas as pd
+
+    frame = pd.DataFrame(X, columns=list("abcd"))
+    frame["y"], frame["notes"] = y, "free text that is never read"
+    frame.to_parquet(tmp_path / "d.parquet", row_group_size=1000)
+    source = ParquetSource(tmp_path / "d.parquet", "y", features=["a", "b", "c", "d"])
+    Xb, Yb = source.block(1)
+    assert np.array_equal(Xb, X[1000:2000]) and np.array_equal(Yb[:, 0], y[1000:2000])
+
+
+def test_csv_chunks_train_to_the_in_memory_weights(data, tmp_path):
+    X, y = data
+    _write_csv(tmp_path / "d.csv", X, y)
+    source = CSVSource(tmp_path / "d.csv", "y", chunk_rows=700)
+    assert source.n_rows == N and source.n_blocks == 5 and not source.random_access
+    run = gradloop.fit_linear(source, None, np.zeros(D), "auto", 60, bias=0.0)
+    assert _close(run.weights, _reference(X, y).weights)
+
+
+def test_a_network_trains_through_the_layers_kernel_over_blocks(data):
+    X, y = data
+    reference, blocked = mlp([D, 8, 1], "tanh"), mlp([D, 8, 1], "tanh")
+    h1 = fit(reference, X, y, loss="mse", optimizer=SGD(0.05), epochs=15)
+    h2 = fit(blocked, ArraySource(X, y, block_rows=256), None, loss="mse", optimizer=SGD(0.05), epochs=15)
+    assert h2.gradient_mode == "layers"
+    for a, b in zip(blocked.parameters(), reference.parameters()):
+        assert _close(a, b, 1e-12)
+    assert _close(h2.history["loss"], h1.history["loss"])
+
+
+def test_a_classifier_trains_over_blocks_with_integer_labels():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((900, 3))
+    labels = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    reference, blocked = mlp([3, 6, 3], "relu"), mlp([3, 6, 3], "relu")
+    h1 = fit(reference, X, labels, loss="cross-entropy", optimizer=SGD(0.1), epochs=10)
+    h2 = fit(blocked, ArraySource(X, labels, block_rows=128), None, loss="cross-entropy", optimizer=SGD(0.1),
+             epochs=10)
+    assert _close(h2.history["loss"], h1.history["loss"])
+
+
+# ------------------------------------------------------------------ errors name the place
+
+def test_a_bad_value_deep_in_a_csv_names_the_line_and_column(data, tmp_path):
+    X, y = data
+    _write_csv(tmp_path / "d.csv", X, y)
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    cells = lines[2901].split(",")  # data row 2900, in the last of 30 chunks
+    cells[2] = "oops"
+    lines[2901] = ",".join(cells)
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    source = CSVSource(tmp_path / "d.csv", "y", chunk_rows=100)
+    with pytest.raises(DataError, match=r"d\.csv: line 2902, column 'c': 'oops' is not a number"):
+        gradloop.fit_linear(source, None, np.zeros(D), 0.01, 5)
+
+
+def test_a_bad_value_in_a_late_parquet_row_group_names_the_file_row_and_column(data, tmp_path):
+    X, y = data
+    X = X.copy()
+    X[2950, 3] = np.nan
+    _write_parquet(tmp_path / "d.parquet", X, y, row_group_size=100)
+    with pytest.raises(DataError, match=r"d\.parquet: row 2950, column 'd': missing value"):
+        gradloop.fit_linear(ParquetSource(tmp_path / "d.parquet", "y"), None, np.zeros(D), 0.01, 5)
+
+
+def test_a_non_finite_value_in_a_memory_mapped_block_names_the_row_and_column(data, tmp_path):
+    X, y = data
+    bad = np.column_stack([X, y])
+    bad[2999, 1] = np.inf
+    np.save(tmp_path / "all.npy", bad)
+    source = open_npy(tmp_path / "all.npy", target="4", block_rows=100)
+    with pytest.raises(DataError, match=r"all\.npy: row 2999, column '1' \(X\): non-finite value inf"):
+        gradloop.fit_linear(source, None, np.zeros(D), 0.01, 5)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: CSVSource(p / "none.csv", "y"), r"none\.csv: no such file"),
+    (lambda p: ParquetSource(p / "*.parquet", "y"), r"names no Parquet files"),
+    (lambda p: open_npy(p / "none.npy", target="0"), r"none\.npy: no such file"),
+])
+def test_missing_files_are_one_line_errors(tmp_path, make, message):
+    with pytest.raises(DataError, match=message):
+        make(tmp_path)
+
+
+def test_unknown_and_repeated_columns_are_refused_by_name(tmp_path):
+    (tmp_path / "d.csv").write_text("a,a,y\n1,2,3\n")
+    with pytest.raises(DataError, match=r"column name 'a' appears twice \(columns 1 and 2\)"):
+        CSVSource(tmp_path / "d.csv", "y")
+    (tmp_path / "e.csv").write_text("a,b,y\n1,2,3\n")
+    with pytest.raises(DataError, match=r"no target column 'z'; columns are 'a', 'b', 'y'"):
+        CSVSource(tmp_path / "e.csv", "z")
+
+
+def test_what_sources_do_not_support_yet_is_refused_before_training(data):
+    X, y = data
+    model = linear(D, 1)
+    before = model.layers[0].params["W"].copy()
+    with pytest.raises(ConfigError, match="batch_size is not supported when training from a data source"):
+        fit(model, ArraySource(X, y), None, loss="mse", optimizer=SGD(0.01), epochs=3, batch_size=32)
+    assert np.array_equal(model.layers[0].params["W"], before)
+    with pytest.raises(ConfigError, match="the source's data is float64 but the model is float32"):
+        fit(linear(D, 1, dtype=np.float32), ArraySource(X, y), None, loss="mse", optimizer=SGD(0.01), epochs=1)
+
+
+def test_sources_fingerprint_their_content_not_their_path(data, tmp_path):
+    X, y = data
+    np.save(tmp_path / "all.npy", np.column_stack([X, y]))
+    a = open_npy(tmp_path / "all.npy", target="4", block_rows=500).fingerprint()
+    b = open_npy(str(tmp_path / "." / "all.npy"), target="4", block_rows=500).fingerprint()
+    other = np.column_stack([X, y])
+    other[-1, 0] += 1.0  # the last block is sampled
+    np.save(tmp_path / "all.npy", other)
+    c = open_npy(tmp_path / "all.npy", target="4", block_rows=500).fingerprint()
+    assert a == b != c
+
+
+# ------------------------------------------------------------------ the block arithmetic
+
+def test_tree_sum_adds_in_a_fixed_pairwise_order():
+    parts = [1e16, 1.0, -1e16, 1.0, 3.0]
+    assert tree_sum(parts) == ((1e16 + 1.0) + (-1e16 + 1.0)) + 3.0
+    pairs = [(1.0, np.ones(2)), (2.0, np.ones(2)), (4.0, np.ones(2))]
+    total, vec = tree_sum(pairs)
+    assert total == 7.0 and np.array_equal(vec, [3.0, 3.0])
+
+
+def test_aligned_copies_only_unaligned_arrays():
+    raw = np.zeros(8 * 100 + 8, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + 8  # 8 bytes past a 64-byte boundary
+    unaligned = raw[start:start + 8 * 90].view(np.float64).reshape(30, 3)
+    unaligned[...] = np.arange(90).reshape(30, 3)
+    fixed = aligned(unaligned)
+    assert fixed.ctypes.data % 64 == 0 and np.array_equal(fixed, unaligned)
+    assert aligned(fixed) is fixed
+
+
+def test_as_source_refuses_targets_beside_a_source(data):
+    X, y = data
+    with pytest.raises(ConfigError, match="Y must be None when X is a source"):
+        as_source(ArraySource(X, y), y)
