@@ -14,7 +14,7 @@ from gradloop.fast.blockwise import aligned, tree_sum
 from gradloop.loop import fit
 from gradloop.models import linear, mlp
 from gradloop.optimizers import SGD
-from gradloop.sources import ArraySource, CSVSource, ParquetSource, as_source, open_npy
+from gradloop.data import ArraySource, CSVSource, ParquetSource, as_source, open_npy
 
 N, D = 3000, 4
 REL = 1e-12

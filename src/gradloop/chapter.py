@@ -22,7 +22,7 @@ from .loop import check_epochs, fit, is_source_input
 from .metrics import regression_metrics
 from .models import linear
 from .optimizers import SGD
-from .sources import as_source
+from .data.sources import as_source
 from .sums import Gap, Optimum, SourceSums
 
 

@@ -42,7 +42,7 @@ from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
 from .fast.blockwise import make_source_kernel
 from .records import HEAD, EpochRecord, History
-from .sources import Source, as_source, is_dask
+from .data.sources import Source, as_source, is_dask
 
 # Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py; they stay
 # importable from here.
@@ -464,7 +464,7 @@ class _Run:
 
 
 def is_source_input(X, y):
-    """Whether (X, y) is data read block by block: a :class:`~gradloop.sources.Source` or Dask arrays."""
+    """Whether (X, y) is data read block by block: a :class:`~gradloop.data.Source` or Dask arrays."""
     return isinstance(X, Source) or is_dask(X) or is_dask(y)
 
 

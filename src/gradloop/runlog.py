@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import _missing, _read_csv
+from .data.tables import _missing, _read_csv
 from .errors import DataError
 from .models import TASKS
 

@@ -1,6 +1,6 @@
 """What the chapter knows exactly about a linear model, from a data source's sums: one pass in all.
 
-For data read block by block (:mod:`gradloop.sources`) the least-squares optimum, the
+For data read block by block (:mod:`gradloop.data.sources`) the least-squares optimum, the
 step-size bound L and any weights' loss come from ``S = [X, Y, 1]^T [X, Y, 1]``
 (d+k+1, d+k+1), formed once block by block (:func:`gradloop.fast.blockwise.source_gram`),
 and from one streaming pass where a loss must be exact. In memory the same

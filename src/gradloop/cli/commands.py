@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from ..bundle import ModelBundle
-from ..data import _listing, encode_labels, read_table, select_features, select_xy
+from ..data.tables import _listing, encode_labels, read_table, select_features, select_xy
 from ..errors import ConfigError, DataError
 from ..modelfile import atomic_write_bytes, json_line
 from ..paths import Place, check_places

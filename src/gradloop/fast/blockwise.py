@@ -222,7 +222,7 @@ def _active_client():
 
 def executor_for(source, client=None):
     """:class:`DaskBlocks` for a Dask source, else :class:`LocalBlocks`."""
-    from ..sources import DaskSource
+    from ..data.sources import DaskSource
 
     return DaskBlocks(source, client) if isinstance(source, DaskSource) else LocalBlocks(source)
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError, one_line
+from ..errors import ConfigError, DataError, one_line
+from .tables import _listing, _pandas, _refuse_repeated_names, select_xy
 
 __all__ = ["ArraySource", "CSVSource", "DaskSource", "ParquetSource", "Source", "as_source", "is_dask",
            "open_npy"]
@@ -193,8 +194,6 @@ class _ColumnsSource(ArraySource):
 
 def _pick_columns(columns, target, features, name):
     """Indices of the features and the target among ``columns`` (names as strings), or DataError."""
-    from .data import _listing, _refuse_repeated_names  # the messages every reader shares
-
     _refuse_repeated_names(columns, name)
     pos = {c: j for j, c in enumerate(columns)}
     targets = [str(t) for t in ([target] if isinstance(target, (str, int)) else target)]
@@ -306,8 +305,6 @@ class ParquetSource(Source):
     def _read(self, i):
         import pyarrow.parquet as pq
 
-        from .data import select_xy
-
         file, group, first = self._groups[i]
         # A reader per thread: blocks are read on several threads, and a pyarrow ParquetFile is not
         # safe to share between them.
@@ -338,8 +335,6 @@ class CSVSource(Source):
     random_access = False
 
     def __init__(self, path, target, features=None, *, chunk_rows=CSV_CHUNK_ROWS, dtype=np.float64):
-        from .data import _pandas
-
         pd = _pandas()
         self.name, self.path, self.chunk_rows = str(path), Path(path), int(chunk_rows)
         self.dtype = self.y_dtype = np.dtype(dtype)
@@ -361,15 +356,11 @@ class CSVSource(Source):
         self.bounds = _row_bounds(rows, self.chunk_rows)
 
     def _chunks(self, usecols):
-        from .data import _pandas
-
         # As the whole-file reader: only an empty cell is missing ("NA" may be a label).
         return _pandas().read_csv(self.path, index_col=False, encoding="utf-8", keep_default_na=False,
                                   na_values=[""], usecols=usecols, chunksize=self.chunk_rows)
 
     def __iter__(self):
-        from .data import select_xy
-
         first = 0
         try:
             for chunk in self._chunks(self.feature_names + self.target_names):

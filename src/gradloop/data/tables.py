@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, one_line
-from .preprocessing import DEFAULT_TEST_SIZE, Standardizer, train_test_split
+from ..errors import DataError, one_line
+from ..preprocessing import DEFAULT_TEST_SIZE, Standardizer, train_test_split
 
 __all__ = ["DEFAULT_TEST_SIZE", "SKLEARN_DATASETS", "SUPPORTED", "Dataset", "Standardizer", "encode_labels",
            "fingerprint", "load_xy", "read_table", "select_features", "select_xy", "train_test_split"]

@@ -1,0 +1,20 @@
+"""Data for the training loop: whole tables read into arrays, or sources read block by block.
+
+- :mod:`gradloop.data.tables`: a CSV, Parquet, ``.npy`` or ``.npz`` file (or a scikit-learn
+  data set) read whole and validated: :func:`read_table`, :func:`select_xy`, :func:`load_xy`.
+- :mod:`gradloop.data.sources`: data bigger than memory or spread over a Dask cluster, as
+  row blocks of (X, Y) with names, dtype and row count known before training:
+  :class:`ArraySource` (memory-mapped arrays too), :func:`open_npy`, :class:`ParquetSource`,
+  :class:`CSVSource`, :class:`DaskSource`.
+- The split and the scaling (:mod:`gradloop.preprocessing`), importable from here too.
+"""
+
+from .sources import ArraySource, CSVSource, DaskSource, ParquetSource, Source, as_source, open_npy
+from .tables import (DEFAULT_TEST_SIZE, SKLEARN_DATASETS, SKLEARN_PREFIX, SUPPORTED, Dataset, Standardizer,
+                     encode_labels, fingerprint, load_xy, read_table, select_features, select_xy,
+                     train_test_split)
+
+__all__ = ["ArraySource", "CSVSource", "DEFAULT_TEST_SIZE", "DaskSource", "Dataset", "ParquetSource",
+           "SKLEARN_DATASETS", "SKLEARN_PREFIX", "SUPPORTED", "Source", "Standardizer", "as_source",
+           "encode_labels", "fingerprint", "load_xy", "open_npy", "read_table", "select_features", "select_xy",
+           "train_test_split"]
