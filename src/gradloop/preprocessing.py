@@ -66,13 +66,24 @@ class Standardizer:
             raise DataError(f"{where}: holds NaN or infinite values, or values so large (up to "
                             f"{np.abs(X[:, j]).max():.3g}) that their mean or spread overflows float64 when "
                             "standardized; rescale the column")
+        return self._set(mean, std, X[0])
+
+    def _set(self, mean, std, first_row):
+        """Keep finite statistics (d,); ``first_row`` (d,) centres the constant columns."""
         # A constant column has std 0 (or rounding noise): scale 1 avoids 0/0, and
         # centring on its first value makes it exactly 0 (the mean of n equal floats
         # can differ from them in the last bit).
         const = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
-        mean[const] = X[0, const]
+        mean[const] = first_row[const]
         self.mean_, self.scale_ = mean, np.where(const, 1.0, std)
         return self
+
+    @classmethod
+    def from_moments(cls, mean, std, first_row):
+        """A Standardizer from column statistics formed elsewhere (block by block over a source):
+        finite mean (d,) and population std (d,); ``first_row`` (d,) centres the constant columns."""
+        return cls()._set(np.array(mean, dtype=np.float64), np.asarray(std, dtype=np.float64),
+                          np.asarray(first_row, dtype=np.float64))
 
     def _fitted(self):
         if self.mean_ is None:

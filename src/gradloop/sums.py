@@ -1,4 +1,5 @@
-"""What the chapter knows exactly about a linear model, from a data source's sums: one pass in all.
+"""One-pass statistics of a data source: what the chapter knows exactly about a linear model
+(from the Gram sums) and the columns' means and spreads (for standardization).
 
 For data read block by block (:mod:`gradloop.data.sources`) the least-squares optimum, the
 step-size bound L and any weights' loss come from ``S = [X, Y, 1]^T [X, Y, 1]``
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DataError
-from .fast.blockwise import executor_for, linear_partial, source_gram, tree_sum
+from .fast.blockwise import (executor_for, linear_partial, merge_moments, moments_partial, source_gram,
+                             tree_sum)
+from .preprocessing import Standardizer
 
 
 @dataclass
@@ -118,3 +121,25 @@ class SourceSums:
         finally:
             blocks.close()
         return sse / (self.n * self.k)
+
+
+def fit_standardizer(source, client=None):
+    """A :class:`~gradloop.preprocessing.Standardizer` of a source's columns, in one streaming pass.
+
+    Each block gives its rows, means and squared deviations; they merge pairwise in a fixed
+    tree (:func:`gradloop.fast.blockwise.merge_moments`), so the statistics never depend on
+    how many threads or workers computed them. Constant columns as in ``Standardizer.fit``.
+    """
+    blocks = executor_for(source, client)
+    try:
+        n, mean, squares = tree_sum(blocks.map(moments_partial), merge_moments)
+    finally:
+        blocks.close()
+    with np.errstate(all="ignore"):
+        std = np.sqrt(squares / n)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        j = int(np.argmax(~(np.isfinite(mean) & np.isfinite(std))))
+        raise DataError(f"{source.name}: column {source.feature_names[j]!r}: holds NaN or infinite values, or "
+                        "values so large that their mean or spread overflows float64 when standardized; "
+                        "rescale the column")
+    return Standardizer.from_moments(mean, std, source.head(1)[0][0])

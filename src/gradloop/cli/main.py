@@ -10,6 +10,7 @@ before the divergence (the message says so), the evidence of what went wrong.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -25,7 +26,9 @@ from ..losses import LOSSES
 from ..optimizers import OPTIMIZERS, SCHEDULES
 from ..version import __version__
 from .commands import cmd_evaluate, cmd_predict, cmd_report
-from .train import cmd_train
+from .options import resolve
+from .scale import train_from_source, wants_source
+from .train import cmd_train as train_in_memory
 
 
 EXIT_ERROR, EXIT_DIVERGED = 2, 3
@@ -104,6 +107,13 @@ def build_parser():
     train.add_argument("--schedule", choices=list(SCHEDULES), help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     train.add_argument("--clip-norm", type=option_type("clip_norm"), help="clip the global gradient norm")
     train.add_argument("--dtype", choices=("float64", "float32"))
+    train.add_argument("--out-of-core", action="store_true", default=None,
+                       help="read DATA block by block from disk, never whole (Parquet row groups, CSV chunks, "
+                            "memory-mapped .npy); automatic for a folder or glob of Parquet files and for files "
+                            "larger than a quarter of the memory")
+    train.add_argument("--dask", metavar="local[:WORKERS]|tcp://HOST:PORT",
+                       help="train on a Dask cluster: start one on this machine (127.0.0.1) with WORKERS worker "
+                            "processes, or connect to a running scheduler (needs pip install 'gradloop[dask]')")
     train.add_argument("--gradient", choices=GRADIENT_MODES,
                        help="full-batch gradient executor for the linear model with MSE: gram (X^T X once, "
                             "then O(d^2) per epoch), stream (one compiled pass over X per epoch), fused or "
@@ -174,6 +184,19 @@ def _say(message):
     hold one) is written escaped, as repr() would."""
     line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
     print(line, file=sys.stderr)
+
+
+def cmd_train(args, *, trace_first=None, progress=True):
+    """``gradloop train``: in memory, or block by block (--out-of-core, --dask, data beyond memory)."""
+    if not wants_source(args):
+        return train_in_memory(args, trace_first=trace_first, progress=progress)
+    resolve(args)
+    if not args.quiet:
+        return train_from_source(args, trace_first, progress)
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return train_from_source(args, trace_first, progress)
 
 
 # ---------------------------------------------------------------- demo

@@ -23,14 +23,15 @@ DEFAULTS = {
     "test_size": None, "val_split": None, "dtype": "float64", "weight_decay": 0.0, "schedule": None,
     "clip_norm": None, "round_to": None, "gradient": "auto",
     "epochs": 100, "early_stopping": None, "out": None, "log": None, "checkpoint": None, "checkpoint_every": 1,
-    "trace": None, "quiet": False,
+    "trace": None, "quiet": False, "out_of_core": False, "dask": None,
 }
 #: Options that set the run's arithmetic: a resumed run takes them from its checkpoint.
 FIXED_ON_RESUME = ("data", "target", "features", "model", "hidden", "activation", "loss", "optimizer", "lr",
                    "batch_size", "seed", "standardize", "test_size", "val_split", "dtype", "weight_decay",
                    "schedule", "clip_norm", "round_to", "gradient")
 #: Options a resumed run may change.
-CHANGEABLE_ON_RESUME = ("epochs", "early_stopping", "out", "log", "checkpoint", "checkpoint_every", "trace", "quiet")
+CHANGEABLE_ON_RESUME = ("epochs", "early_stopping", "out", "log", "checkpoint", "checkpoint_every", "trace", "quiet",
+                        "out_of_core", "dask")
 PATHS = ("out", "log", "checkpoint")
 
 

@@ -115,9 +115,46 @@ class Source:
             digest.update(np.ascontiguousarray(Y).tobytes())
         return digest.hexdigest()
 
+    def scaled(self, scaler):
+        """This source with ``scaler`` (a fitted Standardizer) applied to X block by block, as it is read."""
+        return _Derived(self, range(self.n_blocks), scaler)
+
+    def subset(self, blocks):
+        """This source's blocks numbered ``blocks`` (in that order), e.g. a held-out test set of blocks."""
+        return _Derived(self, blocks, None)
+
     def __repr__(self):
         return (f"{type(self).__name__}({self.name!r}: {self.n_rows} rows x {self.n_features} features, "
                 f"{self.n_outputs} target(s), {np.dtype(self.dtype)}, {self.n_blocks} blocks)")
+
+
+class _Derived(Source):
+    """Some of another source's blocks, with a scaler applied to X or not: never a copy of the data."""
+
+    def __init__(self, base, blocks, scaler):
+        self.base, self.picks, self.scaler = base, [int(i) for i in blocks], scaler
+        for name in ("name", "feature_names", "target_names", "dtype", "y_dtype", "random_access"):
+            setattr(self, name, getattr(base, name))
+        sizes = np.cumsum([0] + [base.bounds[i][1] - base.bounds[i][0] for i in self.picks])
+        self.bounds = [(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:])]
+
+    def _scale(self, block):
+        X, Y = block
+        return (X, Y) if self.scaler is None else (self.scaler.transform(X).astype(self.dtype, copy=False), Y)
+
+    def _read(self, i):
+        return self._scale(self.base.block(self.picks[i]))
+
+    def __iter__(self):
+        if self.random_access:
+            yield from super().__iter__()
+            return
+        if self.picks != sorted(set(self.picks)):
+            raise ConfigError(f"{self.name}: blocks of a file-order source can only be taken in file order")
+        wanted = set(self.picks)
+        for i, block in enumerate(self.base):
+            if i in wanted:
+                yield self._scale(block)
 
 
 def _row_bounds(n_rows, block_rows):
@@ -326,6 +363,28 @@ class ParquetSource(Source):
         return np.ascontiguousarray(X, dtype=self.dtype), Y
 
 
+    def __getstate__(self):  # sent to Dask workers: open files stay behind, each worker opens its own
+        return {**self.__dict__, "_handles": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._handles = threading.local()
+
+    def to_dask(self):
+        """The same blocks as a :class:`DaskSource`: each row group read by a Dask task (on a cluster, the
+        files must be where the workers can read them); the same blocks give the same bits."""
+        import dask
+        import dask.array as da  # lazy: Dask is an optional extra
+
+        xs, ys = [], []
+        for i, (a, b) in enumerate(self.bounds):
+            block = dask.delayed(self._read, pure=True)(i)
+            xs.append(da.from_delayed(block[0], (b - a, self.n_features), dtype=self.dtype))
+            ys.append(da.from_delayed(block[1], (b - a, self.n_outputs), dtype=self.dtype))
+        return DaskSource(da.concatenate(xs), da.concatenate(ys), feature_names=self.feature_names,
+                          target_names=self.target_names, name=self.name)
+
+
 class CSVSource(Source):
     """A CSV file read ``chunk_rows`` rows at a time with pandas; blocks come in file order only.
 
@@ -389,6 +448,8 @@ class DaskSource(Source):
     (:mod:`gradloop.fast.blockwise`) instead runs each chunk's arithmetic on the workers.
     """
 
+    on_dask = True  # the block kernels send its chunks' work to the Dask workers
+
     def __init__(self, X, Y, *, feature_names=None, target_names=None, name="dask array"):
         if X.ndim != 2:
             raise DataError(f"{name}: X must be 2-D (n_samples, n_features), got {X.ndim}-D")
@@ -420,10 +481,22 @@ class DaskSource(Source):
         columns = [str(c) for c in frame.columns]
         feature_idx, target_idx = _pick_columns(columns, target, features, "dask dataframe")
         feats, targets = [frame.columns[j] for j in feature_idx], [frame.columns[j] for j in target_idx]
-        X = frame[feats].to_dask_array(lengths=True)
-        Y = frame[targets].to_dask_array(lengths=True)
+        # One array of every needed column: separate selections can be partitioned differently.
+        both = frame[feats + targets].to_dask_array(lengths=True)
+        X, Y = both[:, :len(feats)], both[:, len(feats):]
         return cls(X, Y, feature_names=[str(f) for f in feats], target_names=[str(t) for t in targets],
                    name="dask dataframe")
+
+    def scaled(self, scaler):
+        """X standardized lazily, chunk by chunk on the workers."""
+        mean, scale = (np.asarray(v, dtype=self.dtype) for v in (scaler.mean_, scaler.scale_))
+        return DaskSource((self.X - mean) / scale, self.Y, feature_names=self.feature_names,
+                          target_names=self.target_names, name=self.name)
+
+    def subset(self, blocks):
+        index = [self._chunk_index[int(i)] for i in blocks]
+        return DaskSource(self.X.blocks[index], self.Y.blocks[index], feature_names=self.feature_names,
+                          target_names=self.target_names, name=self.name)
 
     def chunks(self):
         """The Dask objects of each block: [(X chunk, Y chunk)] as delayed values, in row order."""

@@ -47,16 +47,18 @@ def aligned(a):
     return out
 
 
-def tree_sum(parts):
+def tree_sum(parts, combine=None):
     """Sum ``parts`` pairwise in a fixed tree over their index: ((p0+p1)+(p2+p3))+...
 
-    Each part is a number, an array, or a tuple/list of them (summed entry by entry).
+    Each part is a number, an array, or a tuple/list of them (summed entry by entry);
+    ``combine(a, b)`` replaces the addition (e.g. merging block means and variances).
     """
-    parts = list(parts)
+    parts, combine = list(parts), combine or _add
     if not parts:
         raise ValueError("tree_sum of no parts")
     while len(parts) > 1:
-        parts = [_add(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+        parts = [combine(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+                 for i in range(0, len(parts), 2)]
     return parts[0]
 
 
@@ -93,6 +95,22 @@ def layers_partial(X, Y, model, loss):
         return value * rows, [np.zeros(g.shape) for g in model.gradients()]
     model.backward(dpred)
     return value * rows, [g.astype(np.float64) * rows for g in model.gradients()]
+
+
+def moments_partial(X, Y):
+    """Rows, column means (d,) and sums of squared deviations (d,) of one block's X, in float64."""
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    return len(X), mean, ((X - mean) ** 2).sum(axis=0)
+
+
+def merge_moments(a, b):
+    """Two blocks' (rows, means, squared deviations) as one (Chan, Golub and LeVeque's pairwise update):
+    no difference of large sums, so no cancellation where the spread is small next to the mean."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    delta = mb - ma
+    return n, ma + delta * (nb / n), sa + sb + delta * delta * (na * nb / n)
 
 
 def gram_partial(X, Y):
@@ -221,10 +239,8 @@ def _active_client():
 
 
 def executor_for(source, client=None):
-    """:class:`DaskBlocks` for a Dask source, else :class:`LocalBlocks`."""
-    from ..data.sources import DaskSource
-
-    return DaskBlocks(source, client) if isinstance(source, DaskSource) else LocalBlocks(source)
+    """:class:`DaskBlocks` for a Dask source (``source.on_dask``), else :class:`LocalBlocks`."""
+    return DaskBlocks(source, client) if getattr(source, "on_dask", False) else LocalBlocks(source)
 
 
 # ------------------------------------------------------------------ kernels over a source

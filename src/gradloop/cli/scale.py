@@ -1,0 +1,254 @@
+"""``gradloop train --out-of-core`` and ``--dask``: the train command on data read block by block.
+
+The data is never read whole: a source (:mod:`gradloop.data.sources`) yields its blocks,
+the test set is a seeded draw of whole blocks, standardization statistics come from
+one streaming pass, and the full-batch kernels read the training blocks once per epoch
+(stream, layers) or once in all (Gram). With ``--dask local[:WORKERS]`` a
+``distributed.LocalCluster`` on 127.0.0.1 does the blocks' arithmetic and is closed at the
+end, however the run ends; ``--dask tcp://HOST:PORT`` uses a running scheduler.
+
+Data files larger than :data:`OUT_OF_CORE_SHARE` of the machine's memory are read this
+way without ``--out-of-core``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+
+import numpy as np
+
+from ..bundle import ModelBundle
+from ..data import CSVSource, DaskSource, ParquetSource, open_npy, train_test_split
+from ..data.sources import parquet_files
+from ..errors import ConfigError, DataError, DivergenceError, GradloopError
+from ..fast.blockwise import executor_for, layers_partial, merge_moments, shipping_copy, tree_sum
+from ..loop import STANDARDIZE_ADVICE, fit
+from ..losses import get_loss
+from ..optimizers import get_optimizer
+from ..paths import Place, check_places
+from ..sums import SourceSums, fit_standardizer
+from .train import _build_model, _callbacks, _SignalStop, model_summary
+
+# A data file larger than this share of physical memory is streamed from disk even without
+# --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
+OUT_OF_CORE_SHARE = 0.25
+# What the block-by-block path does not do yet, and the option that asks for it.
+NOT_YET = (("batch_size", "--batch-size"), ("val_split", "--val-split"), ("checkpoint", "--checkpoint"),
+           ("resume", "--resume"), ("round_to", "--round-to"), ("schedule", "--schedule"))
+PARQUET = (".parquet", ".pq")
+
+
+def wants_source(args):
+    """Whether this train command reads its data block by block."""
+    return bool(args.out_of_core) or args.dask is not None or _larger_than_memory_share(args.data)
+
+
+def _larger_than_memory_share(data):
+    if data is None or str(data).startswith("sklearn:") or not os.path.isfile(str(data)):
+        return os.path.isdir(str(data)) or any(ch in str(data) for ch in "*?[")  # folders and globs: always
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # the platform does not say
+        return False
+    return os.path.getsize(str(data)) > OUT_OF_CORE_SHARE * memory
+
+
+def source_places(args):
+    """(inputs, outputs) of a block-by-block train command, for :func:`gradloop.paths.check_places`."""
+    data = str(args.data)
+    files = parquet_files(data) if (os.path.isdir(data) or any(c in data for c in "*?[")) else [data]
+    inputs = [Place("DATA file", f) for f in files]
+    return inputs, [Place("--out", args.out), Place("--log", args.log)]
+
+
+def train_from_source(args, trace_first=None, progress=True):
+    """The train command over a source; returns the exit status."""
+    for key, option in NOT_YET:
+        if getattr(args, key, None) not in (None, False):
+            raise ConfigError(f"{option} is not supported with --out-of-core or --dask yet (they train full "
+                              f"batch on every block); leave {option} out, or train in memory without them")
+    loss = get_loss(args.loss)
+    if loss.task != "regression":
+        raise ConfigError(f"--loss {args.loss}: --out-of-core and --dask train regression losses (mse, mae, "
+                          "huber) for now; a classifier's labels need a pass to list them first")
+    check_places(*source_places(args))
+    with dask_client(args.dask) as client:
+        try:
+            return _train(args, loss, client, trace_first, progress)
+        except (OSError, TimeoutError) as exc:
+            if client is None:
+                raise
+            raise GradloopError(f"--dask {args.dask}: the Dask scheduler or a worker could not be reached "
+                                f"({exc.__class__.__name__}: {exc}); nothing was saved") from exc
+
+
+@contextlib.contextmanager
+def dask_client(spec):
+    """A distributed Client for ``--dask`` (None without it): ``local[:WORKERS]`` starts a LocalCluster on
+    127.0.0.1 (one thread per worker) that is closed on the way out, Ctrl-C included; ``tcp://HOST:PORT``
+    connects to a running scheduler."""
+    if spec is None:
+        yield None
+        return
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError("--dask needs Dask: pip install 'gradloop[dask]'") from None
+    if spec == "local" or spec.startswith("local:"):
+        workers = spec.partition(":")[2]
+        if workers and (not workers.isdigit() or int(workers) < 1):
+            raise ConfigError(f"--dask {spec}: the number of workers must be a positive integer, e.g. local:2")
+        with distributed.LocalCluster(n_workers=int(workers) if workers else None, threads_per_worker=1,
+                                      processes=True, host="127.0.0.1", dashboard_address=None,
+                                      silence_logs=50) as cluster, distributed.Client(cluster) as client:
+            yield client
+    elif spec.startswith("tcp://"):
+        try:
+            client = distributed.Client(spec, timeout=10)
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"--dask {spec}: no Dask scheduler answers there ({exc})") from None
+        with client:
+            yield client
+    else:
+        raise ConfigError(f"--dask {spec!r}: expected local, local:WORKERS or tcp://HOST:PORT")
+
+
+def open_source(args, on_dask):
+    """DATA as a source: Parquet (file, folder or glob), CSV or .npy; on Dask through dask.dataframe."""
+    data, dtype = str(args.data), np.dtype(args.dtype)
+    lowered = data.lower()
+    is_parquet = os.path.isdir(data) or lowered.endswith(PARQUET) or (
+        any(c in data for c in "*?[") and all(f.lower().endswith(PARQUET) for f in glob.glob(data)))
+    if on_dask:
+        import dask.dataframe as dd
+
+        if is_parquet:  # one task per row group: the out-of-core run's blocks, so its bits
+            return ParquetSource(data, args.target, args.features, dtype=dtype).to_dask()
+        if not lowered.endswith(".csv"):
+            raise DataError(f"{data}: --dask reads Parquet (a file, a folder or a glob) or CSV; convert it")
+        frame = dd.read_csv(data, keep_default_na=False, na_values=[""])
+        source = DaskSource.from_dataframe(frame, args.target, args.features)
+        return source if dtype == source.dtype else DaskSource(source.X.astype(dtype), source.Y.astype(dtype),
+                                                               feature_names=source.feature_names,
+                                                               target_names=source.target_names, name=data)
+    if is_parquet:
+        return ParquetSource(data, args.target, args.features, dtype=dtype)
+    if lowered.endswith(".csv"):
+        return CSVSource(data, args.target, args.features, dtype=dtype)
+    if lowered.endswith(".npy"):
+        source = open_npy(data, target=args.target, features=args.features)
+        if source.dtype != dtype:
+            raise ConfigError(f"{data}: holds {source.dtype}; give --dtype {source.dtype} to read it block by block")
+        return source
+    raise DataError(f"{data}: --out-of-core reads Parquet (a file, a folder or a glob), CSV or .npy")
+
+
+def _train(args, loss, client, trace_first, progress):
+    source = open_source(args, client is not None)
+    test_size = 0.2 if args.test_size is None else args.test_size
+    # The test set is whole blocks drawn by --seed: a row-level draw would need every block per row.
+    train_blocks, test_blocks = train_test_split(source.n_blocks, test_size, args.seed, name="--test-size")
+    train, test = source.subset(sorted(train_blocks)), source.subset(sorted(test_blocks)) if len(test_blocks) else None
+    scaler = None
+    if args.standardize:
+        scaler = fit_standardizer(train, client)
+        train, test = train.scaled(scaler), test.scaled(scaler) if test is not None else None
+    dtype = np.dtype(args.dtype)
+    model = _build_model(args, source.n_features, source.n_outputs, loss.task, dtype)
+    linear_mse = args.model == "linear" and loss.name == "mse"
+    sums = SourceSums(train, client) if linear_mse else None
+    auto = args.lr == "auto" or (args.lr is None and linear_mse and args.optimizer == "sgd")
+    if auto and sums is None:
+        raise ConfigError("--lr auto needs the linear model with --loss mse; give a number")
+    lr = 1.0 / sums.lipschitz() if auto else (args.lr or (1e-3 if args.optimizer.startswith("adam") else 0.01))
+    stable_lr = (lambda: 2.0 / sums.lipschitz()) if sums is not None else None
+    optimizer = get_optimizer(args.optimizer, lr, args.weight_decay)
+    callbacks = _callbacks(args, trace_first, progress, None, None)
+    where = f"Dask ({len(client.scheduler_info()['workers'])} workers)" if client is not None else "out of core"
+    print(f"gradloop: {model_summary(model, loss)} on {train.n_rows} training rows in {train.n_blocks} block(s) "
+          f"({0 if test is None else test.n_rows} test rows), {where}, lr {lr:.6g}{' (auto: 1/L)' if auto else ''}, "
+          f"{args.epochs} epochs, full batch")
+    stopper = _SignalStop()
+    try:
+        history = fit(model, train, None, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                      callbacks=[stopper, *callbacks], clip_norm=args.clip_norm, stable_lr=stable_lr,
+                      gradient=args.gradient)
+    except DivergenceError as exc:
+        message = str(exc).replace(STANDARDIZE_ADVICE, "standardize them (--standardize)")
+        raise DivergenceError(f"{message}; nothing was saved", epoch=exc.epoch, weights=exc.weights,
+                              stable_lr=exc.stable_lr, lr=exc.lr, bias=exc.bias) from exc
+    if stopper.signum is not None:
+        print(f"gradloop: interrupted by {stopper.name}; nothing was saved")
+        return 128 + stopper.signum
+    if history.stop_message:
+        print(f"gradloop: {history.stop_message}")
+    # The loss of the weights the model keeps (early stopping: the best epoch's), on the training rows.
+    final_loss = source_loss(model, loss, train, client) if history.epochs_run else None
+    bundle = ModelBundle(model, source.feature_names, source.target_names[0], scaler, None, loss.name,
+                         {"epochs": history.epochs_run, "lr": lr, "optimizer": args.optimizer,
+                          "batch_size": None, "seed": args.seed, "final_loss": final_loss})
+    restored = getattr(history, "restored_epoch", None)
+    kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
+    final = "none (no epoch run)" if final_loss is None else f"{final_loss:.6g}"
+    print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
+    _print_metrics("training rows", model, train, client)
+    if test is not None:
+        _print_metrics("test rows", model, test, client)
+    if sums is not None:
+        layer = model.layers[0]
+        optimum = sums.optimum()
+        print(f"Gap to the least-squares optimum (training rows): "
+              f"{sums.gap(layer.params['W'], layer.params.get('b'), optimum).summary()}")
+    if args.out:
+        bundle.save(args.out)
+        print(f"Saved the model to {args.out}")
+    return 0
+
+
+def regression_partial(X, Y, model):
+    """One block's sums for regression metrics: rows, squared and absolute errors, the target's mean
+    and squared deviations (merged as block moments, without cancellation)."""
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+    err = model.predict_raw(X).astype(np.float64) - Y
+    mean = Y.mean(axis=0)
+    return len(X), float(np.vdot(err, err)), float(np.abs(err).sum()), mean, ((Y - mean) ** 2).sum(axis=0)
+
+
+def _merge_regression(a, b):
+    n, mean, spread = merge_moments((a[0], a[3], a[4]), (b[0], b[3], b[4]))
+    return n, a[1] + b[1], a[2] + b[2], mean, spread
+
+
+def source_loss(model, loss, source, client=None):
+    """The loss of the model's weights over a whole source, in evaluation mode, in one streaming pass."""
+    model.eval()
+    blocks = executor_for(source, client)
+    try:
+        total, _ = tree_sum(blocks.map(layers_partial, shipping_copy(model), loss, parallel=False))
+    finally:
+        blocks.close()
+    return total / source.n_rows
+
+
+def source_metrics(model, source, client=None):
+    """MSE, RMSE, MAE and R^2 of a regression model over a source, in one streaming pass."""
+    model.eval()
+    blocks = executor_for(source, client)
+    try:
+        n, sse, sae, _, spread = tree_sum(blocks.map(regression_partial, shipping_copy(model), parallel=False),
+                                          _merge_regression)
+    finally:
+        blocks.close()
+    k = source.n_outputs
+    mse = sse / (n * k)
+    total = float(spread.sum())
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": sae / (n * k),
+            "r2": 1.0 - sse / total if total > 0 else None}
+
+
+def _print_metrics(title, model, source, client):
+    m = source_metrics(model, source, client)
+    r2 = "n/a (constant target)" if m["r2"] is None else f"{m['r2']:.4f}"
+    print(f"  {title:14s} MSE {m['mse']:.6g}  RMSE {m['rmse']:.6g}  MAE {m['mae']:.6g}  R^2 {r2}")

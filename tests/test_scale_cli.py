@@ -1,0 +1,98 @@
+"""``gradloop train --out-of-core`` and ``--dask``: the same model as in memory, errors in one line."""
+
+import hashlib
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradloop.bundle import ModelBundle
+
+N = 4000
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    """A data set as one CSV and as a folder of four Parquet files (one row group each)."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((N, 3)) * [1.0, 10.0, 100.0] + [0.0, 5.0, -50.0]
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    frame["y"] = X @ [1.0, 0.2, 0.03] + 2.0 + 0.1 * rng.standard_normal(N)
+    frame.to_csv(tmp_path / "d.csv", index=False, float_format="%.17g")
+    (tmp_path / "pq").mkdir()
+    for i in range(4):
+        frame.iloc[i * 1000:(i + 1) * 1000].to_parquet(tmp_path / "pq" / f"part{i}.parquet", row_group_size=1000)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _hashes(root):
+    return {p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+            for p in (os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)}
+
+
+def _coefficients(path):
+    return ModelBundle.load(path).linear_coefficients()
+
+
+@pytest.mark.parametrize("data", ["pq", "pq/*.parquet", "d.csv"])
+def test_out_of_core_trains_the_in_memory_model(cli, folder, data):
+    common = ["--target", "y", "--standardize", "--epochs", "300", "--test-size", "0"]
+    status, out, err = cli("train", "d.csv", *common, "--out", "memory.safetensors", "--quiet")
+    assert status == 0, err
+    status, out, err = cli("train", data, *common, "--out", "blocks.safetensors", "--out-of-core")
+    assert status == 0, err
+    assert "out of core" in out and "training rows in" in out
+    (W1, b1), (W2, b2) = _coefficients("memory.safetensors"), _coefficients("blocks.safetensors")
+    assert np.allclose(W2, W1, rtol=1e-10, atol=0) and np.allclose(b2, b1, rtol=1e-10, atol=0)
+    assert "Gap to the least-squares optimum" in out and "R^2 0.99" in out
+
+
+def test_a_folder_of_parquet_files_is_read_block_by_block_without_the_option(cli, folder):
+    status, out, err = cli("train", "pq", "--target", "y", "--epochs", "5", "--test-size", "0.25")
+    assert status == 0, err
+    assert "3000 training rows in 3 block(s) (1000 test rows), out of core" in out
+
+
+def test_dask_local_cluster_gives_the_bits_of_the_out_of_core_run(cli, folder):
+    pytest.importorskip("distributed", reason="Dask is the dask extra")
+    common = ["--target", "y", "--standardize", "--epochs", "50", "--test-size", "0", "--gradient", "stream"]
+    assert cli("train", "pq", *common, "--out", "local.safetensors", "--out-of-core")[0] == 0
+    status, out, err = cli("train", "pq", *common, "--out", "dask.safetensors", "--dask", "local:2")
+    assert status == 0, err
+    assert "Dask (2 workers)" in out
+    local, dask = ModelBundle.load("local.safetensors"), ModelBundle.load("dask.safetensors")
+    for a, b in zip(local.model.parameters(), dask.model.parameters()):
+        assert np.array_equal(a, b)
+    assert np.array_equal(local.scaler.mean_, dask.scaler.mean_)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pq", "--target", "y", "--batch-size", "32"], "--batch-size is not supported with --out-of-core or --dask"),
+    (["pq", "--target", "y", "--checkpoint", "ck"], "--checkpoint is not supported with --out-of-core"),
+    (["pq", "--target", "y", "--loss", "cross-entropy"], "--loss cross-entropy: --out-of-core and --dask train "
+                                                         "regression losses"),
+    (["d.csv", "--target", "y", "--dask", "lokal"], "--dask 'lokal': expected local, local:WORKERS or tcp://"),
+    (["d.csv", "--target", "y", "--dask", "local:0"], "--dask local:0: the number of workers must be a positive"),
+    (["pq", "--target", "z", "--out-of-core"], "no target column 'z'"),
+    (["nothing/*.parquet", "--target", "y"], "names no Parquet files"),
+    (["d.csv", "--target", "y", "--out-of-core", "--out", "d.csv"], "--out d.csv: is the DATA file itself"),
+])
+def test_bad_block_by_block_commands_are_one_line_and_write_nothing(cli, folder, argv, message):
+    before = _hashes(folder)
+    status, out, err = cli("train", *argv, "--out", "m.safetensors") if "--out" not in argv else cli("train", *argv)
+    assert status == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert _hashes(folder) == before
+
+
+def test_a_bad_value_in_the_last_parquet_file_names_file_row_and_column(cli, folder):
+    frame = pd.read_parquet(folder / "pq" / "part3.parquet")
+    frame.loc[frame.index[700], "b"] = np.inf
+    frame.to_parquet(folder / "pq" / "part3.parquet", row_group_size=250)
+    before = _hashes(folder)
+    status, out, err = cli("train", "pq", "--target", "y", "--test-size", "0", "--out", "m.safetensors")
+    assert status == 2
+    assert "part3.parquet: row 700, column 'b': infinite value" in err and err.count("\n") == 1
+    assert _hashes(folder) == before
