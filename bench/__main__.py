@@ -18,7 +18,9 @@ import time
 
 import numpy as np
 
-from .workloads import WORKLOADS
+from . import scale, workloads
+
+WORKLOADS = {**workloads.WORKLOADS, **scale.WORKLOADS}
 
 
 def environment():
@@ -125,10 +127,14 @@ def main(argv=None):
     results = []
     for key in args.only or WORKLOADS:
         work = WORKLOADS[key](args.quick)
-        medians, all_times = measure(work, repeats)
-        # Memory beyond the inputs (allocated before tracing), for the NumPy-based contenders.
-        memory = {name: peak_memory(fn) for name, fn in work.contenders.items()
-                  if not name.startswith(("pytorch", "scikit-learn"))}
+        try:
+            medians, all_times = measure(work, repeats)
+            # Memory beyond the inputs (allocated before tracing), for the NumPy-based contenders.
+            memory = {name: peak_memory(fn) for name, fn in work.contenders.items()
+                      if not name.startswith(("pytorch", "scikit-learn", "dask-ml"))}
+        finally:
+            if work.close is not None:
+                work.close()
         results.append({"key": key, "name": work.name, "unit": work.unit, "baseline": work.baseline,
                         "limit": work.limit, "medians": medians, "times": all_times, "notes": work.notes,
                         "peak_extra_bytes": memory, "input_bytes": work.input_bytes})

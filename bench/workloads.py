@@ -30,6 +30,7 @@ class Workload:
     baseline: str = "gradloop"
     notes: list = field(default_factory=list)
     input_bytes: int = 0  # size of X, for memory ratios
+    close: object = None  # called once the workload is measured: remove its files, stop its cluster
 
 
 def _torch():

@@ -86,7 +86,10 @@ class _KillAWorker(Callback):
             os.kill(self.killed, signal.SIGKILL)
 
 
-def test_a_worker_killed_mid_training_changes_no_bit(data):
+@pytest.mark.parametrize("weights_travel", ["inside each task", "as a task of their own"])
+def test_a_worker_killed_mid_training_changes_no_bit(data, monkeypatch, weights_travel):
+    if weights_travel == "as a task of their own":
+        monkeypatch.setattr("gradloop.fast.blockwise.EMBED_BYTES", 0)
     X, y = data
     Xd, yd = _dask(X, y)
     with _cluster(2) as cluster, distributed.Client(cluster) as client:

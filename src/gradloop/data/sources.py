@@ -72,7 +72,7 @@ class Source:
         return (self.n_rows, self.n_features)
 
     def block(self, i):
-        """Block i: X (rows, n_features) C-contiguous in ``dtype``, Y (rows, n_outputs)."""
+        """Block i: X (rows, n_features) in ``dtype`` (row or column order), Y (rows, n_outputs)."""
         return self._read(i)
 
     def __iter__(self):
@@ -80,9 +80,12 @@ class Source:
             yield self.block(i)
 
     def head(self, rows):
-        """The first ``rows`` rows (or fewer) of X and Y, for the report's heads."""
-        X, Y = self.block(0) if self.random_access else next(iter(self))
-        return X[:rows].copy(), Y[:rows].copy()
+        """The first ``rows`` rows (or fewer) of X and Y, for the report's heads (read once, kept)."""
+        kept = self.__dict__.get("_head")
+        if kept is None or len(kept[0]) < rows <= kept[2]:
+            X, Y = self.block(0) if self.random_access else next(iter(self))
+            kept = self._head = (X[:rows].copy(), Y[:rows].copy(), len(X))
+        return kept[0][:rows].copy(), kept[1][:rows].copy()
 
     def find_bad_value(self):
         """DataError naming the first non-finite value, block by block; None when all are finite."""
@@ -353,6 +356,12 @@ class ParquetSource(Source):
             table = handle.read_row_group(group, columns=self.feature_names + self.target_names)
         except Exception as exc:
             raise DataError(f"{file}: cannot read row group {group} ({one_line(exc)})") from exc
+        X, Y = _numeric_columns(table, self.feature_names, self.dtype), _numeric_columns(table, self.target_names,
+                                                                                          self.dtype)
+        if X is not None and Y is not None and _finite(X) and _finite(Y):
+            return X, np.ascontiguousarray(Y)
+        # Text, missing cells or a non-finite value somewhere: the table reader's cell-by-cell check
+        # finds the first and names it (row, column, value).
         frame = table.to_pandas()
         Y = np.empty((len(frame), self.n_outputs), dtype=self.dtype)
         X = None
@@ -383,6 +392,32 @@ class ParquetSource(Source):
             ys.append(da.from_delayed(block[1], (b - a, self.n_outputs), dtype=self.dtype))
         return DaskSource(da.concatenate(xs), da.concatenate(ys), feature_names=self.feature_names,
                           target_names=self.target_names, name=self.name)
+
+
+def _numeric_columns(table, names, dtype):
+    """Arrow columns ``names`` as one (rows, len(names)) array in column order (Fortran), or None when
+    one of them is not plain numbers (text, dates, missing cells): those take the cell-by-cell check.
+
+    Column order because Parquet stores columns: each is one contiguous copy (4.7 ms for 125,000 x 32
+    here, where filling a row-ordered array column by column took 46 ms). The Gram pass reads it as
+    it is; the row loop makes its own row-ordered copy.
+    """
+    import pyarrow as pa
+
+    out = np.empty((len(names), table.num_rows), dtype=dtype)
+    for j, name in enumerate(names):
+        column = table.column(name)
+        if column.null_count or not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+            return None
+        out[j] = column.to_numpy()
+    return out.T
+
+
+def _finite(a):
+    """Every entry finite: one BLAS product (a NaN or infinity makes its row's sum non-finite); a
+    non-finite sum of finite entries (overflow) is settled by the exact check."""
+    sums = a @ np.ones(a.shape[1], dtype=a.dtype)
+    return bool(np.isfinite(sums).all()) or bool(np.isfinite(a).all())
 
 
 class CSVSource(Source):
@@ -487,6 +522,14 @@ class DaskSource(Source):
         return cls(X, Y, feature_names=[str(f) for f in feats], target_names=[str(t) for t in targets],
                    name="dask dataframe")
 
+    def head(self, rows):
+        """The first rows, sliced where the first chunk is: only they travel here, not the chunk."""
+        import dask
+
+        x, y = self.chunks()[0]
+        X, Y = dask.delayed(_first_rows, pure=True)(x, y, rows).compute()
+        return np.ascontiguousarray(X, dtype=self.dtype), np.ascontiguousarray(Y, dtype=self.y_dtype)
+
     def scaled(self, scaler):
         """X standardized lazily, chunk by chunk on the workers."""
         mean, scale = (np.asarray(v, dtype=self.dtype) for v in (scaler.mean_, scaler.scale_))
@@ -509,6 +552,10 @@ class DaskSource(Source):
         x, y = self.chunks()[i]
         X, Y = dask.compute(x, y)
         return np.ascontiguousarray(X, dtype=self.dtype), np.ascontiguousarray(Y, dtype=self.y_dtype)
+
+
+def _first_rows(X, Y, rows):
+    return X[:rows].copy(), Y[:rows].copy()
 
 
 def is_dask(value):
