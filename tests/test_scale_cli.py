@@ -55,6 +55,16 @@ def test_a_folder_of_parquet_files_is_read_block_by_block_without_the_option(cli
     assert "3000 training rows in 3 block(s) (1000 test rows), out of core" in out
 
 
+def test_mini_batches_from_parquet_blocks_train_a_network(cli, folder):
+    status, out, err = cli("train", "pq", "--target", "y", "--standardize", "--model", "mlp", "--hidden", "8",
+                           "--batch-size", "50", "--epochs", "10", "--lr", "0.02", "--out-of-core")
+    assert status == 0, err
+    assert "batches of 50 (blocks in random order)" in out
+    metrics = next(line for line in out.splitlines() if line.strip().startswith("training rows"))
+    r2 = float(metrics.split("R^2")[1])
+    assert r2 > 0.9
+
+
 def test_dask_local_cluster_gives_the_bits_of_the_out_of_core_run(cli, folder):
     pytest.importorskip("distributed", reason="Dask is the dask extra")
     common = ["--target", "y", "--standardize", "--epochs", "50", "--test-size", "0", "--gradient", "stream"]
@@ -69,7 +79,7 @@ def test_dask_local_cluster_gives_the_bits_of_the_out_of_core_run(cli, folder):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["pq", "--target", "y", "--batch-size", "32"], "--batch-size is not supported with --out-of-core or --dask"),
+    (["pq", "--target", "y", "--val-split", "0.1"], "--val-split is not supported with --out-of-core or --dask"),
     (["pq", "--target", "y", "--checkpoint", "ck"], "--checkpoint is not supported with --out-of-core"),
     (["pq", "--target", "y", "--loss", "cross-entropy"], "--loss cross-entropy: --out-of-core and --dask train "
                                                          "regression losses"),

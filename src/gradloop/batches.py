@@ -11,10 +11,13 @@ partitions are to be more sources of the same kind.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .callbacks import BatchRecord
+from .fast.blockwise import LocalBlocks, layers_partial, shipping_copy, tree_sum
+from .losses import fit_targets
 from .records import HEAD
 
 
@@ -88,6 +91,7 @@ class MiniBatches:
 
     def __init__(self, run, batch_size, shuffle):
         self.run, self.batch_size, self.shuffle = run, batch_size, shuffle
+        self.n_rows = None if run.X is None else len(run.X)
 
     def start(self):
         run = self.run
@@ -95,7 +99,7 @@ class MiniBatches:
         # first step computes anyway: a separate forward pass over all of X cost a third of an
         # epoch (65 ms of 310 on the MLP benchmark). A run of no epochs has no batch to use.
         if run.options.epochs <= run.trainer.epoch:
-            self._start_from(run.loss.value(run.y, run.model.predict_raw(run.X)))
+            self._start_from(self.full_loss()[0])
         run.model.train()
 
     def _start_from(self, value):
@@ -106,14 +110,49 @@ class MiniBatches:
         else:
             self.run.limit = math.inf
 
+    def parts(self):
+        """The epoch's rows as (X, y, order) parts: in memory one, all rows in an order drawn now."""
+        run = self.run
+        yield run.X, run.y, run.trainer.rng.permutation(self.n_rows) if self.shuffle else None
+
+    def head(self):
+        """The report's "predicted output for the first 5 samples": before this epoch's updates."""
+        return self.run.model.predict_raw(self.run.X[:HEAD])
+
+    def full_loss(self):
+        """(loss of the current weights on every training row, evaluation mode; their first predictions)."""
+        run = self.run
+        pred = run.model.predict_raw(run.X)
+        return run.loss.value(run.y, pred), pred[:HEAD]
+
     def epoch(self, epoch):
         run = self.run
-        model, loss, X, y, n, size = run.model, run.loss, run.X, run.y, len(run.X), self.batch_size
-        order = run.trainer.rng.permutation(n) if self.shuffle else None
-        # The report's "predicted output for the first 5 samples": before this epoch's updates.
-        head = model.predict_raw(X[:HEAD]) if run.records_wanted else None
-        total, grad_norm = 0.0, 0.0
-        for batch, start in enumerate(range(0, n, size), 1):
+        head = self.head() if run.records_wanted else None
+        total, batch, grad_norm = 0.0, 0, 0.0
+        for X, y, order in self.parts():
+            done = self._steps(X, y, order, epoch, batch, total)
+            if done is None:
+                return None
+            total, batch, grad_norm = done
+        mean_loss = total / self.n_rows
+        if not mean_loss <= run.limit:
+            run.diverge(epoch, mean_loss, "")
+        if not run.records_wanted:
+            return mean_loss, None, None, None
+        # The loss of the epoch's final weights on the whole training set, evaluation mode.
+        new_value, new_head = self.full_loss()
+        record = run.partial_record(epoch, mean_loss, head, grad_norm, [g.copy() for g in run.grads],
+                                    batches=batch)
+        return mean_loss, new_value, record, new_head
+
+    def _steps(self, X, y, order, epoch, batch, total):
+        """Steps over rows (X, y) in batches, in ``order`` (None: as they are), numbered after ``batch``,
+        their losses times their rows added to ``total``: (the new total, the last batch's number, its
+        gradient norm), or None when a non-finite batch loss stopped the run."""
+        run, size = self.run, self.batch_size
+        model, loss = run.model, run.loss
+        grad_norm = 0.0
+        for batch, start in enumerate(range(0, len(X), size), batch + 1):
             if order is None:
                 xb, yb = X[start:start + size], y[start:start + size]
             else:
@@ -134,17 +173,59 @@ class MiniBatches:
                 record = BatchRecord(epoch, batch, value, len(xb))
                 for cb in run.batch_callbacks:
                     cb.on_batch_end(record, run.trainer)
-        mean_loss = total / n
-        if not mean_loss <= run.limit:
-            run.diverge(epoch, mean_loss, "")
-        if not run.records_wanted:
-            return mean_loss, None, None, None
-        # The loss of the epoch's final weights on the whole training set, evaluation mode.
-        pred = model.predict_raw(X)
-        new_value = loss.value(y, pred)
-        record = run.partial_record(epoch, mean_loss, head, grad_norm, [g.copy() for g in run.grads],
-                                    batches=-(-n // size))
-        return mean_loss, new_value, record, pred[:HEAD]
+        return total, batch, grad_norm
 
     def close(self):
         pass
+
+
+class SourceMiniBatches(MiniBatches):
+    """A source's rows in batches: its blocks in an order drawn each epoch from the trainer's
+    generator, the rows of each block in an order drawn next, the next block read while the
+    current one trains. A batch never spans two blocks (a block's last batch may be short).
+
+    This is not a global shuffle: rows of one block stay together within an epoch. A source
+    read in file order only (CSV) keeps its blocks in file order and shuffles within them.
+    """
+
+    def __init__(self, run, source, batch_size, shuffle):
+        super().__init__(run, batch_size, shuffle)
+        self.source, self.n_rows = source, source.n_rows
+        self.first_rows = source.head(HEAD)[0]
+        self._reader = ThreadPoolExecutor(1)
+
+    def parts(self):
+        run, source = self.run, self.source
+        rng = run.trainer.rng
+        if source.random_access:
+            order = rng.permutation(source.n_blocks) if self.shuffle else range(source.n_blocks)
+            blocks = (source.block(int(i)) for i in order)
+        else:
+            blocks = iter(source)
+        pending = self._reader.submit(next, blocks, None)
+        while True:
+            block = pending.result()
+            if block is None:
+                return
+            pending = self._reader.submit(next, blocks, None)  # read the next block while this one trains
+            X, Y = block
+            yield X, fit_targets(run.model, run.loss, Y), rng.permutation(len(X)) if self.shuffle else None
+
+    def head(self):
+        return self.run.model.predict_raw(self.first_rows)
+
+    def full_loss(self):
+        run = self.run
+        was_training = run.model.training
+        run.model.eval()
+        blocks = LocalBlocks(self.source)
+        try:
+            total, _ = tree_sum(blocks.map(layers_partial, shipping_copy(run.model), run.loss, parallel=False))
+        finally:
+            blocks.close()
+            if was_training:
+                run.model.train()
+        return total / self.n_rows, run.model.predict_raw(self.first_rows)
+
+    def close(self):
+        self._reader.shutdown()

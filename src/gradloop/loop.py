@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .batches import FullBatch, MiniBatches
+from .batches import FullBatch, MiniBatches, SourceMiniBatches
 from .callbacks import BatchRecord, Callback, TracePrinter
 from .constraints import check, check_all
 from .errors import ConfigError, DivergenceError
@@ -162,7 +162,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     callback_places(callbacks)  # two loggers on one file, a logger aimed at a folder: refused before epoch 1
     source = _source_for(model, X, y) if is_source_input(X, y) else None
     if source is not None:
-        _refuse_for_sources(batch_size, validation_data, validation_split, resume)
+        _refuse_for_sources(validation_data, validation_split, resume)
         X, y = None, None  # the loop reads the source through its kernel, never whole
     else:
         X = _inputs_for(model, X, "X")
@@ -174,7 +174,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     if validation_data is not None:
         validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
     history = History()
-    mini_batch = source is None and batch_size is not None and batch_size < len(X)
+    mini_batch = batch_size is not None and batch_size < (len(X) if source is None else source.n_rows)
     trainer = Trainer(model, optimizer, loss, history, epochs, base_lr=optimizer.lr, schedule=schedule,
                       rng=np.random.default_rng(seed) if mini_batch else None)
     trainer.has_validation = validation_data is not None
@@ -192,7 +192,8 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         resume.restore_callbacks(callbacks)  # after train begin, which resets their counters
     try:
         if mini_batch:
-            run.run(MiniBatches(run, int(batch_size), shuffle))
+            run.run(MiniBatches(run, int(batch_size), shuffle) if source is None
+                    else SourceMiniBatches(run, source, int(batch_size), shuffle))
         elif source is not None:
             # Unchecked blocks may hold a NaN or infinity until the starting loss shows it (then
             # find_bad_value names it): no warnings on the way.
@@ -479,13 +480,13 @@ def _source_for(model, X, y):
     return source
 
 
-def _refuse_for_sources(batch_size, validation_data, validation_split, resume):
+def _refuse_for_sources(validation_data, validation_split, resume):
     """What a source does not support yet: say so before anything trains."""
-    for name, value in (("batch_size", batch_size), ("validation_data", validation_data),
-                        ("validation_split", validation_split), ("resume", resume)):
+    for name, value in (("validation_data", validation_data), ("validation_split", validation_split),
+                        ("resume", resume)):
         if value is not None:
             raise ConfigError(f"{name} is not supported when training from a data source (out of core or "
-                              "Dask) yet: it trains full batch; load the data into arrays for it")
+                              "Dask) yet; load the data into arrays for it")
 
 
 def _scale_hint(X):

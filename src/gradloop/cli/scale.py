@@ -35,8 +35,8 @@ from .train import _build_model, _callbacks, _SignalStop, model_summary
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
 OUT_OF_CORE_SHARE = 0.25
 # What the block-by-block path does not do yet, and the option that asks for it.
-NOT_YET = (("batch_size", "--batch-size"), ("val_split", "--val-split"), ("checkpoint", "--checkpoint"),
-           ("resume", "--resume"), ("round_to", "--round-to"), ("schedule", "--schedule"))
+NOT_YET = (("val_split", "--val-split"), ("checkpoint", "--checkpoint"), ("resume", "--resume"),
+           ("round_to", "--round-to"), ("schedule", "--schedule"))
 PARQUET = (".parquet", ".pq")
 
 
@@ -64,11 +64,12 @@ def source_places(args):
 
 
 def train_from_source(args, trace_first=None, progress=True):
-    """The train command over a source; returns the exit status."""
+    """The train command over a source; returns the exit status. With --batch-size, mini-batches
+    come from blocks in an order drawn by --seed, rows shuffled within each block."""
     for key, option in NOT_YET:
         if getattr(args, key, None) not in (None, False):
-            raise ConfigError(f"{option} is not supported with --out-of-core or --dask yet (they train full "
-                              f"batch on every block); leave {option} out, or train in memory without them")
+            raise ConfigError(f"{option} is not supported with --out-of-core or --dask yet; leave {option} out, "
+                              "or train in memory without them")
     loss = get_loss(args.loss)
     if loss.task != "regression":
         raise ConfigError(f"--loss {args.loss}: --out-of-core and --dask train regression losses (mse, mae, "
@@ -169,12 +170,12 @@ def _train(args, loss, client, trace_first, progress):
     where = f"Dask ({len(client.scheduler_info()['workers'])} workers)" if client is not None else "out of core"
     print(f"gradloop: {model_summary(model, loss)} on {train.n_rows} training rows in {train.n_blocks} block(s) "
           f"({0 if test is None else test.n_rows} test rows), {where}, lr {lr:.6g}{' (auto: 1/L)' if auto else ''}, "
-          f"{args.epochs} epochs, full batch")
+          f"{args.epochs} epochs, {f'batches of {args.batch_size} (blocks in random order)' if args.batch_size else 'full batch'}")
     stopper = _SignalStop()
     try:
         history = fit(model, train, None, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                      callbacks=[stopper, *callbacks], clip_norm=args.clip_norm, stable_lr=stable_lr,
-                      gradient=args.gradient)
+                      batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
+                      clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient)
     except DivergenceError as exc:
         message = str(exc).replace(STANDARDIZE_ADVICE, "standardize them (--standardize)")
         raise DivergenceError(f"{message}; nothing was saved", epoch=exc.epoch, weights=exc.weights,
