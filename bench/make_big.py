@@ -5,7 +5,8 @@
 Each file holds ``rows / files`` rows in row groups of 250,000: features ``x0..x{d-1}``
 (standard normal, a different scale per column), target ``y = X w + 3 + noise``. Only one
 file's rows are in memory at a time, so the data set may be far larger than memory.
-The true weights are written to ``DIR/truth.json``.
+The true weights are written to ``DIR/_truth.json`` (pyarrow and Dask skip files named with a
+leading underscore).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main(argv=None):
         pq.write_table(table, os.path.join(args.folder, f"part-{i:04d}.parquet"), row_group_size=ROW_GROUP)
         written += rows
         print(f"part {i + 1}/{args.files}: {written:,} rows", file=sys.stderr)
-    with open(os.path.join(args.folder, "truth.json"), "w") as fh:
+    with open(os.path.join(args.folder, "_truth.json"), "w") as fh:
         json.dump({"weights": weights.tolist(), "scales": scales.tolist(), "intercept": 3.0, "rows": written}, fh)
     return 0
 
