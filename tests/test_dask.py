@@ -133,3 +133,50 @@ def test_the_gram_mode_runs_its_epochs_with_no_tasks(data):
 
 def _task_name(key):
     return (key[0] if isinstance(key, tuple) else key).split("-", 1)[0]
+
+
+def test_a_lost_scheduler_ends_the_run_in_one_line_and_its_checkpoint_resumes(cli, tmp_path, monkeypatch):
+    """The scheduler closes after epoch 3: one line, exit 2, the checkpoint of epoch 3 kept; resuming it
+    out of core (the same row groups, so the same bits) gives the unbroken run's model."""
+    import dask
+    import pandas as pd
+
+    import gradloop.cli.scale as scale
+    from gradloop.bundle import ModelBundle
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.standard_normal((3000, 3)), columns=["a", "b", "c"])
+    frame["y"] = frame.to_numpy() @ [1.0, -2.0, 0.5] + 0.1 * rng.standard_normal(3000)
+    frame.to_parquet(tmp_path / "d.parquet", row_group_size=500)
+    monkeypatch.chdir(tmp_path)
+    common = ["d.parquet", "--target", "y", "--epochs", "8", "--gradient", "stream", "--test-size", "0"]
+    assert cli("train", *common, "--out-of-core", "--out", "whole.safetensors")[0] == 0
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}), _cluster(1) as cluster:
+        class CloseTheScheduler:
+            wants_records = False
+
+            def on_train_begin(self, trainer):
+                pass
+
+            def on_epoch_end(self, record, trainer):
+                if trainer.epoch == 3:
+                    cluster.sync(cluster.scheduler.close)
+
+            def on_train_end(self, history, trainer):
+                pass
+
+        callbacks = scale._callbacks
+        monkeypatch.setattr(scale, "_callbacks", lambda *a: callbacks(*a) + [CloseTheScheduler()])
+        status, out, err = cli("train", *common, "--dask", cluster.scheduler_address, "--checkpoint", "ck",
+                               "--out", "never.safetensors")
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "the Dask scheduler or a worker could not be reached" in err and "continue with --resume ck" in err
+    assert not (tmp_path / "never.safetensors").exists()
+    monkeypatch.setattr(scale, "_callbacks", callbacks)
+    status, out, err = cli("train", "--resume", "ck", "--out-of-core", "--out", "resumed.safetensors")
+    assert status == 0, err
+    assert "resuming at epoch 3" in out
+    whole, resumed = ModelBundle.load("whole.safetensors"), ModelBundle.load("resumed.safetensors")
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert np.array_equal(a, b)

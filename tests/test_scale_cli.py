@@ -80,7 +80,7 @@ def test_dask_local_cluster_gives_the_bits_of_the_out_of_core_run(cli, folder):
 
 @pytest.mark.parametrize("argv, message", [
     (["pq", "--target", "y", "--val-split", "0.1"], "--val-split is not supported with --out-of-core or --dask"),
-    (["pq", "--target", "y", "--checkpoint", "ck"], "--checkpoint is not supported with --out-of-core"),
+    (["pq", "--target", "y", "--schedule", "step"], "--schedule is not supported with --out-of-core"),
     (["pq", "--target", "y", "--loss", "cross-entropy"], "--loss cross-entropy: --out-of-core and --dask train "
                                                          "regression losses"),
     (["d.csv", "--target", "y", "--dask", "lokal"], "--dask 'lokal': expected local, local:WORKERS or tcp://"),
@@ -106,3 +106,28 @@ def test_a_bad_value_in_the_last_parquet_file_names_file_row_and_column(cli, fol
     assert status == 2
     assert "part3.parquet: row 700, column 'b': infinite value" in err and err.count("\n") == 1
     assert _hashes(folder) == before
+
+
+def test_an_out_of_core_run_resumes_from_its_checkpoint_bit_for_bit(cli, folder):
+    common = ["--target", "y", "--standardize", "--model", "mlp", "--hidden", "6", "--batch-size", "100",
+              "--lr", "0.01", "--test-size", "0", "--out-of-core"]
+    assert cli("train", "pq", *common, "--epochs", "6", "--out", "whole.safetensors")[0] == 0
+    assert cli("train", "pq", *common, "--epochs", "2", "--checkpoint", "ck", "--log", "run.jsonl")[0] == 0
+    status, out, err = cli("train", "--resume", "ck", "--epochs", "6", "--out", "resumed.safetensors")
+    assert status == 0, err
+    assert "resuming at epoch 2" in out and "out of core" in out
+    whole, resumed = ModelBundle.load("whole.safetensors"), ModelBundle.load("resumed.safetensors")
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert np.array_equal(a, b)
+    epochs = [line for line in open("run.jsonl") if '"epoch"' in line and '"final"' not in line]
+    assert len(epochs) == 6
+
+
+def test_resuming_on_other_data_of_the_same_layout_is_refused(cli, folder):
+    common = ["--target", "y", "--test-size", "0", "--out-of-core", "--gradient", "stream"]
+    assert cli("train", "pq", *common, "--epochs", "2", "--checkpoint", "ck")[0] == 0
+    frame = pd.read_parquet(folder / "pq" / "part3.parquet")
+    frame.loc[frame.index[-1], "a"] += 1.0  # the last block is sampled by the fingerprint
+    frame.to_parquet(folder / "pq" / "part3.parquet", row_group_size=1000)
+    status, out, err = cli("train", "--resume", "ck", "--epochs", "4")
+    assert status == 2 and "is not the data the checkpoint was trained on" in err

@@ -376,3 +376,21 @@ def test_block_order_trains_digits_as_well_as_a_global_shuffle():
         fit(model, *data, loss="cross-entropy", optimizer=SGD(0.05), epochs=15, batch_size=32, seed=3)
         accuracy[kind] = float((model.predict_raw(X[test]).argmax(axis=1) == y[test]).mean())
     assert accuracy["in memory"] > 0.9 and abs(accuracy["blocks"] - accuracy["in memory"]) <= 0.03, accuracy
+
+
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_a_run_from_a_source_resumes_bit_for_bit(data, tmp_path, batch_size):
+    from gradloop.checkpoint import CheckpointWriter, load
+
+    X, y = data
+    source = ArraySource(X, y, block_rows=500)
+    run = dict(loss="mse", batch_size=batch_size, seed=4)
+    whole = mlp([D, 8, 1], "tanh", seed=1)
+    reference = fit(whole, source, None, optimizer=SGD(0.01), epochs=7, **run)
+    fit(mlp([D, 8, 1], "tanh", seed=1), source, None, optimizer=SGD(0.01), epochs=3,
+        callbacks=[CheckpointWriter(tmp_path)], **run)
+    fresh = mlp([D, 8, 1], "tanh", seed=50)
+    resumed = fit(fresh, source, None, optimizer=SGD(0.01), epochs=7, resume=load(tmp_path), **run)
+    assert resumed.history == reference.history
+    for a, b in zip(fresh.parameters(), whole.parameters()):
+        assert np.array_equal(a, b)

@@ -162,7 +162,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     callback_places(callbacks)  # two loggers on one file, a logger aimed at a folder: refused before epoch 1
     source = _source_for(model, X, y) if is_source_input(X, y) else None
     if source is not None:
-        _refuse_for_sources(validation_data, validation_split, resume)
+        _refuse_for_sources(validation_data, validation_split)
         X, y = None, None  # the loop reads the source through its kernel, never whole
     else:
         X = _inputs_for(model, X, "X")
@@ -480,10 +480,9 @@ def _source_for(model, X, y):
     return source
 
 
-def _refuse_for_sources(validation_data, validation_split, resume):
+def _refuse_for_sources(validation_data, validation_split):
     """What a source does not support yet: say so before anything trains."""
-    for name, value in (("validation_data", validation_data), ("validation_split", validation_split),
-                        ("resume", resume)):
+    for name, value in (("validation_data", validation_data), ("validation_split", validation_split)):
         if value is not None:
             raise ConfigError(f"{name} is not supported when training from a data source (out of core or "
                               "Dask) yet; load the data into arrays for it")

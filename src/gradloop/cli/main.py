@@ -28,7 +28,7 @@ from ..version import __version__
 from .commands import cmd_evaluate, cmd_predict, cmd_report
 from .options import resolve
 from .scale import train_from_source, wants_source
-from .train import cmd_train as train_in_memory
+from .train import train_in_memory
 
 
 EXIT_ERROR, EXIT_DIVERGED = 2, 3
@@ -187,16 +187,16 @@ def _say(message):
 
 
 def cmd_train(args, *, trace_first=None, progress=True):
-    """``gradloop train``: in memory, or block by block (--out-of-core, --dask, data beyond memory)."""
-    if not wants_source(args):
-        return train_in_memory(args, trace_first=trace_first, progress=progress)
-    resolve(args)
+    """``gradloop train``: in memory, or block by block (--out-of-core, --dask, data beyond memory);
+    with --quiet everything but errors (stderr) is silenced."""
+    resume = resolve(args)  # the options, from the command and a checkpoint to resume
+    run = train_from_source if wants_source(args) else train_in_memory
     if not args.quiet:
-        return train_from_source(args, trace_first, progress)
+        return run(args, resume, trace_first, progress)
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):
-        return train_from_source(args, trace_first, progress)
+        return run(args, resume, trace_first, progress)
 
 
 # ---------------------------------------------------------------- demo

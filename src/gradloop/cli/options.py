@@ -33,6 +33,9 @@ FIXED_ON_RESUME = ("data", "target", "features", "model", "hidden", "activation"
 CHANGEABLE_ON_RESUME = ("epochs", "early_stopping", "out", "log", "checkpoint", "checkpoint_every", "trace", "quiet",
                         "out_of_core", "dask")
 PATHS = ("out", "log", "checkpoint")
+#: Options a checkpoint does not keep: where a run executes, not what it computes. A resumed run
+#: names its cluster again (the one it ran on may be gone: that is often why it is resumed).
+NOT_SAVED = ("dask",)
 
 
 def resolve(args):
@@ -70,7 +73,7 @@ def resolve(args):
 
 def run_config(args, fingerprint):
     """What a checkpoint stores of the run: every option (paths absolute) and the data's fingerprint."""
-    config = {key: getattr(args, key) for key in DEFAULTS}
+    config = {key: getattr(args, key) for key in DEFAULTS if key not in NOT_SAVED}
     for key in PATHS:
         if config[key] is not None:
             config[key] = os.path.abspath(config[key])

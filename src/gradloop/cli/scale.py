@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import sys
+from concurrent.futures import CancelledError
 
 import numpy as np
 
@@ -27,16 +29,17 @@ from ..fast.blockwise import executor_for, layers_partial, merge_moments, shippi
 from ..loop import STANDARDIZE_ADVICE, fit
 from ..losses import get_loss
 from ..optimizers import get_optimizer
-from ..paths import Place, check_places
+from ..paths import check_places
 from ..sums import SourceSums, fit_standardizer
-from .train import _build_model, _callbacks, _SignalStop, model_summary
+from .options import check_fingerprint, run_config
+from .train import (_build_model, _callbacks, _SignalStop, checkpoint_lock, model_summary,
+                    train_places)
 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
 OUT_OF_CORE_SHARE = 0.25
 # What the block-by-block path does not do yet, and the option that asks for it.
-NOT_YET = (("val_split", "--val-split"), ("checkpoint", "--checkpoint"), ("resume", "--resume"),
-           ("round_to", "--round-to"), ("schedule", "--schedule"))
+NOT_YET = (("val_split", "--val-split"), ("round_to", "--round-to"), ("schedule", "--schedule"))
 PARQUET = (".parquet", ".pq")
 
 
@@ -55,17 +58,16 @@ def _larger_than_memory_share(data):
     return os.path.getsize(str(data)) > OUT_OF_CORE_SHARE * memory
 
 
-def source_places(args):
-    """(inputs, outputs) of a block-by-block train command, for :func:`gradloop.paths.check_places`."""
+def data_files(args):
+    """The files DATA names: each Parquet file of a folder or a glob, else DATA itself."""
     data = str(args.data)
-    files = parquet_files(data) if (os.path.isdir(data) or any(c in data for c in "*?[")) else [data]
-    inputs = [Place("DATA file", f) for f in files]
-    return inputs, [Place("--out", args.out), Place("--log", args.log)]
+    return parquet_files(data) if (os.path.isdir(data) or any(c in data for c in "*?[")) else [data]
 
 
-def train_from_source(args, trace_first=None, progress=True):
+def train_from_source(args, resume, trace_first=None, progress=True):
     """The train command over a source; returns the exit status. With --batch-size, mini-batches
-    come from blocks in an order drawn by --seed, rows shuffled within each block."""
+    come from blocks in an order drawn by --seed, rows shuffled within each block; ``resume``: the
+    checkpoint to continue (its data compared by content) or None."""
     for key, option in NOT_YET:
         if getattr(args, key, None) not in (None, False):
             raise ConfigError(f"{option} is not supported with --out-of-core or --dask yet; leave {option} out, "
@@ -74,15 +76,18 @@ def train_from_source(args, trace_first=None, progress=True):
     if loss.task != "regression":
         raise ConfigError(f"--loss {args.loss}: --out-of-core and --dask train regression losses (mse, mae, "
                           "huber) for now; a classifier's labels need a pass to list them first")
-    check_places(*source_places(args))
-    with dask_client(args.dask) as client:
+    check_places(*train_places(args, data_files(args)))
+    with checkpoint_lock(args) as lock, dask_client(args.dask) as client:
         try:
-            return _train(args, loss, client, trace_first, progress)
-        except (OSError, TimeoutError) as exc:
+            return _train(args, resume, loss, client, lock, trace_first, progress)
+        # A lost scheduler shows as a refused connection, a timeout or tasks it cancelled.
+        except (OSError, TimeoutError, CancelledError) as exc:
             if client is None:
                 raise
+            kept = (f"; the last complete epoch is checkpointed in {args.checkpoint} (continue with --resume "
+                    f"{args.checkpoint})" if args.checkpoint else "; nothing was saved")
             raise GradloopError(f"--dask {args.dask}: the Dask scheduler or a worker could not be reached "
-                                f"({exc.__class__.__name__}: {exc}); nothing was saved") from exc
+                                f"({exc.__class__.__name__}: {exc}){kept}") from exc
 
 
 @contextlib.contextmanager
@@ -146,8 +151,11 @@ def open_source(args, on_dask):
     raise DataError(f"{data}: --out-of-core reads Parquet (a file, a folder or a glob), CSV or .npy")
 
 
-def _train(args, loss, client, trace_first, progress):
+def _train(args, resume, loss, client, lock, trace_first, progress):
     source = open_source(args, client is not None)
+    fingerprint = source.fingerprint()
+    if resume is not None:
+        check_fingerprint(resume, args, fingerprint)
     test_size = 0.2 if args.test_size is None else args.test_size
     # The test set is whole blocks drawn by --seed: a row-level draw would need every block per row.
     train_blocks, test_blocks = train_test_split(source.n_blocks, test_size, args.seed, name="--test-size")
@@ -166,22 +174,26 @@ def _train(args, loss, client, trace_first, progress):
     lr = 1.0 / sums.lipschitz() if auto else (args.lr or (1e-3 if args.optimizer.startswith("adam") else 0.01))
     stable_lr = (lambda: 2.0 / sums.lipschitz()) if sums is not None else None
     optimizer = get_optimizer(args.optimizer, lr, args.weight_decay)
-    callbacks = _callbacks(args, trace_first, progress, None, None)
+    callbacks = _callbacks(args, trace_first, progress, run_config(args, fingerprint), lock)
     where = f"Dask ({len(client.scheduler_info()['workers'])} workers)" if client is not None else "out of core"
+    batches = f"batches of {args.batch_size} (blocks in random order)" if args.batch_size else "full batch"
+    resuming = f", resuming at epoch {resume.epoch}" if resume else ""
     print(f"gradloop: {model_summary(model, loss)} on {train.n_rows} training rows in {train.n_blocks} block(s) "
           f"({0 if test is None else test.n_rows} test rows), {where}, lr {lr:.6g}{' (auto: 1/L)' if auto else ''}, "
-          f"{args.epochs} epochs, {f'batches of {args.batch_size} (blocks in random order)' if args.batch_size else 'full batch'}")
+          f"{args.epochs} epochs, {batches}{resuming}")
     stopper = _SignalStop()
     try:
         history = fit(model, train, None, loss=loss, optimizer=optimizer, epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
-                      clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient)
+                      clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient, resume=resume)
     except DivergenceError as exc:
         message = str(exc).replace(STANDARDIZE_ADVICE, "standardize them (--standardize)")
         raise DivergenceError(f"{message}; nothing was saved", epoch=exc.epoch, weights=exc.weights,
                               stable_lr=exc.stable_lr, lr=exc.lr, bias=exc.bias) from exc
     if stopper.signum is not None:
-        print(f"gradloop: interrupted by {stopper.name}; nothing was saved")
+        where = f"; the run up to epoch {history.epochs_run} is checkpointed in {args.checkpoint} " \
+                f"(continue with --resume {args.checkpoint})" if args.checkpoint else "; nothing was saved"
+        print(f"gradloop: interrupted by {stopper.name}{where}", file=sys.stderr)
         return 128 + stopper.signum
     if history.stop_message:
         print(f"gradloop: {history.stop_message}")

@@ -32,29 +32,22 @@ from ..modelfile import json_line
 from ..models import linear, mlp
 from ..optimizers import CosineLR, ExponentialLR, StepLR, get_optimizer
 from ..paths import Place, check_places
-from .options import check_fingerprint, resolve, run_config
+from .options import check_fingerprint, run_config
 
 CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
 
 
 # ---------------------------------------------------------------- train
-def cmd_train(args, *, trace_first=None, progress=True):
-    """``gradloop train``; with --quiet everything but errors (stderr) is silenced."""
-    resume = resolve(args)
-    if not args.quiet:
-        return _train(args, resume, trace_first, progress)
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return _train(args, resume, trace_first, progress)
-
-
-def train_places(args):
-    """(inputs, outputs) of a train command, for :func:`gradloop.paths.check_places`."""
-    inputs = [None if str(args.data).startswith(SKLEARN_PREFIX) else Place("DATA file", args.data)]
+def train_places(args, data_files=None):
+    """(inputs, outputs) of a train command, for :func:`gradloop.paths.check_places`; ``data_files``:
+    the files DATA names when it is not one file (a folder or a glob of Parquet files)."""
+    if data_files is not None:
+        inputs = [Place("DATA file", f) for f in data_files]
+    else:
+        inputs = [None if str(args.data).startswith(SKLEARN_PREFIX) else Place("DATA file", args.data)]
     # Continuing a run in the folder it was checkpointed in is the point of --resume: that folder
     # is written again, by design; any other output on the checkpoint it reads is refused.
-    if args.resume is not None and not (args.checkpoint and _same_path(args.resume, args.checkpoint)):
+    if args.resume is not None and not (args.checkpoint and same_path(args.resume, args.checkpoint)):
         reads = () if os.path.isfile(args.resume) else (FILE_NAME,)
         inputs.append(Place("--resume checkpoint", args.resume, writes=reads))
     outputs = [Place("--out", args.out), Place("--log", args.log),
@@ -62,17 +55,24 @@ def train_places(args):
     return inputs, outputs
 
 
-def _same_path(a, b):
+def same_path(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _train(args, resume, trace_first, progress):
+def train_in_memory(args, resume, trace_first=None, progress=True):
+    """``gradloop train`` on data read whole; ``args`` resolved, ``resume`` the checkpoint or None."""
     check_places(*train_places(args))
-    # The folder is locked before any work, so a second run on it is refused at its start. A
-    # folder that does not exist yet is created and locked when training starts.
+    with checkpoint_lock(args) as lock:
+        return _train_locked(args, resume, trace_first, progress, lock)
+
+
+@contextlib.contextmanager
+def checkpoint_lock(args):
+    """The --checkpoint folder's lock, held from before any work: a second run on the folder is refused
+    at its start. A folder that does not exist yet is created and locked when training starts (None)."""
     lock = FolderLock(args.checkpoint) if args.checkpoint and os.path.isdir(args.checkpoint) else None
     with lock or contextlib.nullcontext():
-        return _train_locked(args, resume, trace_first, progress, lock)
+        yield lock
 
 
 def _train_locked(args, resume, trace_first, progress, lock):
