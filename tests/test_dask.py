@@ -180,3 +180,39 @@ def test_a_lost_scheduler_ends_the_run_in_one_line_and_its_checkpoint_resumes(cl
     whole, resumed = ModelBundle.load("whole.safetensors"), ModelBundle.load("resumed.safetensors")
     for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
         assert np.array_equal(a, b)
+
+
+def test_ctrl_c_during_a_dask_run_closes_the_cluster_it_started(tmp_path):
+    """SIGINT to `gradloop train --dask local:1`: the epoch ends, the run exits 130, and every worker
+    process the command started is gone."""
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+    import psutil
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((2000, 3)), columns=["a", "b", "c"]).assign(y=rng.standard_normal(2000))
+    frame.to_parquet(tmp_path / "d.parquet", row_group_size=500)
+    command = [sys.executable, "-m", "gradloop.cli", "train", "d.parquet", "--target", "y", "--epochs", "100000",
+               "--gradient", "stream", "--dask", "local:1", "--trace", "1"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:  # training has started once the report prints an epoch
+            if line.startswith("Epoch 2:"):
+                break
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children, "the cluster's worker processes"
+        process.send_signal(signal.SIGINT)
+        process.stdout.read()
+        status = process.wait(timeout=60)
+        err = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert status == 130 and "interrupted by SIGINT" in err, err
+    deadline = time.time() + 20
+    while any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

@@ -131,3 +131,38 @@ def test_resuming_on_other_data_of_the_same_layout_is_refused(cli, folder):
     frame.to_parquet(folder / "pq" / "part3.parquet", row_group_size=1000)
     status, out, err = cli("train", "--resume", "ck", "--epochs", "4")
     assert status == 2 and "is not the data the checkpoint was trained on" in err
+
+
+def test_predict_and_evaluate_stream_and_agree_with_the_in_memory_commands(cli, folder):
+    import json
+
+    assert cli("train", "d.csv", "--target", "y", "--standardize", "--epochs", "200", "--out", "m.safetensors",
+               "--quiet")[0] == 0
+    assert cli("predict", "m.safetensors", "d.csv", "--out", "memory.csv")[0] == 0
+    status, out, err = cli("predict", "m.safetensors", "pq", "--out", "blocks.csv")  # a folder: block by block
+    assert status == 0, err
+    # Blocks of 1,000 rows: the BLAS may sum a product of another size in another order (last bits).
+    blocks, memory = pd.read_csv("blocks.csv"), pd.read_csv("memory.csv")
+    assert list(blocks.columns) == ["y"] and np.allclose(blocks["y"], memory["y"], rtol=1e-12, atol=1e-12)
+    pd.read_csv("d.csv").drop(columns="y")[["c", "a", "b"]].to_csv("features.csv", index=False)
+    status, out, err = cli("predict", "m.safetensors", "features.csv", "--out-of-core")  # no target, any order
+    assert status == 0, err
+    assert out == (folder / "memory.csv").read_text()  # one chunk of the same rows: the same bytes
+    memory = json.loads(cli("evaluate", "m.safetensors", "d.csv", "--json")[1])
+    blocks = json.loads(cli("evaluate", "m.safetensors", "pq", "--json")[1])
+    assert blocks.keys() == memory.keys()
+    for key in memory:
+        assert np.isclose(blocks[key], memory[key], rtol=1e-12), key
+
+
+def test_a_bad_value_in_the_last_block_leaves_no_prediction_file(cli, folder):
+    assert cli("train", "pq", "--target", "y", "--epochs", "5", "--out", "m.safetensors", "--quiet")[0] == 0
+    frame = pd.read_parquet(folder / "pq" / "part3.parquet")
+    frame.loc[frame.index[999], "c"] = np.nan
+    frame.to_parquet(folder / "pq" / "part3.parquet", row_group_size=1000)
+    before = _hashes(folder)
+    status, out, err = cli("predict", "m.safetensors", "pq", "--out", "p.csv")
+    assert status == 2 and "part3.parquet: row 999, column 'c': missing value" in err and err.count("\n") == 1
+    assert _hashes(folder) == before
+    status, out, err = cli("predict", "m.safetensors", "pq", "--out", "pq/part0.parquet")
+    assert status == 2 and "is the DATA file itself" in err

@@ -15,6 +15,7 @@ raises :class:`~gradloop.errors.ModelFileError`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -203,6 +204,16 @@ def _serialize(dest: Path, tensors, metadata) -> bytes:
 
 def _atomic_write(dest: Path, payload: bytes, what: str = "model file") -> None:
     """Write ``payload`` to a temp file beside ``dest``, fsync, rename over it."""
+    with atomic_file(dest, what) as handle:
+        handle.write(payload)
+
+
+@contextlib.contextmanager
+def atomic_file(dest, what="file"):
+    """A binary handle on a temp file beside ``dest``, renamed over it (after an fsync) when the block
+    ends without an error: written piece by piece (predictions block by block), never half-written.
+    On an error the temp file is removed and ``dest`` is as it was."""
+    dest = Path(os.fspath(dest))
     if dest.exists() and not dest.is_file() and not dest.is_dir():
         # The rename would replace a device or a pipe by a file (and /dev/null needs root to restore).
         raise ConfigError(f"cannot write {what} {dest}: it is not a regular file (a device, a pipe or a socket)")
@@ -214,7 +225,7 @@ def _atomic_write(dest: Path, payload: bytes, what: str = "model file") -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             _set_default_mode(handle.fileno(), dest)
-            handle.write(payload)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, dest)

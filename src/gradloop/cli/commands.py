@@ -14,6 +14,7 @@ from ..errors import ConfigError, DataError
 from ..modelfile import atomic_write_bytes, json_line
 from ..paths import Place, check_places
 from ..report import PLOT_FILES, figures, left_out, png_bytes, read_log, render_html, write_pngs
+from .scale import evaluate_from_source, predict_from_source, wants_source
 from .train import metrics_of
 
 
@@ -52,13 +53,19 @@ def _read_places(args):
 
 
 def cmd_evaluate(args):
+    if wants_source(args):
+        return print_metrics(args, *evaluate_from_source(args))
     bundle, X, y = _load_for(args.model, args.data, need_target=True)
     X_scaled = bundle.scaler.transform(X) if bundle.scaler is not None else X
-    metrics = metrics_of(bundle, X_scaled.astype(bundle.model.dtype), y)
+    return print_metrics(args, metrics_of(bundle, X_scaled.astype(bundle.model.dtype), y), len(X), bundle)
+
+
+def print_metrics(args, metrics, rows, bundle=None):
+    """evaluate's output: one JSON object (--json) or a line per metric (and the confusion matrix)."""
     if args.json:
         print(json_line(_strict_metrics(metrics)))
         return 0
-    print(f"{args.model} on {args.data} ({len(X)} rows):")
+    print(f"{args.model} on {args.data} ({rows} rows):")
     for key, value in metrics.items():
         if key != "confusion_matrix":
             print(f"  {key:10s} {value:.6g}")
@@ -84,6 +91,8 @@ def _strict_metrics(metrics):
 def cmd_predict(args):
     import pandas as pd
 
+    if wants_source(args):
+        return predict_from_source(args)
     check_places(_read_places(args), [Place("--out", args.out)])
     bundle, X, _ = _load_for(args.model, args.data, need_target=False)
     if args.proba:

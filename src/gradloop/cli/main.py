@@ -124,12 +124,18 @@ def build_parser():
     evaluate.add_argument("model")
     evaluate.add_argument("data", help="a data file as for train, with the target column")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    evaluate.add_argument("--out-of-core", action="store_true",
+                          help="read DATA block by block (automatic for a Parquet folder or glob, or a file "
+                               "larger than a quarter of the memory); regression models")
 
     predict = sub.add_parser("predict", help="one prediction per row of a data file")
     predict.add_argument("model")
     predict.add_argument("data", help="a data file as for train (the target column is not needed)")
     predict.add_argument("--out", metavar="CSV", help="write a CSV file instead of printing")
     predict.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
+    predict.add_argument("--out-of-core", action="store_true",
+                         help="read DATA and write the predictions block by block (automatic for a Parquet "
+                              "folder or glob, or a file larger than a quarter of the memory)")
 
     report = sub.add_parser("report", help="an HTML page (and PNG plots) of a training log")
     report.add_argument("log", help="a JSON-lines log from train --log, or a CSV with epoch and loss columns")

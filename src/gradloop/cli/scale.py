@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import sys
 from concurrent.futures import CancelledError
@@ -23,13 +24,15 @@ import numpy as np
 
 from ..bundle import ModelBundle
 from ..data import CSVSource, DaskSource, ParquetSource, open_npy, train_test_split
+from ..data.tables import _pandas
 from ..data.sources import parquet_files
 from ..errors import ConfigError, DataError, DivergenceError, GradloopError
 from ..fast.blockwise import executor_for, layers_partial, merge_moments, shipping_copy, tree_sum
 from ..loop import STANDARDIZE_ADVICE, fit
 from ..losses import get_loss
 from ..optimizers import get_optimizer
-from ..paths import check_places
+from ..modelfile import atomic_file
+from ..paths import Place, check_places
 from ..sums import SourceSums, fit_standardizer
 from .options import check_fingerprint, run_config
 from .train import (_build_model, _callbacks, _SignalStop, checkpoint_lock, model_summary,
@@ -44,8 +47,9 @@ PARQUET = (".parquet", ".pq")
 
 
 def wants_source(args):
-    """Whether this train command reads its data block by block."""
-    return bool(args.out_of_core) or args.dask is not None or _larger_than_memory_share(args.data)
+    """Whether this command (train, predict, evaluate) reads its data block by block."""
+    return (bool(getattr(args, "out_of_core", False)) or getattr(args, "dask", None) is not None
+            or _larger_than_memory_share(args.data))
 
 
 def _larger_than_memory_share(data):
@@ -121,9 +125,10 @@ def dask_client(spec):
         raise ConfigError(f"--dask {spec!r}: expected local, local:WORKERS or tcp://HOST:PORT")
 
 
-def open_source(args, on_dask):
-    """DATA as a source: Parquet (file, folder or glob), CSV or .npy; on Dask through dask.dataframe."""
-    data, dtype = str(args.data), np.dtype(args.dtype)
+def open_source(data, target, features, dtype, on_dask=False):
+    """DATA as a source: Parquet (file, folder or glob), CSV or .npy; on Dask through dask.dataframe.
+    ``target`` None: the feature columns only (the rows a model predicts)."""
+    data, dtype = str(data), np.dtype(dtype)
     lowered = data.lower()
     is_parquet = os.path.isdir(data) or lowered.endswith(PARQUET) or (
         any(c in data for c in "*?[") and all(f.lower().endswith(PARQUET) for f in glob.glob(data)))
@@ -131,20 +136,20 @@ def open_source(args, on_dask):
         import dask.dataframe as dd
 
         if is_parquet:  # one task per row group: the out-of-core run's blocks, so its bits
-            return ParquetSource(data, args.target, args.features, dtype=dtype).to_dask()
+            return ParquetSource(data, target, features, dtype=dtype).to_dask()
         if not lowered.endswith(".csv"):
             raise DataError(f"{data}: --dask reads Parquet (a file, a folder or a glob) or CSV; convert it")
         frame = dd.read_csv(data, keep_default_na=False, na_values=[""])
-        source = DaskSource.from_dataframe(frame, args.target, args.features)
+        source = DaskSource.from_dataframe(frame, target, features)
         return source if dtype == source.dtype else DaskSource(source.X.astype(dtype), source.Y.astype(dtype),
                                                                feature_names=source.feature_names,
                                                                target_names=source.target_names, name=data)
     if is_parquet:
-        return ParquetSource(data, args.target, args.features, dtype=dtype)
+        return ParquetSource(data, target, features, dtype=dtype)
     if lowered.endswith(".csv"):
-        return CSVSource(data, args.target, args.features, dtype=dtype)
+        return CSVSource(data, target, features, dtype=dtype)
     if lowered.endswith(".npy"):
-        source = open_npy(data, target=args.target, features=args.features)
+        source = open_npy(data, target=target, features=features)
         if source.dtype != dtype:
             raise ConfigError(f"{data}: holds {source.dtype}; give --dtype {source.dtype} to read it block by block")
         return source
@@ -152,7 +157,7 @@ def open_source(args, on_dask):
 
 
 def _train(args, resume, loss, client, lock, trace_first, progress):
-    source = open_source(args, client is not None)
+    source = open_source(args.data, args.target, args.features, args.dtype, client is not None)
     fingerprint = source.fingerprint()
     if resume is not None:
         check_fingerprint(resume, args, fingerprint)
@@ -258,10 +263,44 @@ def source_metrics(model, source, client=None):
     mse = sse / (n * k)
     total = float(spread.sum())
     return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": sae / (n * k),
-            "r2": 1.0 - sse / total if total > 0 else None}
+            "r2": 1.0 - sse / total if total > 0 else math.nan}  # as in memory: undefined for a constant target
 
 
 def _print_metrics(title, model, source, client):
     m = source_metrics(model, source, client)
-    r2 = "n/a (constant target)" if m["r2"] is None else f"{m['r2']:.4f}"
+    r2 = "n/a (constant target)" if math.isnan(m["r2"]) else f"{m['r2']:.4f}"
     print(f"  {title:14s} MSE {m['mse']:.6g}  RMSE {m['rmse']:.6g}  MAE {m['mae']:.6g}  R^2 {r2}")
+
+
+# ---------------------------------------------------------------- predict and evaluate
+def predict_from_source(args):
+    """``gradloop predict`` block by block: the model's features by name, predictions written as each
+    block is read (a temporary file renamed at the end, or stdout), never the whole data in memory."""
+    check_places([Place("MODEL file", args.model), *(Place("DATA file", f) for f in data_files(args))],
+                 [Place("--out", args.out)])
+    bundle = ModelBundle.load(args.model)
+    if args.proba and bundle.classes is None:
+        raise ConfigError("--proba needs a classifier; this model does regression")
+    source = open_source(args.data, None, bundle.feature_names, np.float64)
+    columns = [f"p_{c}" for c in bundle.classes] if args.proba else [bundle.target]
+    with (atomic_file(args.out, "predictions") if args.out else contextlib.nullcontext(sys.stdout.buffer)) as out:
+        for i, (X, _) in enumerate(source):
+            values = bundle.predict_proba(X) if args.proba else bundle.predict(X)
+            block = _pandas().DataFrame(np.asarray(values).reshape(len(X), -1), columns=columns)
+            out.write(block.to_csv(index=False, header=i == 0).encode("utf-8"))
+    if args.out:
+        print(f"Wrote {source.n_rows} predictions to {args.out}")
+    return 0
+
+
+def evaluate_from_source(args):
+    """``gradloop evaluate`` block by block: (a regression model's metrics in one streaming pass, rows)."""
+    check_places([Place("MODEL file", args.model), *(Place("DATA file", f) for f in data_files(args))], [])
+    bundle = ModelBundle.load(args.model)
+    if bundle.classes is not None:
+        raise ConfigError(f"{args.model} is a classifier: --out-of-core evaluates regression models for now; "
+                          "evaluate it without --out-of-core")
+    source = open_source(args.data, bundle.target, bundle.feature_names, bundle.model.dtype)
+    if bundle.scaler is not None:
+        source = source.scaled(bundle.scaler)
+    return source_metrics(bundle.model, source), source.n_rows

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError, one_line
-from .tables import _listing, _pandas, _refuse_repeated_names, select_xy
+from .tables import _listing, _pandas, _refuse_repeated_names, select_features, select_xy
 
 __all__ = ["ArraySource", "CSVSource", "DaskSource", "ParquetSource", "Source", "as_source", "is_dask",
            "open_npy"]
@@ -233,10 +233,15 @@ class _ColumnsSource(ArraySource):
 
 
 def _pick_columns(columns, target, features, name):
-    """Indices of the features and the target among ``columns`` (names as strings), or DataError."""
+    """Indices of the features and the target among ``columns`` (names as strings), or DataError.
+
+    ``target`` None: no target (the rows a model predicts); ``features`` must then be named.
+    """
     _refuse_repeated_names(columns, name)
     pos = {c: j for j, c in enumerate(columns)}
-    targets = [str(t) for t in ([target] if isinstance(target, (str, int)) else target)]
+    if target is None and features is None:
+        raise ConfigError(f"{name}: give the target column, or the feature columns to read without one")
+    targets = [] if target is None else [str(t) for t in ([target] if isinstance(target, (str, int)) else target)]
     if missing := [t for t in targets if t not in pos]:
         raise DataError(f"{name}: no target column {_listing(missing)}; columns are {_listing(columns)}")
     if features is None:
@@ -266,8 +271,9 @@ def open_npy(path, target=None, features=None, *, y=None, block_rows=None):
         if X.dtype.names is not None or X.ndim != 2:
             raise DataError(f"{name}: X must be a 2-D numeric array, got shape {X.shape}")
         return ArraySource(X, Y, block_rows=block_rows, name=name)
-    if target is None:
-        raise ConfigError("open_npy: give target (the target column) or y (a second .npy file)")
+    if target is None and features is None:
+        raise ConfigError("open_npy: give target (the target column) or y (a second .npy file), or the "
+                          "feature columns to read without a target")
     if X.dtype.names is not None:
         if X.ndim != 1:
             raise DataError(f"{name}: structured array of shape {X.shape}; expected 1-D")
@@ -364,14 +370,7 @@ class ParquetSource(Source):
             return X, np.ascontiguousarray(Y)
         # Text, missing cells or a non-finite value somewhere: the table reader's cell-by-cell check
         # finds the first and names it (row, column, value).
-        frame = table.to_pandas()
-        Y = np.empty((len(frame), self.n_outputs), dtype=self.dtype)
-        X = None
-        for j, target in enumerate(self.target_names):
-            data = select_xy(frame, target, self.feature_names, source=file, first_row=first)
-            X = data.X if X is None else X
-            Y[:, j] = data.y
-        return np.ascontiguousarray(X, dtype=self.dtype), Y
+        return _checked_block(table.to_pandas(), self, file, first)
 
 
     def __getstate__(self):  # sent to Dask workers: open files stay behind, each worker opens its own
@@ -394,6 +393,20 @@ class ParquetSource(Source):
             ys.append(da.from_delayed(block[1], (b - a, self.n_outputs), dtype=self.dtype))
         return DaskSource(da.concatenate(xs), da.concatenate(ys), feature_names=self.feature_names,
                           target_names=self.target_names, name=self.name)
+
+
+def _checked_block(frame, source, where, first_row):
+    """A block's DataFrame, every cell checked (a bad one named by file, row or line, and column), as
+    (X (rows, n_features), Y (rows, n_outputs)) in the source's dtype; a source without targets (the
+    rows a model predicts) has an empty Y."""
+    Y = np.empty((len(frame), source.n_outputs), dtype=source.dtype)
+    if not source.target_names:
+        X = select_features(frame, source.feature_names, source=where, first_row=first_row)
+    for j, target in enumerate(source.target_names):
+        data = select_xy(frame, target, source.feature_names, source=where, first_row=first_row)
+        X = data.X if j == 0 else X
+        Y[:, j] = data.y
+    return np.ascontiguousarray(X, dtype=source.dtype), Y
 
 
 def _numeric_columns(table, names, dtype):
@@ -442,7 +455,7 @@ class CSVSource(Source):
             feature_idx, target_idx = _pick_columns(columns, target, features, self.name)
             self.feature_names = [columns[j] for j in feature_idx]
             self.target_names = [columns[j] for j in target_idx]
-            rows = sum(len(chunk) for chunk in self._chunks(usecols=self.target_names[:1]))
+            rows = sum(len(chunk) for chunk in self._chunks(usecols=(self.target_names or self.feature_names)[:1]))
         except DataError:
             raise
         except Exception as exc:  # not text, no header, a broken quote: one line
@@ -460,14 +473,9 @@ class CSVSource(Source):
         first = 0
         try:
             for chunk in self._chunks(self.feature_names + self.target_names):
-                Y = np.empty((len(chunk), self.n_outputs), dtype=self.dtype)
-                X = None
-                for j, target in enumerate(self.target_names):
-                    data = select_xy(chunk, target, self.feature_names, source=self.name, first_row=first)
-                    X = data.X if X is None else X
-                    Y[:, j] = data.y
+                block = _checked_block(chunk, self, self.name, first)
                 first += len(chunk)
-                yield np.ascontiguousarray(X, dtype=self.dtype), Y
+                yield block
         except DataError:
             raise
         except Exception as exc:  # a parser error deep in the file: one line, with pandas' words

@@ -364,7 +364,7 @@ def _select_xy(frame, target, features, labels, source, first_row=0):
     return Dataset(X, y, feats, target, classes, source)
 
 
-def select_features(frame, feature_names, source="<data>"):
+def select_features(frame, feature_names, source="<data>", first_row=0):
     """The columns a trained model reads, by name and in its order: float64 (n_rows, n_features).
 
     Other columns (the target, when there is one; anything else) are ignored, whatever they
@@ -383,7 +383,7 @@ def select_features(frame, feature_names, source="<data>"):
     def store(j, values):
         X[:, j] = values
 
-    _checked_columns(frame, pos, list(feature_names), source, store)
+    _checked_columns(frame, pos, list(feature_names), source, store, first_row=first_row)
     return X
 
 
