@@ -184,17 +184,16 @@ def dask_gram(quick):
 
 def dask_ml(quick):
     """dask-ml's LinearRegression (lbfgs) against gradloop to the same training loss, on one Dask array."""
-    import dask.array as da
     from dask_ml.linear_model import LinearRegression
 
     n, d = (200_000, 16) if quick else (2_000_000, 16)
     chunk = 50_000 if quick else 250_000
-    X, Y = _data(n, d)
     cluster, client = _cluster()
-    Xd, yd = da.from_array(X, chunks=(chunk, d)), da.from_array(Y[:, 0], chunks=chunk)
+    Xd, Yd = _dask_data(n, d, chunk)  # generated and persisted on the workers, for both contenders
+    yd = Yd[:, 0].persist()
     peer = LinearRegression(solver="lbfgs").fit(Xd, yd)
-    r = X @ peer.coef_ + peer.intercept_ - Y[:, 0]
-    target = float(r @ r) / n
+    r = Xd @ peer.coef_ + peer.intercept_ - yd
+    target = float((r * r).mean().compute())
     epochs = {}
 
     def gradloop_to_target():
@@ -207,7 +206,7 @@ def dask_ml(quick):
                     "run", 1, {"gradloop (auto: gram, 200 epochs)": gradloop_to_target,
                                "dask-ml LinearRegression(lbfgs)": lambda: LinearRegression(solver="lbfgs").fit(Xd, yd)},
                     baseline="gradloop (auto: gram, 200 epochs)")
-    work.input_bytes = X.nbytes
+    work.input_bytes = Xd.nbytes
     gradloop_to_target()
     work.notes.append(f"dask-ml's training loss {target:.9g}; gradloop reaches it at epoch {epochs['needed']}")
 
