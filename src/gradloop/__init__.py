@@ -17,13 +17,14 @@ by the modules that read files, save models or draw progress.
 from .chapter import LinearRun, evaluate, fit_linear, gradients, least_squares, lipschitz, loss, model, train
 from .callbacks import Callback
 from .explain import Explanation, explain
+from .gradcheck import GradCheck, gradcheck
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
 from .loop import EpochRecord, History, fit
 from .version import __version__
 
 __all__ = [
     "model", "loss", "train", "gradients", "fit_linear", "evaluate", "least_squares", "lipschitz",
-    "LinearRun", "fit", "History", "EpochRecord", "Callback", "explain", "Explanation",
+    "LinearRun", "fit", "History", "EpochRecord", "Callback", "explain", "Explanation", "gradcheck", "GradCheck",
     "GradloopError", "DataError", "ConfigError", "ModelFileError", "DivergenceError", "CheckpointError",
     "__version__",
 ]

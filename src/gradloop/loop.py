@@ -41,6 +41,7 @@ from .losses import fit_targets, get_loss
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
 from .fast.blockwise import make_source_kernel
+from .gradcheck import check_before_training
 from .records import HEAD, EpochRecord, History
 from .data.sources import Source, as_source, is_dask
 
@@ -54,6 +55,7 @@ __all__ = ["BatchRecord", "Callback", "EpochRecord", "FitOptions", "History", "T
 # descent on a convex problem never goes up, and a healthy network run does
 # not climb six orders of magnitude.
 DIVERGENCE_FACTOR = 1e6
+CHECK_ROWS = 256  # rows the gradient check runs on: enough to reach every unit, cheap next to training
 # The library's advice names the class; the command line says its option instead.
 STANDARDIZE_ADVICE = "standardize them (gradloop.data.Standardizer)"
 
@@ -105,7 +107,7 @@ class Trainer:
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, seed=0,
         validation_data=None, callbacks=(), verbose=False, every=1, round_to=None,
         schedule=None, clip_norm=None, keep_records=False, stable_lr=None, gradient="auto",
-        validation_split=None, resume=None):
+        validation_split=None, resume=None, check_gradients=False):
     """Train ``model`` on (X, y) and return its :class:`History`.
 
     Args:
@@ -136,10 +138,14 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         resume: a :class:`gradloop.checkpoint.TrainingState` to continue from:
             model, optimizer, generator and history are restored and training
             runs from its epoch up to ``epochs`` (the total, not a count).
+        check_gradients: before the first update, check every layer's backward against
+            central differences (:func:`gradloop.gradcheck`) on up to 256 training rows.
 
     Raises:
         DivergenceError: the loss stopped being finite or grew 1e6-fold; the
             model keeps the last parameters whose loss was finite.
+        GradloopError: with ``check_gradients``, a layer's backward that does not match its
+            forward (the message names the layer and the parameter); nothing was updated.
 
     Example:
         >>> from gradloop.models import mlp
@@ -173,6 +179,9 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         X, y, validation_data = split_validation(X, y, validation_split, seed, loss.task != "regression")
     if validation_data is not None:
         validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
+    if check_gradients:
+        rows_X, rows_y = (X[:CHECK_ROWS], y[:CHECK_ROWS]) if source is None else source.head(CHECK_ROWS)
+        check_before_training(model, loss, rows_X, rows_y)
     history = History()
     mini_batch = batch_size is not None and batch_size < (len(X) if source is None else source.n_rows)
     trainer = Trainer(model, optimizer, loss, history, epochs, base_lr=optimizer.lr, schedule=schedule,

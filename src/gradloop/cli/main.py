@@ -107,6 +107,9 @@ def build_parser():
     train.add_argument("--schedule", choices=list(SCHEDULES), help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     train.add_argument("--clip-norm", type=option_type("clip_norm"), help="clip the global gradient norm")
     train.add_argument("--dtype", choices=("float64", "float32"))
+    train.add_argument("--check-gradients", action="store_true", default=None,
+                       help="before the first update, check every layer's backward against central "
+                            "differences of its forward (on up to 256 training rows) and stop if one is wrong")
     train.add_argument("--out-of-core", action="store_true", default=None,
                        help="read DATA block by block from disk, never whole (Parquet row groups, CSV chunks, "
                             "memory-mapped .npy); automatic for a folder or glob of Parquet files and for files "

@@ -190,7 +190,8 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
     try:
         history = fit(model, train, None, loss=loss, optimizer=optimizer, epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
-                      clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient, resume=resume)
+                      clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient, resume=resume,
+                      check_gradients=args.check_gradients)
     except DivergenceError as exc:
         message = str(exc).replace(STANDARDIZE_ADVICE, "standardize them (--standardize)")
         raise DivergenceError(f"{message}; nothing was saved", epoch=exc.epoch, weights=exc.weights,

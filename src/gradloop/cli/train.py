@@ -130,7 +130,8 @@ def _train_locked(args, resume, trace_first, progress, lock):
         history = fit(model, X_fit, y_fit, loss=loss, optimizer=optimizer, epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
                       round_to=args.round_to, schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr,
-                      gradient=args.gradient, validation_data=validation, resume=resume)
+                      gradient=args.gradient, validation_data=validation, resume=resume,
+                      check_gradients=args.check_gradients)
     except DivergenceError as exc:
         # The loop "keeps" the last finite weights in memory; on the command line say what that means.
         done = (f"; they were not saved to {args.out}" if args.out else "") + (
