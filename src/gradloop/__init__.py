@@ -18,13 +18,14 @@ from .chapter import LinearRun, evaluate, fit_linear, gradients, least_squares, 
 from .callbacks import Callback
 from .explain import Explanation, explain
 from .gradcheck import GradCheck, gradcheck
+from .lrfind import LRFind, lr_find
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
 from .loop import EpochRecord, History, fit
 from .version import __version__
 
 __all__ = [
     "model", "loss", "train", "gradients", "fit_linear", "evaluate", "least_squares", "lipschitz",
-    "LinearRun", "fit", "History", "EpochRecord", "Callback", "explain", "Explanation", "gradcheck", "GradCheck",
+    "LinearRun", "fit", "History", "EpochRecord", "Callback", "explain", "Explanation", "gradcheck", "GradCheck", "lr_find", "LRFind",
     "GradloopError", "DataError", "ConfigError", "ModelFileError", "DivergenceError", "CheckpointError",
     "__version__",
 ]

@@ -88,7 +88,7 @@ MAX_SEED = 2**63 - 1
 #: Each training option and what it accepts (the argument name; the option is --name-with-dashes).
 PARAMETERS = {
     "epochs": Interval(int, 0, cap=MAX_EPOCHS, text="a non-negative integer"),
-    "lr": Interval(float, 0, None, low_open=True, words=("auto",), text="a positive finite number"),
+    "lr": Interval(float, 0, None, low_open=True, words=("auto", "find"), text="a positive finite number"),
     "batch_size": Interval(int, 1, None, none=True, text="a positive integer"),
     "seed": Interval(int, 0, cap=MAX_SEED, text="a non-negative integer"),
     "round_to": Interval(int, 0, 15, none=True, text="an integer in [0, 15]"),

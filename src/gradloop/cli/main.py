@@ -66,8 +66,9 @@ def build_parser():
     train.add_argument("--target", help="name of the target column (required unless --resume)")
     train.add_argument("--features", help="comma-separated feature columns (default: every other column)")
     train.add_argument("--lr", type=option_type("lr"),
-                       help="learning rate, or 'auto' (linear model with MSE: 1/L); "
-                            "default auto for the linear model with sgd, else 0.01 (sgd) or 0.001 (adam)")
+                       help="learning rate, 'auto' (linear model with MSE: 1/L) or 'find' (a short sweep "
+                            "suggests one; the run then starts from the untouched model); default auto for the "
+                            "linear model with sgd, else 0.01 (sgd) or 0.001 (adam)")
     train.add_argument("--epochs", type=option_type("epochs"), help="number of epochs in all (default 100)")
     train.add_argument("--standardize", action="store_true", default=None,
                        help="scale features to mean 0, std 1 (fitted on the training rows)")

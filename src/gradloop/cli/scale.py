@@ -43,6 +43,7 @@ from .train import (_build_model, _callbacks, _SignalStop, checkpoint_lock, mode
 OUT_OF_CORE_SHARE = 0.25
 # What the block-by-block path does not do yet, and the option that asks for it.
 NOT_YET = (("val_split", "--val-split"), ("round_to", "--round-to"), ("schedule", "--schedule"))
+# --lr find sweeps in memory; block by block --lr auto is exact for the linear model.
 PARQUET = (".parquet", ".pq")
 
 
@@ -76,6 +77,9 @@ def train_from_source(args, resume, trace_first=None, progress=True):
         if getattr(args, key, None) not in (None, False):
             raise ConfigError(f"{option} is not supported with --out-of-core or --dask yet; leave {option} out, "
                               "or train in memory without them")
+    if args.lr == "find":
+        raise ConfigError("--lr find is not supported with --out-of-core or --dask yet; give a number, or "
+                          "--lr auto for the linear model")
     loss = get_loss(args.loss)
     if loss.task != "regression":
         raise ConfigError(f"--loss {args.loss}: --out-of-core and --dask train regression losses (mse, mae, "

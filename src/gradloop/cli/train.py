@@ -27,6 +27,7 @@ from ..errors import ConfigError, DataError, DivergenceError
 from ..layers import Dense
 from ..loop import STANDARDIZE_ADVICE, fit, fit_targets, split_validation
 from ..losses import get_loss
+from ..lrfind import lr_find
 from ..metrics import classification_metrics, regression_metrics
 from ..modelfile import json_line
 from ..models import linear, mlp
@@ -113,6 +114,9 @@ def _train_locked(args, resume, trace_first, progress, lock):
     outputs = n_classes if loss.name == "cross-entropy" else 1
     model = _build_model(args, X_train.shape[1], outputs, loss.task, dtype)
     lr, stable_lr, auto_lr = _learning_rate(args, model, loss, X_train, data.feature_names)
+    if args.lr == "find":
+        # A resumed run takes its learning rate from the checkpoint: no sweep then.
+        lr = 1e-3 if resume is not None else _found_lr(args, model, loss, X_train, y_train, optimizer_name)
 
     optimizer = get_optimizer(optimizer_name, lr, args.weight_decay)
     schedule = _schedule(args)
@@ -283,6 +287,14 @@ def _learning_rate(args, model, loss, X, names):
     if args.lr is None:
         return (1e-3 if args.optimizer.startswith("adam") else 0.01), stable, False
     return args.lr, stable, False
+
+
+def _found_lr(args, model, loss, X, y, optimizer_name):
+    """--lr find: the finder's suggestion on the training rows (model and optimizer left as they were)."""
+    found = lr_find(model, X, y, loss=loss, optimizer=get_optimizer(optimizer_name, 1e-3, args.weight_decay),
+                    batch_size=args.batch_size, seed=args.seed)
+    print(found)
+    return found.suggestion
 
 
 def _schedule(args):
