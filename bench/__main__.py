@@ -18,9 +18,10 @@ import time
 
 import numpy as np
 
-from . import scale, workloads
+from . import scale as scale_workloads
+from . import workloads
 
-WORKLOADS = {**workloads.WORKLOADS, **scale.WORKLOADS}
+WORKLOADS = {**workloads.WORKLOADS, **scale_workloads.WORKLOADS}
 
 
 def environment():

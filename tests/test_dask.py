@@ -13,10 +13,10 @@ import pytest
 
 import gradloop
 from gradloop.callbacks import Callback
+from gradloop.data import ArraySource, DaskSource
 from gradloop.loop import fit
 from gradloop.models import linear, mlp
 from gradloop.optimizers import SGD
-from gradloop.data import ArraySource, DaskSource
 
 da = pytest.importorskip("dask.array", reason="Dask is the dask extra: pip install 'gradloop[dask]'")
 distributed = pytest.importorskip("distributed", reason="distributed is the dask extra")

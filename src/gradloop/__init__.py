@@ -14,13 +14,13 @@ Importing gradloop loads NumPy only; pandas, safetensors and rich are loaded
 by the modules that read files, save models or draw progress.
 """
 
-from .chapter import LinearRun, evaluate, fit_linear, gradients, least_squares, lipschitz, loss, model, train
 from .callbacks import Callback
+from .chapter import LinearRun, evaluate, fit_linear, gradients, least_squares, lipschitz, loss, model, train
+from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
 from .explain import Explanation, explain
 from .gradcheck import GradCheck, gradcheck
-from .lrfind import LRFind, lr_find
-from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
 from .loop import EpochRecord, History, fit
+from .lrfind import LRFind, lr_find
 from .version import __version__
 
 __all__ = [

@@ -10,19 +10,17 @@ optimum and the gap to it); ``train`` unwraps it to the weights.
 from __future__ import annotations
 
 import contextlib
-import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from .constraints import check_all, check_lr
+from .data.sources import as_source, is_source_input
 from .errors import DataError, DivergenceError
 from .fast.kernels import STREAM_MIN_BYTES, augmented_gram
-from .loop import check_epochs, fit, is_source_input
+from .loop import check_epochs, fit
 from .metrics import regression_metrics
 from .models import linear
 from .optimizers import SGD
-from .data.sources import as_source
 from .sums import Gap, Optimum, SourceSums
 
 

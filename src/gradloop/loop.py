@@ -34,16 +34,16 @@ import numpy as np
 from .batches import FullBatch, MiniBatches, SourceMiniBatches
 from .callbacks import BatchRecord, Callback, TracePrinter
 from .constraints import check, check_all
+from .data.sources import is_source_input, source_for
 from .errors import ConfigError, DivergenceError
 from .fast import kernels
+from .fast.blockwise import make_source_kernel
+from .gradcheck import check_before_training
 from .layers import Dropout
 from .losses import fit_targets, get_loss
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
-from .fast.blockwise import make_source_kernel
-from .gradcheck import check_before_training
 from .records import HEAD, EpochRecord, History
-from .data.sources import Source, as_source, is_dask
 
 # Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py; they stay
 # importable from here.
@@ -166,7 +166,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     if keep_records:
         callbacks.append(_KeepRecords())
     callback_places(callbacks)  # two loggers on one file, a logger aimed at a folder: refused before epoch 1
-    source = _source_for(model, X, y) if is_source_input(X, y) else None
+    source = source_for(model, X, y) if is_source_input(X, y) else None
     if source is not None:
         _refuse_for_sources(validation_data, validation_split)
         X, y = None, None  # the loop reads the source through its kernel, never whole
@@ -471,22 +471,6 @@ class _Run:
             f"training diverged at epoch {epoch}{where}: the loss {what} with learning rate {lr:.6g}; "
             f"{advice}; {kept}{_scale_hint(self.X) if self.X is not None else ''}",
             epoch=epoch, weights=[p.copy() for p in self.params], stable_lr=stable, lr=lr)
-
-
-def is_source_input(X, y):
-    """Whether (X, y) is data read block by block: a :class:`~gradloop.data.Source` or Dask arrays."""
-    return isinstance(X, Source) or is_dask(X) or is_dask(y)
-
-
-def _source_for(model, X, y):
-    """(X, y) as a source whose dtype and columns match the model's."""
-    source = as_source(X, y)
-    if source.dtype != model.dtype:
-        raise ConfigError(f"the source's data is {source.dtype} but the model is {model.dtype}: give the "
-                          "model or the source the other's dtype so the arithmetic runs in one precision")
-    if source.n_features != model.n_inputs:
-        raise ConfigError(f"the source has {source.n_features} features; the model reads {model.n_inputs}")
-    return source
 
 
 def _refuse_for_sources(validation_data, validation_split):

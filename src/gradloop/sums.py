@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DataError
-from .fast.blockwise import (executor_for, linear_partial, merge_moments, moments_partial, source_gram,
-                             tree_sum)
+from .fast.blockwise import executor_for, linear_partial, merge_moments, moments_partial, source_gram, tree_sum
 from .preprocessing import Standardizer
 
 

@@ -30,7 +30,6 @@ from .options import resolve
 from .scale import train_from_source, wants_source
 from .train import train_in_memory
 
-
 EXIT_ERROR, EXIT_DIVERGED = 2, 3
 
 

@@ -24,19 +24,18 @@ import numpy as np
 
 from ..bundle import ModelBundle
 from ..data import CSVSource, DaskSource, ParquetSource, open_npy, train_test_split
+from ..data.files import parquet_files
 from ..data.tables import _pandas
-from ..data.sources import parquet_files
 from ..errors import ConfigError, DataError, DivergenceError, GradloopError
 from ..fast.blockwise import executor_for, layers_partial, merge_moments, shipping_copy, tree_sum
 from ..loop import STANDARDIZE_ADVICE, fit
 from ..losses import get_loss
-from ..optimizers import get_optimizer
 from ..modelfile import atomic_file
+from ..optimizers import get_optimizer
 from ..paths import Place, check_places
 from ..sums import SourceSums, fit_standardizer
 from .options import check_fingerprint, run_config
-from .train import (_build_model, _callbacks, _SignalStop, checkpoint_lock, model_summary,
-                    train_places)
+from .train import _build_model, _callbacks, _SignalStop, checkpoint_lock, model_summary, train_places
 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.

@@ -4,12 +4,13 @@
   data set) read whole and validated: :func:`read_table`, :func:`select_xy`, :func:`load_xy`.
 - :mod:`gradloop.data.sources`: data bigger than memory or spread over a Dask cluster, as
   row blocks of (X, Y) with names, dtype and row count known before training:
-  :class:`ArraySource` (memory-mapped arrays too), :func:`open_npy`, :class:`ParquetSource`,
-  :class:`CSVSource`, :class:`DaskSource`.
+  :class:`ArraySource` (memory-mapped arrays too), :func:`open_npy`, :class:`DaskSource`;
+  :mod:`gradloop.data.files`: :class:`ParquetSource`, :class:`CSVSource`.
 - The split and the scaling (:mod:`gradloop.preprocessing`), importable from here too.
 """
 
-from .sources import ArraySource, CSVSource, DaskSource, ParquetSource, Source, as_source, open_npy
+from .files import CSVSource, ParquetSource
+from .sources import ArraySource, DaskSource, Source, as_source, open_npy
 from .tables import (DEFAULT_TEST_SIZE, SKLEARN_DATASETS, SKLEARN_PREFIX, SUPPORTED, Dataset, Standardizer,
                      encode_labels, fingerprint, load_xy, read_table, select_features, select_xy,
                      train_test_split)
