@@ -28,14 +28,15 @@ from ..data.files import parquet_files
 from ..data.tables import _pandas
 from ..errors import ConfigError, DataError, DivergenceError, GradloopError
 from ..fast.blockwise import executor_for, layers_partial, merge_moments, shipping_copy, tree_sum
-from ..loop import STANDARDIZE_ADVICE, fit
+from ..loop import fit
 from ..losses import get_loss
 from ..modelfile import atomic_file
 from ..optimizers import get_optimizer
 from ..paths import Place, check_places
 from ..sums import SourceSums, fit_standardizer
 from .options import check_fingerprint, run_config
-from .train import _build_model, _callbacks, _SignalStop, checkpoint_lock, model_summary, train_places
+from .train import (_build_model, _callbacks, _SignalStop, checkpoint_lock, command_line_divergence, model_summary,
+                    stopped, train_places)
 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
@@ -196,16 +197,9 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
                       clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient, resume=resume,
                       check_gradients=args.check_gradients)
     except DivergenceError as exc:
-        message = str(exc).replace(STANDARDIZE_ADVICE, "standardize them (--standardize)")
-        raise DivergenceError(f"{message}; nothing was saved", epoch=exc.epoch, weights=exc.weights,
-                              stable_lr=exc.stable_lr, lr=exc.lr, bias=exc.bias) from exc
-    if stopper.signum is not None:
-        where = f"; the run up to epoch {history.epochs_run} is checkpointed in {args.checkpoint} " \
-                f"(continue with --resume {args.checkpoint})" if args.checkpoint else "; nothing was saved"
-        print(f"gradloop: interrupted by {stopper.name}{where}", file=sys.stderr)
-        return 128 + stopper.signum
-    if history.stop_message:
-        print(f"gradloop: {history.stop_message}")
+        raise command_line_divergence(exc, "; nothing was saved") from exc
+    if (status := stopped(stopper, history, args)) is not None:
+        return status
     # The loss of the weights the model keeps (early stopping: the best epoch's), on the training rows.
     final_loss = source_loss(model, loss, train, client) if history.epochs_run else None
     bundle = ModelBundle(model, source.feature_names, source.target_names[0], scaler, None, loss.name,

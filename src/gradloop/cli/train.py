@@ -140,16 +140,9 @@ def _train_locked(args, resume, trace_first, progress, lock):
         # The loop "keeps" the last finite weights in memory; on the command line say what that means.
         done = (f"; they were not saved to {args.out}" if args.out else "") + (
             f"; {args.log} holds epochs 1 to {exc.epoch - 1}" if args.log and exc.epoch > 1 else "")
-        message = str(exc).replace(STANDARDIZE_ADVICE, "standardize them (--standardize)")
-        raise DivergenceError(f"{message}{done}", epoch=exc.epoch, weights=exc.weights, stable_lr=exc.stable_lr,
-                              lr=exc.lr, bias=exc.bias) from exc
-    if stopper.signum is not None:
-        where = f"; the run up to epoch {history.epochs_run} is checkpointed in {args.checkpoint} " \
-                f"(continue with --resume {args.checkpoint})" if args.checkpoint else "; nothing was saved"
-        print(f"gradloop: interrupted by {stopper.name}{where}", file=sys.stderr)
-        return 128 + stopper.signum
-    if history.stop_message:
-        print(f"gradloop: {history.stop_message}")
+        raise command_line_divergence(exc, done) from exc
+    if (status := stopped(stopper, history, args)) is not None:
+        return status
 
     # The loss of the weights the model keeps (an early-stopped run: the best epoch's), on the rows
     # it trained on, in evaluation mode: one number whatever the logging, resumed or not.
@@ -178,6 +171,26 @@ def _train_locked(args, resume, trace_first, progress, lock):
         bundle.save(args.out)
         print(f"Saved the model to {args.out}")
     return 0
+
+
+def command_line_divergence(exc, done):
+    """The loop's DivergenceError in the command line's words (its option), with ``done``: what became
+    of the run's files."""
+    message = str(exc).replace(STANDARDIZE_ADVICE, "standardize them (--standardize)")
+    return DivergenceError(f"{message}{done}", epoch=exc.epoch, weights=exc.weights, stable_lr=exc.stable_lr,
+                           lr=exc.lr, bias=exc.bias)
+
+
+def stopped(stopper, history, args):
+    """What a run that stopped early says: the exit status when a signal stopped it (None otherwise)."""
+    if stopper.signum is not None:
+        where = f"; the run up to epoch {history.epochs_run} is checkpointed in {args.checkpoint} " \
+                f"(continue with --resume {args.checkpoint})" if args.checkpoint else "; nothing was saved"
+        print(f"gradloop: interrupted by {stopper.name}{where}", file=sys.stderr)
+        return 128 + stopper.signum
+    if history.stop_message:
+        print(f"gradloop: {history.stop_message}")
+    return None
 
 
 def _run_summary(args, model, loss, n_train, n_test, lr, auto_lr, resume):
