@@ -110,7 +110,7 @@ def _cluster():
     import distributed
 
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None, silence_logs=50)
+                                       dashboard_address="127.0.0.1:0", silence_logs=50)
     return cluster, distributed.Client(cluster)
 
 

@@ -34,7 +34,7 @@ def data():
 
 def _cluster(workers):
     return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                    dashboard_address=None, silence_logs=50)
+                                    dashboard_address="127.0.0.1:0", silence_logs=50)
 
 
 def _dask(X, y):

@@ -114,8 +114,10 @@ def dask_client(spec):
         workers = spec.partition(":")[2]
         if workers and (not workers.isdigit() or int(workers) < 1):
             raise ConfigError(f"--dask {spec}: the number of workers must be a positive integer, e.g. local:2")
+        # Every port on 127.0.0.1, the status page's too (left to itself it takes 8787, which a second
+        # cluster on the machine then finds taken).
         with distributed.LocalCluster(n_workers=int(workers) if workers else None, threads_per_worker=1,
-                                      processes=True, host="127.0.0.1", dashboard_address=None,
+                                      processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                       silence_logs=50) as cluster, distributed.Client(cluster) as client:
             yield client
     elif spec.startswith("tcp://"):
