@@ -43,9 +43,14 @@ import copy
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+
+try:  # scikit-learn is an optional extra: without it, say how to get it rather than fail deep in an import
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:
+    raise ImportError("gradloop.sklearn needs scikit-learn: pip install 'gradloop[sklearn]' "
+                      f"(importing it failed: {exc})") from exc
 
 from .chapter import lipschitz
 from .data import Standardizer

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import re
 import sys
@@ -34,16 +35,33 @@ EXIT_ERROR, EXIT_DIVERGED = 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the project's error format), exit 2."""
+    """argparse, but a usage error is one line (the project's error format), exit 2.
+
+    The line has one ``gradloop: error:`` prefix (added where errors are printed), names the
+    help to read, and suggests the closest name for a mistyped command or option.
+    """
 
     def error(self, message):
         # argparse says "invalid choice: 'x' (choose from 'a', 'b')"; gradloop says what it says for
-        # every unknown name: "unknown 'x'; known: a, b".
+        # every unknown name: "unknown 'x'; known: a, b", and the closest one.
         choice = re.fullmatch(r"(argument [^:]+): invalid choice: (.*?) \(choose from (.*)\)", message)
         if choice:
-            known = ", ".join(name.strip(" '\"") for name in choice[3].split(","))
-            message = f"{choice[1]}: unknown {choice[2]}; known: {known}"
-        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+            known = [name.strip(" '\"") for name in choice[3].split(",")]
+            message = f"{choice[1]}: unknown {choice[2]}{_closest(choice[2].strip(chr(39)), known)}; " \
+                      f"known: {', '.join(known)}"
+        elif message.startswith("unrecognized arguments: "):
+            parsers = [self, *getattr(self, "commands", {}).values()]
+            options = sorted({o for p in parsers for a in p._actions for o in a.option_strings})
+            guesses = [f"{word}{_closest(word, options)}" for word in message.split(": ", 1)[1].split()
+                       if word.startswith("--")]
+            message = "unrecognized arguments: " + (", ".join(guesses) or message.split(": ", 1)[1])
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def _closest(word, names):
+    """`` (did you mean 'x'?)`` for the known name nearest to a mistyped one, or nothing."""
+    match = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _hidden(text):
@@ -58,6 +76,7 @@ def build_parser():
     parser = _Parser(prog="gradloop", description="A glass-box training loop: every number, every epoch.")
     parser.add_argument("--version", action="version", version=f"gradloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.commands = sub.choices  # a mistyped option is compared with every command's options
 
     train = sub.add_parser("train", help="train a model on a data file")
     train.add_argument("data", nargs="?", help="CSV (with a header), Parquet, .npy or .npz file, or sklearn:NAME for "
@@ -95,7 +114,8 @@ def build_parser():
                             "--epochs (the total), --early-stopping, output paths and verbosity may change")
     train.add_argument("--quiet", action="store_true", default=None, help="print nothing but errors")
     train.add_argument("--out", metavar="MODEL", help="save the trained model (safetensors + JSON metadata)")
-    train.add_argument("--model", choices=("linear", "mlp"))
+    train.add_argument("--model", choices=("linear", "mlp"),
+                       help="linear (the chapter's model, default) or mlp (a network of --hidden layers)")
     train.add_argument("--hidden", type=_hidden, help="hidden layer sizes of the MLP, e.g. 64,32")
     train.add_argument("--activation", choices=list(ACTIVATIONS), help=f"MLP activation: {', '.join(ACTIVATIONS)}")
     train.add_argument("--loss", choices=list(LOSSES),
@@ -103,10 +123,12 @@ def build_parser():
     train.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"optimizer: {', '.join(OPTIMIZERS)}")
     train.add_argument("--batch-size", type=option_type("batch_size"),
                        help="rows per step (default: the full batch, the chapter's mode)")
-    train.add_argument("--weight-decay", type=option_type("weight_decay"))
+    train.add_argument("--weight-decay", type=option_type("weight_decay"),
+                       help="L2 weight decay of the optimizer (AdamW: decoupled); default 0")
     train.add_argument("--schedule", choices=list(SCHEDULES), help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     train.add_argument("--clip-norm", type=option_type("clip_norm"), help="clip the global gradient norm")
-    train.add_argument("--dtype", choices=("float64", "float32"))
+    train.add_argument("--dtype", choices=("float64", "float32"),
+                       help="precision of the arithmetic: float64 (default, the chapter's numbers) or float32")
     train.add_argument("--check-gradients", action="store_true", default=None,
                        help="before the first update, check every layer's backward against central "
                             "differences of its forward (on up to 256 training rows) and stop if one is wrong")
@@ -124,7 +146,7 @@ def build_parser():
                             "or auto (default: by cost)")
 
     evaluate = sub.add_parser("evaluate", help="metrics of a saved model on a data file")
-    evaluate.add_argument("model")
+    evaluate.add_argument("model", help="a model file saved by gradloop train --out")
     evaluate.add_argument("data", help="a data file as for train, with the target column")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     evaluate.add_argument("--out-of-core", action="store_true",
@@ -132,7 +154,7 @@ def build_parser():
                                "larger than a quarter of the memory); regression models")
 
     predict = sub.add_parser("predict", help="one prediction per row of a data file")
-    predict.add_argument("model")
+    predict.add_argument("model", help="a model file saved by gradloop train --out")
     predict.add_argument("data", help="a data file as for train (the target column is not needed)")
     predict.add_argument("--out", metavar="CSV", help="write a CSV file instead of printing")
     predict.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
@@ -152,6 +174,10 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the ``gradloop`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # `gradloop` alone: what it can do
+        build_parser().print_help()
+        return 0
     try:
         args = build_parser().parse_args(argv)
         # NumPy's overflow/invalid warnings would add lines to stderr: the loop and the checks
