@@ -19,6 +19,7 @@ import numpy as np
 from .chapter import _validate, fit_linear, gradients, loss
 from .constraints import check_all
 from .errors import ConfigError
+from .explain_network import explain_network
 
 ROWS = 3  # rows whose products and squares are written out
 TERMS = 4  # terms of a long sum written out before "... (n more)"
@@ -80,9 +81,11 @@ class Explanation:
                 "stable_lr": self.stable_lr, "text": str(self)}
 
 
-def explain(X, Y, weights, lr, epoch=1, *, bias=None, round_to=None) -> Explanation:
+def explain(X, Y, weights=None, lr=None, epoch=1, *, bias=None, round_to=None, loss=None, sample=0):
     """Explain epoch ``epoch`` of ``train(X, Y, weights, lr, epochs)``: the step from the weights it
-    reaches after ``epoch - 1`` epochs.
+    reaches after ``epoch - 1`` epochs; or, called as ``explain(model, X, y, loss=..., sample=i)``
+    with a network, one training step of it layer by layer with sample i's numbers
+    (:func:`gradloop.explain_network.explain_network`; ``lr`` shows each update's size).
 
     Args as :func:`gradloop.train` (X (N, d), Y (N,) or (N, k), weights (d,) or (d, k), lr a number
     or "auto", bias, round_to); ``epoch`` >= 1.
@@ -90,6 +93,10 @@ def explain(X, Y, weights, lr, epoch=1, *, bias=None, round_to=None) -> Explanat
     Example:
         >>> X = np.array([[0.5], [1.0], [1.5]]); print(explain(X, 2 * X, np.array([[1.0]]), 0.1))
     """
+    if hasattr(X, "layers"):  # explain(model, X, y, loss=..., sample=i)
+        if loss is None:
+            raise ConfigError("explain(model, X, y, loss=...): name the loss the network is trained with")
+        return explain_network(X, Y, weights, loss=loss, sample=sample, lr=lr)
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 1:
         raise ConfigError(f"epoch must be an integer >= 1 (the epoch to explain), got {epoch!r}")
     check_all(round_to=round_to)
