@@ -15,7 +15,7 @@ def test_gradloop_alone_prints_the_help(cli):
 
 
 @pytest.mark.parametrize("argv, suggestion", [
-    (["trian", "data.csv"], "unknown 'trian' (did you mean 'train'?); known: train, evaluate, predict, report, demo"),
+    (["trian", "data.csv"], "unknown 'trian' (did you mean 'train'?); known: train, evaluate, predict, report, explain, demo"),
     (["train", "data.csv", "--target", "y", "--standarize"], "--standarize (did you mean '--standardize'?)"),
     (["train", "data.csv", "--target", "y", "--loss", "cross-entropi"],
      "unknown 'cross-entropi' (did you mean 'cross-entropy'?)"),

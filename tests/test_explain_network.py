@@ -69,3 +69,41 @@ def test_the_model_is_left_as_it_was():
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         gradloop.explain(mlp([4, 3, 1], "relu"), X, X[:, 0], **kwargs)
+
+
+def test_train_explain_writes_out_the_step_the_run_takes(cli, tmp_path):
+    import pandas as pd
+
+    from gradloop.bundle import ModelBundle
+
+    frame = pd.DataFrame(X, columns=list("abcd")).assign(y=X @ [1.0, -2.0, 0.5, 3.0] + 1.0)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    common = ["train", tmp_path / "d.csv", "--target", "y", "--standardize", "--test-size", "0"]
+    status, out, err = cli(*common, "--epochs", "5", "--explain", "3")
+    assert status == 0, err
+    assert "Epoch 3 of the chapter's loop" in out
+    assert cli(*common, "--epochs", "3", "--out", tmp_path / "three.safetensors")[0] == 0
+    after_three = ModelBundle.load(tmp_path / "three.safetensors").model.layers[0].params["W"][:, 0]
+    updates = [float(m[1]) for m in re.finditer(r"w\[\d\]: \S+ - \S+ \* \S+ = (\S+)", out)]
+    assert np.allclose(updates, after_three, rtol=1e-9)
+
+
+def test_train_explain_of_a_network_leaves_no_trace_on_the_run(cli, tmp_path):
+    import pandas as pd
+
+    from gradloop.bundle import ModelBundle
+
+    frame = pd.DataFrame(X, columns=list("abcd")).assign(y=X[:, 0] ** 2)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    common = ["train", tmp_path / "d.csv", "--target", "y", "--model", "mlp", "--hidden", "5", "--batch-size", "8",
+              "--epochs", "3"]
+    assert cli(*common, "--out", tmp_path / "plain.safetensors")[0] == 0
+    status, out, err = cli(*common, "--explain", "2", "--out", tmp_path / "explained.safetensors")
+    assert status == 0, err
+    assert "Epoch 2, its first batch:" in out and "on 8 rows" in out
+    plain, explained = (ModelBundle.load(tmp_path / f"{name}.safetensors").model for name in ("plain", "explained"))
+    assert all(np.array_equal(a, b) for a, b in zip(plain.parameters(), explained.parameters()))
+    status, out, err = cli("explain", tmp_path / "plain.safetensors", tmp_path / "d.csv", "--sample", "3")
+    assert status == 0 and "the numbers of sample 3" in out and "Backward, layer by layer" in out
+    status, out, err = cli("explain", tmp_path / "plain.safetensors", tmp_path / "d.csv", "--sample", "30")
+    assert status == 2 and "--sample 30: " in err and err.count("\n") == 1

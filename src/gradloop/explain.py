@@ -11,15 +11,19 @@ the stable bound 2/L). Every number comes from :func:`gradloop.gradients`,
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .chapter import _validate, fit_linear, gradients, loss
+from .callbacks import Callback
+from .chapter import _stable_lr, _validate, fit_linear, gradients, loss
 from .constraints import check_all
 from .errors import ConfigError
 from .explain_network import explain_network
+from .fast.kernels import is_linear_mse
+from .optimizers import SGD
 
 ROWS = 3  # rows whose products and squares are written out
 TERMS = 4  # terms of a long sum written out before "... (n more)"
@@ -102,13 +106,62 @@ def explain(X, Y, weights=None, lr=None, epoch=1, *, bias=None, round_to=None, l
     check_all(round_to=round_to)
     X, Y, _, _, _ = _validate(X, Y, weights, bias, lr)
     start = fit_linear(X, Y, weights, lr, int(epoch) - 1, bias=bias, round_to=round_to)
-    W = np.asarray(start.weights, dtype=np.float64).reshape(X.shape[1], -1)
-    b = None if start.bias is None else np.asarray(start.bias, dtype=np.float64).reshape(-1)
-    step = _step(X, Y, W, b, start.lr, round_to)
-    stable = _stable(start)
-    lines = _text(X, Y, W, b, start.lr, int(epoch), round_to, step, stable)
-    return Explanation(int(epoch), start.lr, step["loss"], step["new_loss"], W, step["gW"], step["W1"], b,
-                       step["gb"], step["b1"], step["predicted"], step["new_loss"] - step["loss"], stable, lines)
+    return explain_step(X, Y, start.weights, start.bias, start.lr, epoch=int(epoch), round_to=round_to)
+
+
+def explain_step(X, Y, weights, bias, lr, *, epoch, round_to=None) -> Explanation:
+    """The chapter's explanation of one step from ``weights`` (d, k) and ``bias`` (k,) or None at learning
+    rate ``lr`` (a number), numbered ``epoch``: what :func:`explain` writes once it has the weights."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+    W = np.asarray(weights, dtype=np.float64).reshape(X.shape[1], -1)
+    b = None if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
+    step = _step(X, Y, W, b, lr, round_to)
+    stable = _stable_lr(X, b is not None, Y.shape[1])
+    lines = _text(X, Y, W, b, lr, epoch, round_to, step, stable)
+    return Explanation(epoch, lr, step["loss"], step["new_loss"], W, step["gW"], step["W1"], b, step["gb"],
+                       step["b1"], step["predicted"], step["new_loss"] - step["loss"], stable, lines)
+
+
+class ExplainEpoch(Callback):
+    """Print the explanation of epoch ``epoch``'s step just before it is taken (``train --explain``).
+
+    The linear model with MSE, full batch: the chapter's explanation (:func:`explain_step`); any other
+    model: :func:`~gradloop.explain_network.explain_network` on the epoch's first batch (drawn from a
+    copy of the run's generator, so the run's own draws are untouched), showing row ``sample`` of it.
+    X (n_samples, n_features) and y are the training rows as the loop sees them.
+    """
+
+    wants_records = False
+
+    def __init__(self, epoch, X, y, *, batch_size=None, shuffle=True, round_to=None, sample=0, out=print):
+        self.epoch, self.X, self.y = int(epoch), X, y
+        self.batch_size, self.shuffle, self.round_to, self.sample, self.out = batch_size, shuffle, round_to, \
+            sample, out
+
+    def on_train_begin(self, trainer):
+        if trainer.epoch == self.epoch - 1:
+            self._explain(trainer)
+
+    def on_epoch_end(self, record, trainer):
+        if trainer.epoch == self.epoch - 1 and not trainer.stop_training:
+            self._explain(trainer)
+
+    def _explain(self, trainer):
+        model, lr = trainer.model, trainer.optimizer.lr
+        if self.batch_size is None and is_linear_mse(model, trainer.loss) and isinstance(trainer.optimizer, SGD):
+            layer = model.layers[0]
+            self.out(explain_step(self.X, self.y, layer.params["W"], layer.params.get("b"), lr, epoch=self.epoch,
+                                  round_to=self.round_to))
+            return
+        rows = np.arange(len(self.X))
+        if self.batch_size is not None and self.batch_size < len(self.X):
+            order = copy.deepcopy(trainer.rng).permutation(len(self.X)) if self.shuffle else rows
+            rows = order[:self.batch_size]
+        where = "its first batch" if len(rows) < len(self.X) else "the full batch"
+        self.out(f"Epoch {self.epoch}, {where}:")
+        self.out(explain_network(model, self.X[rows], self.y[rows], loss=trainer.loss,
+                                 sample=min(self.sample, len(rows) - 1), lr=lr))
 
 
 def _step(X, Y, W, b, lr, round_to):
@@ -129,13 +182,6 @@ def _step(X, Y, W, b, lr, round_to):
     norm2 = float(np.vdot(gW, gW)) + (0.0 if gb is None else float(np.vdot(gb, gb)))
     return {"pred": pred, "loss": value, "gW": gW, "gb": gb, "W1": W1, "b1": b1, "new_pred": new_pred,
             "new_loss": loss(Y, new_pred), "norm2": norm2, "predicted": -lr * norm2}
-
-
-def _stable(start):
-    try:
-        return float(start.stable_lr)
-    except Exception:  # features all zero: no curvature to bound the step
-        return None
 
 
 def _rounded(exact, used, round_to):

@@ -11,6 +11,7 @@ import numpy as np
 from ..bundle import ModelBundle
 from ..data.tables import _listing, encode_labels, read_table, select_features, select_xy
 from ..errors import ConfigError, DataError
+from ..explain_network import explain_network
 from ..modelfile import atomic_write_bytes, json_line
 from ..paths import Place, check_places
 from ..report import PLOT_FILES, figures, left_out, png_bytes, read_log, render_html, write_pngs
@@ -107,6 +108,18 @@ def cmd_predict(args):
 
     atomic_write_bytes(args.out, frame.to_csv(index=False).encode("utf-8"))
     print(f"Wrote {len(frame)} predictions to {args.out}")
+    return 0
+
+
+def cmd_explain(args):
+    """``gradloop explain MODEL DATA [--sample I]``: one full-batch training step at the model's weights."""
+    bundle, X, y = _load_for(args.model, args.data, need_target=True)
+    if args.sample >= len(X):
+        raise ConfigError(f"--sample {args.sample}: {args.data} has {len(X)} rows (numbered from 0)")
+    X_scaled = bundle.scaler.transform(X) if bundle.scaler is not None else X
+    lr = bundle.info.get("lr") if isinstance(bundle.info.get("lr"), (int, float)) else None
+    print(explain_network(bundle.model, X_scaled.astype(bundle.model.dtype), y, loss=bundle.loss,
+                          sample=args.sample, lr=lr))
     return 0
 
 

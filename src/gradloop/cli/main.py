@@ -26,7 +26,7 @@ from ..layers import ACTIVATIONS
 from ..losses import LOSSES
 from ..optimizers import OPTIMIZERS, SCHEDULES
 from ..version import __version__
-from .commands import cmd_evaluate, cmd_predict, cmd_report
+from .commands import cmd_evaluate, cmd_explain, cmd_predict, cmd_report
 from .options import resolve
 from .scale import train_from_source, wants_source
 from .train import train_in_memory
@@ -129,6 +129,10 @@ def build_parser():
     train.add_argument("--clip-norm", type=option_type("clip_norm"), help="clip the global gradient norm")
     train.add_argument("--dtype", choices=("float64", "float32"),
                        help="precision of the arithmetic: float64 (default, the chapter's numbers) or float32")
+    train.add_argument("--explain", type=option_type("epochs"), metavar="EPOCH",
+                       help="print the explanation of that epoch's step, line by line with its numbers (the "
+                            "chapter's for the linear model; layer by layer, on the epoch's first batch, for a "
+                            "network)")
     train.add_argument("--check-gradients", action="store_true", default=None,
                        help="before the first update, check every layer's backward against central "
                             "differences of its forward (on up to 256 training rows) and stop if one is wrong")
@@ -168,6 +172,13 @@ def build_parser():
                         help="the HTML report to write (default: the log's name with .html, unless --png is given)")
     report.add_argument("--png", metavar="DIR", help="write every plot as a PNG file into DIR (created if missing)")
 
+    explain = sub.add_parser("explain", help="one training step of a saved model, layer by layer, with the "
+                                             "numbers of one row")
+    explain.add_argument("model", help="a model file saved by gradloop train --out")
+    explain.add_argument("data", help="a data file as for train, with the target column")
+    explain.add_argument("--sample", type=option_type("seed"), default=0, metavar="I",
+                         help="the row (from 0) whose numbers are written out (default 0)")
+
     sub.add_parser("demo", help="train on the bundled diabetes data and show every number")
     return parser
 
@@ -184,7 +195,7 @@ def main(argv=None):
         # below detect non-finite numbers themselves and say so in one line.
         with np.errstate(all="ignore"):
             status = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo,
-                      "report": cmd_report}[
+                      "report": cmd_report, "explain": cmd_explain}[
                 args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
         return status

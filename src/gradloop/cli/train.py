@@ -24,6 +24,7 @@ from ..checkpoint import FILE_NAME, LOCK_NAME, CheckpointWriter, FolderLock
 from ..constraints import check_memory
 from ..data import DEFAULT_TEST_SIZE, SKLEARN_PREFIX, Standardizer, fingerprint, load_xy, train_test_split
 from ..errors import ConfigError, DataError, DivergenceError
+from ..explain import ExplainEpoch
 from ..layers import Dense
 from ..loop import STANDARDIZE_ADVICE, fit, fit_targets, split_validation
 from ..losses import get_loss
@@ -128,6 +129,8 @@ def _train_locked(args, resume, trace_first, progress, lock):
         X_fit, y_fit, validation = split_validation(X_train, y_train, args.val_split, args.seed, classify)
     config = run_config(args, data_fingerprint)
     callbacks = _callbacks(args, trace_first, progress, config, lock)
+    if args.explain is not None:
+        callbacks.append(ExplainEpoch(args.explain, X_fit, y_fit, batch_size=args.batch_size, round_to=args.round_to))
     print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, auto_lr, resume))
     stopper = _SignalStop()
     try:
