@@ -45,14 +45,21 @@ class TracePrinter(Callback):
     samples; actual output; difference (actual - predicted); current loss;
     gradients; updated weights; new prediction after the update; new loss.
 
+    For a classifier the heads are read as a classifier is: the predicted
+    probabilities, the predicted class beside the true one, and in place of
+    "difference" the probability of the true class and its loss (-log p).
+    ``feature_names`` names the linear model's weights; ``standardized`` says
+    they are in standardized units; ``classes`` names the classes.
+
     Example:
         >>> fit(model, X, y, loss="mse", optimizer=SGD(0.1), epochs=100, callbacks=[TracePrinter(every=10)])
     """
 
-    def __init__(self, every=1, file=None, limit=None):
+    def __init__(self, every=1, file=None, limit=None, *, feature_names=None, standardized=False, classes=None):
         self.every = check("every", every)
         self.file = file
         self.limit = limit  # print no epoch after this one (the demo shows the first few)
+        self.feature_names, self.standardized, self.classes = feature_names, standardized, classes
 
     def on_epoch_end(self, record, trainer):
         if not due(record.epoch, self.every, trainer.epochs):
@@ -64,19 +71,57 @@ class TracePrinter(Callback):
         loss_label = f"Current loss (mean over the epoch's {record.batches} batches)" if mean else "Current loss"
         new_label = "New loss (final weights, whole training set)" if mean else "New loss after the update"
         pred_label = "Predicted output for the first 5 samples" + (" (first batch)" if mean else "")
+        task = getattr(trainer.model, "task", "regression")
+        if task == "regression":
+            heads = (f"  {pred_label}: {_fmt(record.pred_head)}\n"
+                     f"  Actual output for the first 5 samples: {_fmt(record.target_head)}\n"
+                     f"  Difference between actual and predicted: {_fmt(record.diff_head)}\n")
+            new_head = f"  New prediction for the first 5 samples after the update: {_fmt(record.new_pred_head)}\n"
+        else:
+            heads = self._classified(pred_label, record.pred_head, record.target_head, task)
+            new_head = self._classified("New prediction for the first 5 samples after the update",
+                                        record.new_pred_head, record.target_head, task, short=True)
         print(
-            f"Epoch {record.epoch}:\n"
-            f"  {pred_label}: {_fmt(record.pred_head)}\n"
-            f"  Actual output for the first 5 samples: {_fmt(record.target_head)}\n"
-            f"  Difference between actual and predicted: {_fmt(record.diff_head)}\n"
+            f"Epoch {record.epoch}:\n{heads}"
             f"  {loss_label}: {record.loss:.10g}\n"
             f"  Gradients for this epoch:\n{_fmt_params(record.names, record.gradients)}\n"
             f"  Updated weights after this epoch:\n{_fmt_params(record.names, record.weights)}\n"
-            f"  New prediction for the first 5 samples after the update: {_fmt(record.new_pred_head)}\n"
+            f"{self._weights_note(record)}{new_head}"
             f"  {new_label}: {record.new_loss:.10g}"
             + (f"\n  Validation loss: {record.val_loss:.10g}" if record.val_loss is not None else ""),
             file=out,
         )
+
+    def _weights_note(self, record):
+        """Which feature each of the linear model's weights belongs to, and in what units."""
+        names = list(record.names)
+        linear = (self.feature_names is not None and names[:1] == ["0.W"]
+                  and record.weights[0].shape[0] == len(self.feature_names))
+        parts = [f"in the order of the features {', '.join(map(str, self.feature_names))}"] if linear else []
+        if self.standardized:
+            parts.append("in standardized units: the inputs were scaled to mean 0, std 1")
+        return f"    ({'; '.join(parts)})\n" if parts else ""
+
+    def _classified(self, label, logits, target, task, short=False):
+        """A classifier's heads: probabilities, predicted and true class, the true class's probability and loss."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if task == "binary":
+            p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+            proba = np.column_stack([1 - p1, p1])
+        else:
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            proba = e / e.sum(axis=1, keepdims=True)
+        true = np.asarray(target, dtype=np.float64).reshape(len(proba), -1)[:, 0].astype(int)
+        predicted = proba.argmax(axis=1)
+        name = (lambda i: repr(self.classes[i])) if self.classes is not None else str
+        pairs = ", ".join(f"{name(p)}/{name(t)}" for p, t in zip(predicted, true))
+        p_true = proba[np.arange(len(true)), true]
+        text = (f"  {label}, probabilities: {_fmt(proba, 4)}\n"
+                f"  {'  ' if short else ''}predicted/true class: {pairs}\n")
+        if not short:
+            text += (f"  Probability of the true class: {_fmt(p_true, 4)}; its loss -log p: "
+                     f"{_fmt(-np.log(np.maximum(p_true, 1e-300)), 4)}\n")
+        return text
 
 
 class ProgressPrinter(Callback):

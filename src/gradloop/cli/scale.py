@@ -185,7 +185,7 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
     lr = 1.0 / sums.lipschitz() if auto else (args.lr or (1e-3 if args.optimizer.startswith("adam") else 0.01))
     stable_lr = (lambda: 2.0 / sums.lipschitz()) if sums is not None else None
     optimizer = get_optimizer(args.optimizer, lr, args.weight_decay)
-    callbacks = _callbacks(args, trace_first, progress, run_config(args, fingerprint), lock)
+    callbacks = _callbacks(args, trace_first, progress, run_config(args, fingerprint), lock, source.feature_names)
     where = f"Dask ({len(client.scheduler_info()['workers'])} workers)" if client is not None else "out of core"
     batches = f"batches of {args.batch_size} (blocks in random order)" if args.batch_size else "full batch"
     resuming = f", resuming at epoch {resume.epoch}" if resume else ""

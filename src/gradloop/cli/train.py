@@ -128,7 +128,7 @@ def _train_locked(args, resume, trace_first, progress, lock):
     if args.val_split:
         X_fit, y_fit, validation = split_validation(X_train, y_train, args.val_split, args.seed, classify)
     config = run_config(args, data_fingerprint)
-    callbacks = _callbacks(args, trace_first, progress, config, lock)
+    callbacks = _callbacks(args, trace_first, progress, config, lock, data.feature_names, data.classes)
     if args.explain is not None:
         callbacks.append(ExplainEpoch(args.explain, X_fit, y_fit, batch_size=args.batch_size, round_to=args.round_to))
     print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, auto_lr, resume))
@@ -208,12 +208,13 @@ def _run_summary(args, model, loss, n_train, n_test, lr, auto_lr, resume):
             f"{args.epochs} epochs, {batches}{resuming}")
 
 
-def _callbacks(args, trace_first, progress, config, lock):
+def _callbacks(args, trace_first, progress, config, lock, feature_names=None, classes=None):
     """The consumers of the run's records that the options ask for."""
 
     callbacks = []
     if args.trace is not None or trace_first is not None:
-        callbacks.append(TracePrinter(every=args.trace or 1, limit=trace_first))
+        callbacks.append(TracePrinter(every=args.trace or 1, limit=trace_first, feature_names=feature_names,
+                                      standardized=bool(args.standardize), classes=classes))
     elif progress and not args.quiet:
         # A bar on a terminal; plain lines where the output is a file or a pipe (logs stay readable).
         callbacks.append(RichProgress() if sys.stdout.isatty() else ProgressPrinter(after=trace_first or 0))
