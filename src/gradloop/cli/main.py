@@ -64,6 +64,12 @@ def _closest(word, names):
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def _model_and_data(command, data_help):
+    """The MODEL and DATA arguments of the commands that read a saved model."""
+    command.add_argument("model", help="a model file saved by gradloop train --out")
+    command.add_argument("data", help=data_help)
+
+
 def _hidden(text):
     units = option_type("units")
     try:
@@ -133,6 +139,10 @@ def build_parser():
                        help="print the explanation of that epoch's step, line by line with its numbers (the "
                             "chapter's for the linear model; layer by layer, on the epoch's first batch, for a "
                             "network)")
+    train.add_argument("--diagnose", action="store_true", default=None,
+                       help="print each diagnostic finding (dead units, saturation, a stalled or oscillating "
+                            "loss, a learning rate above the stable bound, unscaled features) with its remedy "
+                            "when it appears; without it, one summary line at the end if there is any")
     train.add_argument("--check-gradients", action="store_true", default=None,
                        help="before the first update, check every layer's backward against central "
                             "differences of its forward (on up to 256 training rows) and stop if one is wrong")
@@ -150,16 +160,14 @@ def build_parser():
                             "or auto (default: by cost)")
 
     evaluate = sub.add_parser("evaluate", help="metrics of a saved model on a data file")
-    evaluate.add_argument("model", help="a model file saved by gradloop train --out")
-    evaluate.add_argument("data", help="a data file as for train, with the target column")
+    _model_and_data(evaluate, "a data file as for train, with the target column")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     evaluate.add_argument("--out-of-core", action="store_true",
                           help="read DATA block by block (automatic for a Parquet folder or glob, or a file "
                                "larger than a quarter of the memory); regression models")
 
     predict = sub.add_parser("predict", help="one prediction per row of a data file")
-    predict.add_argument("model", help="a model file saved by gradloop train --out")
-    predict.add_argument("data", help="a data file as for train (the target column is not needed)")
+    _model_and_data(predict, "a data file as for train (the target column is not needed)")
     predict.add_argument("--out", metavar="CSV", help="write a CSV file instead of printing")
     predict.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
     predict.add_argument("--out-of-core", action="store_true",
@@ -174,8 +182,7 @@ def build_parser():
 
     explain = sub.add_parser("explain", help="one training step of a saved model, layer by layer, with the "
                                              "numbers of one row")
-    explain.add_argument("model", help="a model file saved by gradloop train --out")
-    explain.add_argument("data", help="a data file as for train, with the target column")
+    _model_and_data(explain, "a data file as for train, with the target column")
     explain.add_argument("--sample", type=option_type("seed"), default=0, metavar="I",
                          help="the row (from 0) whose numbers are written out (default 0)")
 

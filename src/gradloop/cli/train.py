@@ -18,7 +18,8 @@ import sys
 import numpy as np
 
 from ..bundle import ModelBundle
-from ..callbacks import CSVLogger, EarlyStopping, JSONLinesLogger, ProgressPrinter, RichProgress, TracePrinter
+from ..callbacks import (CSVLogger, Diagnostics, EarlyStopping, JSONLinesLogger, ProgressPrinter, RichProgress,
+                         TracePrinter)
 from ..chapter import gap_to_optimum, least_squares, lipschitz
 from ..checkpoint import FILE_NAME, LOCK_NAME, CheckpointWriter, FolderLock
 from ..constraints import check_memory
@@ -131,6 +132,10 @@ def _train_locked(args, resume, trace_first, progress, lock):
     callbacks = _callbacks(args, trace_first, progress, config, lock, data.feature_names, data.classes)
     if args.explain is not None:
         callbacks.append(ExplainEpoch(args.explain, X_fit, y_fit, batch_size=args.batch_size, round_to=args.round_to))
+    # First among the consumers, so that its findings are in the record the loggers write.
+    diagnostics = Diagnostics(verbose=bool(args.diagnose), stable_lr=stable_lr if auto_lr else None,
+                              feature_scales=None if args.standardize else _scales(X_fit, data.feature_names))
+    callbacks.insert(0, diagnostics)
     print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, auto_lr, resume))
     stopper = _SignalStop()
     try:
@@ -159,6 +164,8 @@ def _train_locked(args, resume, trace_first, progress, lock):
     restored = getattr(history, "restored_epoch", None)
     kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
     print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
+    if not args.diagnose and diagnostics.summary():
+        print(diagnostics.summary())
     _print_metrics("training rows", bundle, X_fit, y_fit)
     if validation is not None:
         _print_metrics("validation rows", bundle, *validation)
@@ -174,6 +181,11 @@ def _train_locked(args, resume, trace_first, progress, lock):
         bundle.save(args.out)
         print(f"Saved the model to {args.out}")
     return 0
+
+
+def _scales(X, names):
+    """Each feature's root mean square: how big it is to the gradient (for the diagnostics)."""
+    return dict(zip(names, np.sqrt(np.einsum("ij,ij->j", X, X) / max(len(X), 1)).tolist()))
 
 
 def command_line_divergence(exc, done):
