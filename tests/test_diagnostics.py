@@ -97,3 +97,26 @@ def test_a_resumed_run_does_not_report_again_what_it_reported(cli, tmp_path):
                 for f in line.get("findings", [])]
 
     assert findings(tmp_path / "run.jsonl") == findings(tmp_path / "whole.jsonl") == [(1, "feature scales")]
+
+
+def test_a_continuous_target_trained_as_classes_is_said(cli, tmp_path):
+    frame = pd.DataFrame(X, columns=list("abcd")).assign(y=np.round(y, 2))
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    status, out, err = cli("train", tmp_path / "d.csv", "--target", "y", "--loss", "cross-entropy", "--model",
+                           "mlp", "--hidden", "4", "--epochs", "1", "--diagnose", "--test-size", "0")
+    assert status == 0, err
+    assert "classes, and labels like" in out and "the target looks continuous" in out
+    assert "train a regression (--loss mse) instead of a classifier" in out
+
+
+def test_the_report_has_a_health_section_with_the_findings(cli, tmp_path):
+    frame = pd.DataFrame(X * [1.0, 1.0, 1.0, 100.0], columns=list("abcd")).assign(y=y)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert cli("train", tmp_path / "d.csv", "--target", "y", "--epochs", "3", "--log", tmp_path / "run.jsonl")[0] == 0
+    assert cli("report", tmp_path / "run.jsonl", "-o", tmp_path / "r.html")[0] == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "<h2>Health</h2>" in page and "standardize the features (--standardize)" in page
+    frame.assign(d=X[:, 3]).to_csv(tmp_path / "ok.csv", index=False)
+    assert cli("train", tmp_path / "ok.csv", "--target", "y", "--epochs", "3", "--log", tmp_path / "ok.jsonl")[0] == 0
+    assert cli("report", tmp_path / "ok.jsonl", "-o", tmp_path / "ok.html")[0] == 0
+    assert "Health" not in (tmp_path / "ok.html").read_text()

@@ -115,6 +115,7 @@ def render_html(records, final=None, figs=None, title=None):
         f"<title>gradloop report: {title}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
         "<h1>gradloop run report</h1>", f'<p class="source">{title}</p>',
         "<h2>Summary</h2>", _table(None, _summary_rows(records, final)),
+        *_health(records),
         "<h2>Plots</h2>", '<div class="plots">',
     ]
     for name, fig in figs.items():
@@ -130,6 +131,22 @@ def render_html(records, final=None, figs=None, title=None):
     parts += ["<h2>Epoch records</h2>", f'<div class="scroll" id="epochs">{_table(columns, rows)}</div>',
               "</body>", "</html>", ""]
     return "\n".join(parts)
+
+
+def _health(records):
+    """The "Health" section: the diagnostics' findings in the log (none: no section). A log is read
+    from a file: only the text fields of well-formed findings are shown, escaped."""
+    rows = []
+    for record in records:
+        for finding in record.get("findings") or []:
+            if isinstance(finding, dict) and all(isinstance(finding.get(k), str) for k in ("where", "message",
+                                                                                          "remedy")):
+                rows.append([str(record.get("epoch")), html.escape(finding["where"]), html.escape(finding["message"]),
+                             html.escape(finding["remedy"])])
+    if not rows:
+        return []
+    return ["<h2>Health</h2>", f'<div class="scroll" id="health">{_table(["epoch", "where", "finding", "remedy"], rows)}'
+            "</div>"]
 
 
 def write_html(path, records, final=None, figs=None, title=None):

@@ -4,7 +4,7 @@ Per layer, every epoch: each parameter's gradient norm and update-to-weight rati
 fraction of dead ReLU units (0 for every row of the epoch), the fraction of saturated
 tanh or sigmoid outputs. For the run: a loss that stalled high, a loss that oscillates,
 the learning rate against the stable bound 2/L (when known), features whose scales
-differ widely. Each :class:`Finding` names the layer or feature, the epoch and the number,
+differ widely, a classification target that looks continuous. Each :class:`Finding` names the layer or feature, the epoch and the number,
 and says what to do. Findings go into the epoch's record (``record.metrics["findings"]``,
 so into a JSON-lines log); a run with nothing to report says nothing.
 """
@@ -29,6 +29,16 @@ STALLED = 1e-4  # relative change of the loss over WINDOW epochs below which it 
 STALLED_HIGH = 0.01  # ...while still above this share of the starting loss
 OSCILLATING = 0.6  # share of the WINDOW's steps whose change flips sign
 SCALE_SPREAD = 10.0  # feature sizes (root mean square) this many times apart stretch the loss surface
+MANY_CLASSES = 20  # more classes than this, all numbers and some fractional: a continuous target
+
+
+def _fractional(labels):
+    """Whether labels read as numbers, some of them not whole: a measured quantity, not a category."""
+    try:
+        values = np.array([float(label) for label in labels])
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(values).all() and (values != np.round(values)).any())
 
 
 @dataclass
@@ -53,6 +63,7 @@ class Diagnostics(Callback):
         verbose: print each finding when it appears (``out``: where to).
         stable_lr: the stable bound 2/L of the problem when known (the linear model with MSE).
         feature_scales: {feature name: root mean square} of the inputs as trained on.
+        classes: a classifier's class labels as written (a continuous-looking target is said).
 
     Attributes: ``findings`` (every :class:`Finding`, in order), ``layers`` (the last epoch's
     statistics per layer).
@@ -60,9 +71,9 @@ class Diagnostics(Callback):
 
     wants_batches = True  # dead units must be dead for every batch of the epoch
 
-    def __init__(self, verbose=False, out=print, *, stable_lr=None, feature_scales=None):
+    def __init__(self, verbose=False, out=print, *, stable_lr=None, feature_scales=None, classes=None):
         self.verbose, self.out = verbose, out
-        self.stable_lr, self.feature_scales = stable_lr, feature_scales
+        self.stable_lr, self.feature_scales, self.classes = stable_lr, feature_scales, classes
         self.findings, self.layers = [], {}
 
     def on_train_begin(self, trainer):
@@ -88,6 +99,12 @@ class Diagnostics(Callback):
                           f"their sizes differ {spread:.3g}-fold (root mean square {scales.max():.3g} against "
                           f"{scales[live].min():.3g}): the stable step is set by the largest while the small "
                           "ones barely move", "standardize the features (--standardize)")
+
+        if self.classes is not None and len(self.classes) > MANY_CLASSES and _fractional(self.classes):
+            self._pend("continuous target", "the target", trainer.epoch, len(self.classes),
+                       f"{len(self.classes)} classes, and labels like {self.classes[0]!r} and {self.classes[1]!r} "
+                       "are fractional numbers: the target looks continuous",
+                       "train a regression (--loss mse) instead of a classifier")
 
     def on_batch_end(self, batch, trainer):
         self._watch(trainer.model)

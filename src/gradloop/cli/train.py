@@ -134,7 +134,8 @@ def _train_locked(args, resume, trace_first, progress, lock):
         callbacks.append(ExplainEpoch(args.explain, X_fit, y_fit, batch_size=args.batch_size, round_to=args.round_to))
     # First among the consumers, so that its findings are in the record the loggers write.
     diagnostics = Diagnostics(verbose=bool(args.diagnose), stable_lr=stable_lr if auto_lr else None,
-                              feature_scales=None if args.standardize else _scales(X_fit, data.feature_names))
+                              feature_scales=None if args.standardize else _scales(X_fit, data.feature_names),
+                              classes=data.classes)
     callbacks.insert(0, diagnostics)
     print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, auto_lr, resume))
     stopper = _SignalStop()
