@@ -68,3 +68,19 @@ def test_the_command_line_finds_the_learning_rate(cli, tmp_path):
     assert f"lr {suggestion:.6g}," in out  # the run uses the suggestion
     status, out, err = cli("train", tmp_path / "d.csv", "--target", "y", "--lr", "find", "--epochs", "3")
     assert status == 0 and "exact for the linear model with MSE: 1/L" in out
+
+
+def test_the_sweep_is_drawn_in_the_report(cli, tmp_path):
+    import json
+
+    import pandas as pd
+
+    pd.DataFrame(X, columns=list("abcde")).assign(y=y).to_csv(tmp_path / "d.csv", index=False)
+    status, out, err = cli("train", tmp_path / "d.csv", "--target", "y", "--lr", "find", "--epochs", "3",
+                           "--log", tmp_path / "run.jsonl")
+    assert status == 0, err
+    final = [json.loads(line) for line in open(tmp_path / "run.jsonl")][-1]
+    assert final["final"] and final["lr_find"]["stable_lr"] == pytest.approx(2 * final["lr_find"]["suggestion"])
+    status, out, err = cli("report", tmp_path / "run.jsonl", "--png", tmp_path / "plots")
+    assert status == 0, err
+    assert (tmp_path / "plots" / "lr_find.png").stat().st_size > 1000

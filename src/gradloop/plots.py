@@ -29,7 +29,8 @@ WEIGHT_PLOT_LIMIT = 20
 CONFUSION_LIMIT = 100
 DPI = 100
 # Every plot the report may draw; --png DIR writes them as NAME.png.
-PLOT_NAMES = ("loss", "learning_rate", "gradient_norm", "weights", "predicted_vs_actual", "confusion_matrix")
+PLOT_NAMES = ("loss", "learning_rate", "gradient_norm", "weights", "predicted_vs_actual", "confusion_matrix",
+              "lr_find")
 PLOT_FILES = tuple(f"{name}.png" for name in PLOT_NAMES)
 _CURVES = (("loss", "loss"), ("new_loss", "new_loss (after the update)"), ("val_loss", "val_loss (validation)"))
 
@@ -123,6 +124,22 @@ def _line_figure(epochs, values, title, ylabel, color):
     if finite.min() == finite.max() > 0:  # a constant (no schedule): show it against zero, not a 1e-9 band
         ax.set_ylim(0, 1.5 * finite.max())
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def _lr_find_figure(sweep):
+    """The learning-rate sweep: the smoothed loss against lr (log scale), the suggestion and 2/L."""
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.plot(sweep["lrs"], sweep["losses"], color="tab:blue", linewidth=1.6)
+    ax.set_xscale("log")
+    _log_scale_if_wide(ax, np.asarray(sweep["losses"], dtype=float))
+    ax.axvline(sweep["suggestion"], color="tab:green", linestyle="--", label=f"suggestion {sweep['suggestion']:.3g}")
+    if sweep.get("stable_lr") is not None:
+        ax.axvline(sweep["stable_lr"], color="tab:red", linestyle=":", label=f"stable bound 2/L {sweep['stable_lr']:.3g}")
+    ax.set(title="Learning-rate sweep (--lr find)", xlabel="learning rate", ylabel="loss (smoothed)")
+    ax.legend()
     ax.grid(True, alpha=0.3)
     return fig
 
@@ -245,7 +262,8 @@ def figures(records, final=None):
     Names (also the PNG file names): ``loss``; ``learning_rate`` and
     ``gradient_norm`` where logged; ``weights`` for models with at most
     ``WEIGHT_PLOT_LIMIT`` scalar parameters; ``predicted_vs_actual`` (regression)
-    or ``confusion_matrix`` (classifiers) when the log has its final line.
+    or ``confusion_matrix`` (classifiers) when the log has its final line; ``lr_find``
+    when the run's learning rate came from ``--lr find``.
     """
     figs = {}
     fig = _new_figure()
@@ -260,6 +278,8 @@ def figures(records, final=None):
             figs[name] = _line_figure(epochs, values, title, ylabel, color)
     if series := _weight_series(records):
         figs["weights"] = _weights_figure(epochs, series)
+    if final is not None and final.get("lr_find"):
+        figs["lr_find"] = _lr_find_figure(final["lr_find"])
     if final is not None and final["y_true"]:
         if final["task"] == "regression":
             figs["predicted_vs_actual"] = _predicted_figure(final)

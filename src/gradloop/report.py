@@ -33,6 +33,8 @@ _CAPTIONS = {
     "gradient_norm": "The norm of the gradient over all parameters: large means a steep slope, "
                      "near zero a flat one (a minimum, or a plateau).",
     "weights": "Every parameter after each epoch's update.",
+    "lr_find": "The learning-rate sweep before training: the loss falls fastest at the suggestion; past the "
+               "stable bound 2/L (the linear model) the steps blow it up.",
     "predicted_vs_actual": "Each point is a row: on the dashed line the prediction is exact.",
     "confusion_matrix": "Rows are the true classes, columns the predicted ones: the diagonal is right.",
 }

@@ -150,7 +150,22 @@ def _check_final(obj, where):
         raise DataError(f"{where}: 'confusion_matrix' must be a square list of lists of counts")
     if not isinstance(obj.get("metrics", {}), dict):
         raise DataError(f"{where}: 'metrics' must be an object")
+    sweep = obj.get("lr_find")
+    if sweep is not None and not _is_sweep(sweep):
+        raise DataError(f"{where}: 'lr_find' must hold lists 'lrs' (positive) and 'losses' of equal length and "
+                        "the numbers 'suggestion' (positive) and 'stable_lr' (or null)")
     return obj
+
+
+def _is_sweep(sweep):
+    """A --lr find sweep as the final line holds it, every number finite (the plot's axes need them)."""
+    if not isinstance(sweep, dict):
+        return False
+    lrs, losses, stable = sweep.get("lrs"), sweep.get("losses"), sweep.get("stable_lr")
+    return (isinstance(lrs, list) and isinstance(losses, list) and 2 <= len(lrs) == len(losses)
+            and all(_is_number(v) and v > 0 for v in lrs) and all(_is_number(v) for v in losses)
+            and _is_number(sweep.get("suggestion")) and sweep["suggestion"] > 0
+            and (stable is None or (_is_number(stable) and stable > 0)))
 
 
 def _read_csv_log(p, name):

@@ -116,9 +116,11 @@ def _train_locked(args, resume, trace_first, progress, lock):
     outputs = n_classes if loss.name == "cross-entropy" else 1
     model = _build_model(args, X_train.shape[1], outputs, loss.task, dtype)
     lr, stable_lr, auto_lr = _learning_rate(args, model, loss, X_train, data.feature_names)
+    sweep = None
     if args.lr == "find":
         # A resumed run takes its learning rate from the checkpoint: no sweep then.
-        lr = 1e-3 if resume is not None else _found_lr(args, model, loss, X_train, y_train, optimizer_name)
+        sweep = None if resume is not None else _found_lr(args, model, loss, X_train, y_train, optimizer_name)
+        lr = 1e-3 if sweep is None else sweep.suggestion
 
     optimizer = get_optimizer(optimizer_name, lr, args.weight_decay)
     schedule = _schedule(args)
@@ -177,7 +179,7 @@ def _train_locked(args, resume, trace_first, progress, lock):
     if args.log and history.epochs_run and not args.log.lower().endswith(".csv"):  # CSV rows are epochs only
         held_out = len(X_test) > 0
         _log_final(args.log, bundle, X_test if held_out else X_fit, y_test if held_out else y_fit,
-                   "test" if held_out else "training")
+                   "test" if held_out else "training", sweep)
     if args.out:
         bundle.save(args.out)
         print(f"Saved the model to {args.out}")
@@ -320,11 +322,11 @@ def _learning_rate(args, model, loss, X, names):
 
 
 def _found_lr(args, model, loss, X, y, optimizer_name):
-    """--lr find: the finder's suggestion on the training rows (model and optimizer left as they were)."""
+    """--lr find: the finder's sweep on the training rows (model and optimizer left as they were)."""
     found = lr_find(model, X, y, loss=loss, optimizer=get_optimizer(optimizer_name, 1e-3, args.weight_decay),
                     batch_size=args.batch_size, seed=args.seed)
     print(found)
-    return found.suggestion
+    return found
 
 
 def _schedule(args):
@@ -372,7 +374,7 @@ def _print_optimum(bundle, X, y):
 FINAL_ROWS = 5000  # rows of targets and predictions kept in the --log's final line
 
 
-def _log_final(path, bundle, X_scaled, y, split):
+def _log_final(path, bundle, X_scaled, y, split, sweep=None):
     """Append the run's result to the ``--log`` file: one last line ``{"final": true, ...}``.
 
     It holds the task, the targets and predictions of the held-out rows (the training rows when
@@ -391,6 +393,9 @@ def _log_final(path, bundle, X_scaled, y, split):
             "y_pred": y_pred, "classes": classes, "metrics": metrics}
     if confusion is not None:
         line["confusion_matrix"] = confusion
+    if sweep is not None:  # the --lr find curve, for the report
+        line["lr_find"] = {"lrs": sweep.lrs, "losses": sweep.losses, "suggestion": sweep.suggestion,
+                           "stable_lr": sweep.stable_lr}
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json_line(line) + "\n")
 
