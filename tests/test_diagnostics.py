@@ -74,7 +74,7 @@ def test_the_command_line_diagnoses_unscaled_features_and_logs_the_finding(cli, 
     status, out, err = cli("train", tmp_path / "d.csv", "--target", "y", "--epochs", "5",
                            "--log", tmp_path / "run.jsonl")
     assert status == 0, err
-    assert "gradloop: diagnosis: 1 finding(s): feature scales (features 'd' and " in out
+    assert "gradloop: diagnosis: 2 finding(s): feature scales (features 'd' and " in out
     first = json.loads(open(tmp_path / "run.jsonl").readline())
     assert first["findings"][0]["kind"] == "feature scales" and first["findings"][0]["value"] > 10
     status, out, err = cli("train", tmp_path / "d.csv", "--target", "y", "--epochs", "5", "--diagnose")
@@ -120,3 +120,19 @@ def test_the_report_has_a_health_section_with_the_findings(cli, tmp_path):
     assert cli("train", tmp_path / "ok.csv", "--target", "y", "--epochs", "3", "--log", tmp_path / "ok.jsonl")[0] == 0
     assert cli("report", tmp_path / "ok.jsonl", "-o", tmp_path / "ok.html")[0] == 0
     assert "Health" not in (tmp_path / "ok.html").read_text()
+
+
+def test_the_command_line_compares_an_unscaled_run_with_the_optimum_and_checks_any_lr(cli, tmp_path):
+    from gradloop.chapter import least_squares
+
+    scaled = X * [1.0, 1.0, 1.0, 100.0]
+    frame = pd.DataFrame(scaled, columns=list("abcd")).assign(y=y + 0.1 * rng.standard_normal(200))
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    status, out, err = cli("train", tmp_path / "d.csv", "--target", "y", "--epochs", "20", "--test-size", "0",
+                           "--diagnose")
+    assert status == 0, err
+    best = least_squares(scaled, frame.y.to_numpy()).loss
+    assert f"against the least-squares optimum {best:.6g}" in out
+    status, out, err = cli("train", tmp_path / "d.csv", "--target", "y", "--standardize", "--lr", "1.5",
+                           "--epochs", "40", "--diagnose")
+    assert "lr 1.5 is at or above the stable bound 2/L" in out and status == 3

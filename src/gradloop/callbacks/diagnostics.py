@@ -64,6 +64,8 @@ class Diagnostics(Callback):
         stable_lr: the stable bound 2/L of the problem when known (the linear model with MSE).
         feature_scales: {feature name: root mean square} of the inputs as trained on.
         classes: a classifier's class labels as written (a continuous-looking target is said).
+        optimum: a function giving the least-squares loss (the linear model with MSE): with widely
+            differing feature scales, a run that did not diverge is compared with it at the end.
 
     Attributes: ``findings`` (every :class:`Finding`, in order), ``layers`` (the last epoch's
     statistics per layer).
@@ -71,9 +73,9 @@ class Diagnostics(Callback):
 
     wants_batches = True  # dead units must be dead for every batch of the epoch
 
-    def __init__(self, verbose=False, out=print, *, stable_lr=None, feature_scales=None, classes=None):
+    def __init__(self, verbose=False, out=print, *, stable_lr=None, feature_scales=None, classes=None, optimum=None):
         self.verbose, self.out = verbose, out
-        self.stable_lr, self.feature_scales, self.classes = stable_lr, feature_scales, classes
+        self.stable_lr, self.feature_scales, self.classes, self.optimum = stable_lr, feature_scales, classes, optimum
         self.findings, self.layers = [], {}
 
     def on_train_begin(self, trainer):
@@ -189,6 +191,14 @@ class Diagnostics(Callback):
 
     def on_train_end(self, history, trainer):
         self._say_pending()  # a run that stopped before its first epoch ended (diverged) still hears them
+        finished = trainer.epoch == trainer.epochs or trainer.stop_training  # not diverged
+        scaled = [f for f in self.findings if f.kind == "feature scales"]
+        if scaled and finished and self.optimum is not None and history.final_loss is not None:
+            best, reached = float(self.optimum()), float(history.final_loss)
+            self._add("feature scales, result", scaled[0].where, trainer.epoch, reached / best if best > 0 else math.inf,
+                      f"the run did not diverge and reached loss {reached:.6g} against the least-squares optimum "
+                      f"{best:.6g} ({reached / best if best > 0 else math.inf:.3g} times)",
+                      "standardize the features (--standardize) to reach it in fewer epochs")
 
     def state_dict(self):
         """What was reported, for a checkpoint: a resumed run does not report it again."""

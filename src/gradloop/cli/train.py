@@ -38,6 +38,7 @@ from ..paths import Place, check_places
 from .options import check_fingerprint, run_config
 
 CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
+DIAGNOSE_SIZE = 10_000_000  # entries of X up to which the diagnosis computes the stable bound 2/L
 
 
 # ---------------------------------------------------------------- train
@@ -135,9 +136,14 @@ def _train_locked(args, resume, trace_first, progress, lock):
     if args.explain is not None:
         callbacks.append(ExplainEpoch(args.explain, X_fit, y_fit, batch_size=args.batch_size, round_to=args.round_to))
     # First among the consumers, so that its findings are in the record the loggers write.
-    diagnostics = Diagnostics(verbose=bool(args.diagnose), stable_lr=stable_lr if auto_lr else None,
+    linear_mse = args.model == "linear" and loss.name == "mse"
+    # The bound 2/L costs one pass over X (an X^T X): paid for the diagnosis on data up to DIAGNOSE_SIZE
+    # entries, or when --lr auto has already paid it.
+    bound = stable_lr if auto_lr else (stable_lr() if linear_mse and X_fit.size <= DIAGNOSE_SIZE else None)
+    diagnostics = Diagnostics(verbose=bool(args.diagnose), stable_lr=bound,
                               feature_scales=None if args.standardize else _scales(X_fit, data.feature_names),
-                              classes=data.classes)
+                              classes=data.classes,
+                              optimum=(lambda: least_squares(X_fit, y_fit).loss) if linear_mse else None)
     callbacks.insert(0, diagnostics)
     print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, auto_lr, resume))
     stopper = _SignalStop()
