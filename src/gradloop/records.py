@@ -10,6 +10,7 @@ import numpy as np
 from .plots import plot_history
 
 HEAD = 5  # rows shown in the chapter's report (the heads of predictions and targets)
+WHOLE = 64  # entries of a gradient or weight array logged whole even when the log keeps heads only
 
 
 @dataclass
@@ -45,10 +46,21 @@ class EpochRecord:
         """Actual minus predicted, first rows (the chapter's 'difference')."""
         return self.target_head - self.pred_head
 
-    def to_dict(self):
-        """JSON-friendly dict: one line of a JSON-lines log."""
+    def to_dict(self, tensors=True):
+        """JSON-friendly dict: one line of a JSON-lines log.
+
+        ``tensors=False`` writes a gradient or weight array of more than ``WHOLE`` entries as its
+        shape, norm and first entries (a log sized to its use: an MLP of 4,810 parameters wrote ~215 KB
+        an epoch whole); smaller ones (a linear model's, what the weights plot draws) stay whole.
+        """
         def listify(a):
             return None if a is None else np.asarray(a).tolist()
+
+        def tensor(a):
+            a = np.asarray(a)
+            if tensors or a.size <= WHOLE:
+                return a.tolist()
+            return {"shape": list(a.shape), "norm": float(np.linalg.norm(a)), "head": a.reshape(-1)[:HEAD].tolist()}
 
         return {
             "epoch": self.epoch, "loss": self.loss, "new_loss": self.new_loss, "val_loss": self.val_loss,
@@ -56,8 +68,8 @@ class EpochRecord:
             "seconds": self.seconds, "batches": self.batches,
             "pred_head": listify(self.pred_head), "target_head": listify(self.target_head),
             "diff_head": listify(self.diff_head), "new_pred_head": listify(self.new_pred_head),
-            "gradients": {n: listify(g) for n, g in zip(self.names, self.gradients)},
-            "weights": {n: listify(w) for n, w in zip(self.names, self.weights)},
+            "gradients": {n: tensor(g) for n, g in zip(self.names, self.gradients)},
+            "weights": {n: tensor(w) for n, w in zip(self.names, self.weights)},
             **self.metrics,
         }
 

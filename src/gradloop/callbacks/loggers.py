@@ -95,12 +95,19 @@ class _LineLogger(Callback):
 class JSONLinesLogger(_LineLogger):
     """One JSON object per epoch (``EpochRecord.to_dict()``): strict JSON, each line written whole.
 
+    ``tensors=False`` (the default) logs arrays of more than 64 entries as their shape, norm and
+    first entries; ``tensors=True`` logs every gradient and weight whole.
+
     Example:
         >>> fit(model, X, y, ..., callbacks=[JSONLinesLogger("run.jsonl")])   # then: gradloop report run.jsonl
     """
 
+    def __init__(self, path, every=1, tensors=False):
+        super().__init__(path, every)
+        self.tensors = bool(tensors)
+
     def _write(self, record):
-        self._file.write(json_line(record.to_dict()) + "\n")
+        self._file.write(json_line(record.to_dict(tensors=self.tensors)) + "\n")
 
     def _epoch_of(self, line, number):
         obj = json.loads(line)

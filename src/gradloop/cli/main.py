@@ -105,6 +105,9 @@ def build_parser():
                        help="round gradients and weights to N decimals each epoch, as the chapter does")
     train.add_argument("--log", metavar="RUN.jsonl",
                        help="write every epoch's record as a JSON line (or a CSV row, for a .csv name)")
+    train.add_argument("--log-tensors", action="store_true", default=None,
+                       help="write every gradient and weight whole in the --log JSON lines (without it, arrays "
+                            "of more than 64 entries are written as their shape, norm and first entries)")
     train.add_argument("--val-split", type=option_type("validation_split"), metavar="F",
                        help="hold out this fraction of the training rows for validation (by --seed; "
                             "stratified for classifiers): val loss every epoch")

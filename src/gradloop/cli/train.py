@@ -240,7 +240,8 @@ def _callbacks(args, trace_first, progress, config, lock, feature_names=None, cl
         # A bar on a terminal; plain lines where the output is a file or a pipe (logs stay readable).
         callbacks.append(RichProgress() if sys.stdout.isatty() else ProgressPrinter(after=trace_first or 0))
     if args.log:
-        callbacks.append(CSVLogger(args.log) if args.log.lower().endswith(".csv") else JSONLinesLogger(args.log))
+        callbacks.append(CSVLogger(args.log) if args.log.lower().endswith(".csv")
+                         else JSONLinesLogger(args.log, tensors=bool(args.log_tensors)))
     if args.early_stopping is not None:
         callbacks.append(EarlyStopping("val_loss" if args.val_split else "loss", patience=args.early_stopping))
     if args.checkpoint:
