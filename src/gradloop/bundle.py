@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import Standardizer
+from .display import table
 from .errors import DataError, GradloopError, ModelFileError
 from .losses import LOSSES
 from .modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, read_model_file, write_model_file
@@ -62,6 +63,14 @@ class ModelBundle:
     classes: list | None = None
     loss: str = "mse"
     info: dict = field(default_factory=dict)
+
+    def _repr_html_(self):
+        sizes = [self.model.n_inputs] + [layer.out_features for layer in self.model.layers if hasattr(layer, "out_features")]
+        return table("Saved model", [("architecture", " - ".join(map(str, sizes))), ("loss", self.loss),
+                                     ("features", ", ".join(self.feature_names)), ("target", self.target),
+                                     ("classes", None if self.classes is None else ", ".join(map(str, self.classes))),
+                                     ("standardized", self.scaler is not None),
+                                     *((k, v) for k, v in self.info.items())])
 
     def _inputs(self, X):
         X = np.asarray(X, dtype=self.model.dtype)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .constraints import check_all, check_lr
 from .data.sources import as_source, is_source_input
+from .display import table
 from .errors import DataError, DivergenceError
 from .fast.kernels import STREAM_MIN_BYTES, augmented_gram
 from .loop import check_epochs, fit
@@ -105,6 +106,15 @@ class LinearRun:
             b = model.layers[0].params["b"]
             self.bias = float(b[0]) if bias_shape == () else b.reshape(bias_shape).copy()
         self._optimum = None
+
+    def __repr__(self):
+        return (f"LinearRun(weights={np.asarray(self.weights).tolist()}, bias={self.bias!r}, lr={self.lr:.7g}, "
+                f"epochs={self.history.epochs_run}, final_loss={self.history.final_loss})")
+
+    def _repr_html_(self):
+        return table("Linear run", [("weights", np.asarray(self.weights)), ("bias", self.bias), ("lr", self.lr),
+                                    ("epochs", self.history.epochs_run), ("final loss", self.history.final_loss),
+                                    ("gradient mode", getattr(self.history, "gradient_mode", None))])
 
     @property
     def optimum(self) -> Optimum:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .display import table
 from .plots import plot_history
 
 HEAD = 5  # rows shown in the chapter's report (the heads of predictions and targets)
@@ -40,6 +41,18 @@ class EpochRecord:
     val_loss: float | None = None
     update_ratio: float | None = None  # ||weights after - before|| / ||before||
     metrics: dict = field(default_factory=dict)
+
+    def _repr_html_(self):
+        rows = [("epoch", self.epoch), ("loss", self.loss), ("new loss", self.new_loss), ("val loss", self.val_loss),
+                ("lr", self.lr), ("gradient norm", self.grad_norm), ("update ratio", self.update_ratio),
+                ("batches", self.batches), ("predicted head", self.pred_head), ("target head", self.target_head)]
+        rows += [(f"weights {name}", w) for name, w in zip(self.names, self.weights)]
+        return table(f"Epoch {self.epoch}", rows)
+
+    def __repr__(self):
+        return (f"EpochRecord(epoch={self.epoch}, loss={self.loss:.7g}, new_loss="
+                f"{'None' if self.new_loss is None else format(self.new_loss, '.7g')}, lr={self.lr:.7g}, "
+                f"parameters={list(self.names)})")
 
     @property
     def diff_head(self):
@@ -106,3 +119,12 @@ class History:
 
     def __repr__(self):
         return f"History(epochs={self.epochs_run}, final_loss={self.final_loss})"
+
+    def _repr_html_(self):
+        keys = [k for k in ("loss", "new_loss", "val_loss", "lr") if self.history.get(k)]
+        last = range(max(0, self.epochs_run - 10), self.epochs_run)
+        rows = [[i + 1] + [self.history[k][i] if i < len(self.history[k]) else None for k in keys] for i in last]
+        summary = table("History", [("epochs run", self.epochs_run), ("final loss", self.final_loss),
+                                    ("stopped early", self.stopped_early),
+                                    ("gradient mode", getattr(self, "gradient_mode", None))])
+        return summary + (table("last epochs", rows, ["epoch", *keys]) if rows else "")
