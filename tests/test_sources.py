@@ -394,3 +394,30 @@ def test_a_run_from_a_source_resumes_bit_for_bit(data, tmp_path, batch_size):
     assert resumed.history == reference.history
     for a, b in zip(fresh.parameters(), whole.parameters()):
         assert np.array_equal(a, b)
+
+
+def test_block_threads_leave_the_process_blas_threads_as_they_were():
+    """The one-BLAS-thread limit is process-wide: threads entering and leaving it at once must not leave
+    the process on one thread (its later products would differ in the last bits)."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from gradloop.fast.blockwise import _one_blas_thread
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+
+    def work():
+        for _ in range(300):
+            with _one_blas_thread():
+                assert set(blas_threads()) == {1}
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert blas_threads() == before

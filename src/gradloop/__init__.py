@@ -25,7 +25,8 @@ from .version import __version__
 
 __all__ = [
     "model", "loss", "train", "gradients", "fit_linear", "evaluate", "least_squares", "lipschitz",
-    "LinearRun", "fit", "History", "EpochRecord", "Callback", "explain", "Explanation", "gradcheck", "GradCheck", "lr_find", "LRFind",
+    "LinearRun", "fit", "History", "EpochRecord", "Callback",
+    "explain", "Explanation", "gradcheck", "GradCheck", "lr_find", "LRFind",
     "GradloopError", "DataError", "ConfigError", "ModelFileError", "DivergenceError", "CheckpointError",
     "__version__",
 ]

@@ -65,7 +65,8 @@ class ModelBundle:
     info: dict = field(default_factory=dict)
 
     def _repr_html_(self):
-        sizes = [self.model.n_inputs] + [layer.out_features for layer in self.model.layers if hasattr(layer, "out_features")]
+        sizes = [self.model.n_inputs] + [layer.out_features for layer in self.model.layers
+                                         if hasattr(layer, "out_features")]
         return table("Saved model", [("architecture", " - ".join(map(str, sizes))), ("loss", self.loss),
                                      ("features", ", ".join(self.feature_names)), ("target", self.target),
                                      ("classes", None if self.classes is None else ", ".join(map(str, self.classes))),

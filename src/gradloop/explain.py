@@ -222,7 +222,8 @@ def _text(X, Y, W, b, lr, epoch, round_to, step, stable):
             total = float(X[:, i] @ r[:, j])
             terms = [f"{_f(X[row, i])}*{_f(r[row, j])}" for row in range(n)]
             lines.append(f"  {_name(i, j, k)}: sum of x*(y - y_pred) = {_sum(terms, total)}")
-            lines.append(f"        -2 * {_f(total)} / {scale} = {_rounded(-2 * total / size, step['gW'][i, j], round_to)}")
+            value = _rounded(-2 * total / size, step["gW"][i, j], round_to)
+            lines.append(f"        -2 * {_f(total)} / {scale} = {value}")
     if b is not None:
         for j in range(k):
             total = float(r[:, j].sum())

@@ -137,7 +137,8 @@ def _lr_find_figure(sweep):
     _log_scale_if_wide(ax, np.asarray(sweep["losses"], dtype=float))
     ax.axvline(sweep["suggestion"], color="tab:green", linestyle="--", label=f"suggestion {sweep['suggestion']:.3g}")
     if sweep.get("stable_lr") is not None:
-        ax.axvline(sweep["stable_lr"], color="tab:red", linestyle=":", label=f"stable bound 2/L {sweep['stable_lr']:.3g}")
+        ax.axvline(sweep["stable_lr"], color="tab:red", linestyle=":",
+                   label=f"stable bound 2/L {sweep['stable_lr']:.3g}")
     ax.set(title="Learning-rate sweep (--lr find)", xlabel="learning rate", ylabel="loss (smoothed)")
     ax.legend()
     ax.grid(True, alpha=0.3)

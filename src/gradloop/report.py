@@ -147,8 +147,8 @@ def _health(records):
                              html.escape(finding["remedy"])])
     if not rows:
         return []
-    return ["<h2>Health</h2>", f'<div class="scroll" id="health">{_table(["epoch", "where", "finding", "remedy"], rows)}'
-            "</div>"]
+    findings = _table(["epoch", "where", "finding", "remedy"], rows)
+    return ["<h2>Health</h2>", f'<div class="scroll" id="health">{findings}</div>']
 
 
 def write_html(path, records, final=None, figs=None, title=None):

@@ -3,7 +3,8 @@
 Each is a :class:`Callback` (the base class lives here, as in Keras); pass them to
 ``fit(..., callbacks=[...])``: ``TracePrinter`` (the chapter's report), ``ProgressPrinter``,
 ``RichProgress``, ``JSONLinesLogger``, ``CSVLogger``, ``EarlyStopping``, ``ReduceLROnPlateau``,
-``TerminateOnNaN``, ``ModelCheckpoint``, ``Diagnostics`` (what goes wrong, with remedies); ``gradloop.checkpoint.CheckpointWriter`` saves runs
+``TerminateOnNaN``, ``ModelCheckpoint``, ``Diagnostics`` (what goes wrong, with remedies);
+``gradloop.checkpoint.CheckpointWriter`` saves runs
 for exact resume. The modules: ``base`` (the hooks), ``printing``, ``loggers``, ``monitors``.
 
 Example:
@@ -17,5 +18,5 @@ from .loggers import CSVLogger, JSONLinesLogger
 from .monitors import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN
 from .printing import ProgressPrinter, RichProgress, TracePrinter
 
-__all__ = ["BatchRecord", "CSVLogger", "Callback", "Diagnostics", "EarlyStopping", "Finding", "JSONLinesLogger", "ModelCheckpoint",
-           "ProgressPrinter", "ReduceLROnPlateau", "RichProgress", "TerminateOnNaN", "TracePrinter"]
+__all__ = ["BatchRecord", "CSVLogger", "Callback", "Diagnostics", "EarlyStopping", "Finding", "JSONLinesLogger",
+           "ModelCheckpoint", "ProgressPrinter", "ReduceLROnPlateau", "RichProgress", "TerminateOnNaN", "TracePrinter"]

@@ -4,9 +4,10 @@ Per layer, every epoch: each parameter's gradient norm and update-to-weight rati
 fraction of dead ReLU units (0 for every row of the epoch), the fraction of saturated
 tanh or sigmoid outputs. For the run: a loss that stalled high, a loss that oscillates,
 the learning rate against the stable bound 2/L (when known), features whose scales
-differ widely, a classification target that looks continuous. Each :class:`Finding` names the layer or feature, the epoch and the number,
-and says what to do. Findings go into the epoch's record (``record.metrics["findings"]``,
-so into a JSON-lines log); a run with nothing to report says nothing.
+differ widely, a classification target that looks continuous. Each :class:`Finding` names the
+layer or feature, the epoch and the number, and says what to do. Findings go into the epoch's
+record (``record.metrics["findings"]``, so into a JSON-lines log); a run with nothing to report
+says nothing.
 """
 
 from __future__ import annotations
@@ -195,9 +196,10 @@ class Diagnostics(Callback):
         scaled = [f for f in self.findings if f.kind == "feature scales"]
         if scaled and finished and self.optimum is not None and history.final_loss is not None:
             best, reached = float(self.optimum()), float(history.final_loss)
-            self._add("feature scales, result", scaled[0].where, trainer.epoch, reached / best if best > 0 else math.inf,
+            times = reached / best if best > 0 else math.inf
+            self._add("feature scales, result", scaled[0].where, trainer.epoch, times,
                       f"the run did not diverge and reached loss {reached:.6g} against the least-squares optimum "
-                      f"{best:.6g} ({reached / best if best > 0 else math.inf:.3g} times)",
+                      f"{best:.6g} ({times:.3g} times)",
                       "standardize the features (--standardize) to reach it in fewer epochs")
 
     def state_dict(self):

@@ -311,7 +311,9 @@ class DaskSource(Source):
         if any(np.isnan(c) for c in X.chunks[0]):
             X = X.compute_chunk_sizes()
         if Y.ndim == 1:
-            Y = Y.reshape(-1, 1) if not any(np.isnan(c) for c in Y.chunks[0]) else Y.compute_chunk_sizes().reshape(-1, 1)
+            if any(np.isnan(c) for c in Y.chunks[0]):
+                Y = Y.compute_chunk_sizes()
+            Y = Y.reshape(-1, 1)
         if any(np.isnan(c) for c in Y.chunks[0]):
             Y = Y.compute_chunk_sizes()
         if Y.shape[0] != X.shape[0]:

@@ -164,17 +164,43 @@ class LocalBlocks:
                 pool.shutdown()
 
 
-_blas_limit = threading.local()
+class _OneBlasThread:
+    """One BLAS thread for as long as any block computation in this process runs.
+
+    threadpoolctl's limit is process-wide: entered and left by several threads at once, each
+    restores what it saw on entry, and the last to leave can restore another thread's limit of 1
+    for good (seen: a process left on one BLAS thread after a Dask run on threads, whose later
+    products then differed in the last bits). So the limit is set by the first to enter and
+    restored by the last to leave.
+    """
+
+    def __init__(self):
+        self._lock, self._users, self._limiter, self._controller = threading.Lock(), 0, None, None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None:
+                    from threadpoolctl import ThreadpoolController  # lazy: only block passes need it
+
+                    self._controller = ThreadpoolController()  # inspects the loaded libraries once
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
 
 
 def _one_blas_thread():
-    """threadpoolctl's limit of one BLAS thread, made once per worker thread (it inspects the libraries)."""
-    limiter = getattr(_blas_limit, "controller", None)
-    if limiter is None:
-        from threadpoolctl import ThreadpoolController  # lazy: only Dask tasks need it
-
-        limiter = _blas_limit.controller = ThreadpoolController()
-    return limiter.limit(limits=1, user_api="blas")
+    return _ONE_BLAS_THREAD
 
 
 def _run_block(X, Y, fn, args):
