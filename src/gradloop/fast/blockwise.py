@@ -10,8 +10,9 @@ function over the blocks:
 - :class:`LocalBlocks`: in this process, reading each block from the source (a memory
   map, Parquet row groups, CSV chunks), the next block read while the current one is
   summed;
-- :class:`DaskBlocks`: one task per chunk on the Dask workers, the weights broadcast
-  to them once per epoch, only the partial sums coming back.
+- :class:`DaskBlocks`: one task per chunk on the Dask workers, the epoch's weights
+  inside each task when small or as one task every chunk depends on when large, only
+  the partial sums coming back.
 
 The same function, the same blocks and the same tree give the same bits whichever
 executor, however many threads or workers. A chunk that travelled between workers can
