@@ -403,21 +403,37 @@ def test_block_threads_leave_the_process_blas_threads_as_they_were():
 
     from threadpoolctl import threadpool_info
 
-    from gradloop.fast.blockwise import _one_blas_thread
+    from gradloop.fast.blockwise import _ONE_BLAS_THREAD, _one_blas_thread
+
+    with _one_blas_thread():  # the libraries it limits: those loaded at its first use, NumPy's BLAS among them
+        pass
+    limited = {lib["filepath"] for lib in _ONE_BLAS_THREAD._controller.info() if lib["user_api"] == "blas"}
 
     def blas_threads():
-        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        return [p["num_threads"] for p in threadpool_info() if p["filepath"] in limited]
 
     before = blas_threads()
+    with _one_blas_thread():
+        assert set(blas_threads()) == {1}
 
     def work():
         for _ in range(300):
             with _one_blas_thread():
-                assert set(blas_threads()) == {1}
+                np.ones((20, 20)) @ np.ones((20, 20))
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert blas_threads() == before
+    assert limited and blas_threads() == before
+
+
+def test_the_excess_over_the_optimum_is_never_negative_and_the_optimum_is_named():
+    from gradloop.sums import Gap, Optimum
+
+    optimum = Optimum(np.array([[1.0]]), None, 0.5)
+    below = Gap.between(0.5 - 1e-17, np.array([[1.0]]), None, optimum)  # rounding under the optimum
+    assert below.excess_loss == 0.0 and below.summary().endswith(": at the optimum")
+    above = Gap.between(0.6, np.array([[1.1]]), None, optimum)
+    assert above.excess_loss == pytest.approx(0.1) and "at the optimum" not in above.summary()

@@ -52,13 +52,20 @@ class Gap:
             ratio = loss / optimum.loss
         else:
             ratio = 1.0 if loss == 0 else math.inf
-        return cls(loss, optimum.loss, ratio, loss - optimum.loss, distance,
-                   distance / best_norm if best_norm > 0 else distance)
+        # The optimum is the least loss there is: a loss below it is the rounding of the two sums.
+        excess = max(loss - optimum.loss, 0.0)
+        return cls(loss, optimum.loss, ratio, excess, distance, distance / best_norm if best_norm > 0 else distance)
+
+    @property
+    def at_optimum(self):
+        """Whether the loss equals the optimum's to 1e-9 (relative): nothing left to gain."""
+        return math.isclose(self.loss, self.optimal_loss, rel_tol=1e-9, abs_tol=1e-300)
 
     def summary(self):
         return (f"loss {self.loss:.6g} vs optimal {self.optimal_loss:.6g} "
                 f"(ratio {self.loss_ratio:.6g}, excess {self.excess_loss:.3g}); "
-                f"weights {self.relative_weight_distance:.3g} (relative) from the least-squares solution")
+                f"weights {self.relative_weight_distance:.3g} (relative) from the least-squares solution"
+                + (": at the optimum" if self.at_optimum else ""))
 
 
 class SourceSums:

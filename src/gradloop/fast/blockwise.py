@@ -172,7 +172,8 @@ class _OneBlasThread:
     restores what it saw on entry, and the last to leave can restore another thread's limit of 1
     for good (seen: a process left on one BLAS thread after a Dask run on threads, whose later
     products then differed in the last bits). So the limit is set by the first to enter and
-    restored by the last to leave.
+    restored by the last to leave. It limits the libraries loaded at its first use, NumPy's BLAS
+    among them (the one block passes use); one loaded later (SciPy's own) is left as it is.
     """
 
     def __init__(self):
