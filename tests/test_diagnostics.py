@@ -136,3 +136,13 @@ def test_the_command_line_compares_an_unscaled_run_with_the_optimum_and_checks_a
     status, out, err = cli("train", tmp_path / "d.csv", "--target", "y", "--standardize", "--lr", "1.5",
                            "--epochs", "40", "--diagnose")
     assert "lr 1.5 is at or above the stable bound 2/L" in out and status == 3
+
+
+def test_a_run_converged_to_a_high_loss_is_not_a_plateau():
+    """Noise for a target: the least-squares loss is almost the starting loss; a run that reaches it has
+    converged (its gradient has vanished), which is not a stall to report."""
+    noise = rng.standard_normal(200)
+    L = 2 * np.linalg.eigvalsh(np.c_[X, np.ones(200)].T @ np.c_[X, np.ones(200)] / 200)[-1]
+    diagnostics = Diagnostics()
+    fit(linear(4, 1), X, noise, loss="mse", optimizer=SGD(1 / L), epochs=200, callbacks=[diagnostics])
+    assert diagnostics.findings == []

@@ -27,7 +27,8 @@ UPDATE_TOO_LARGE = 0.1  # an epoch moving a parameter by 10% of its size: the st
 SETTLING = 5  # epochs before update sizes are judged
 WINDOW = 20  # epochs over which a plateau or an oscillation is judged
 STALLED = 1e-4  # relative change of the loss over WINDOW epochs below which it has stalled...
-STALLED_HIGH = 0.01  # ...while still above this share of the starting loss
+STALLED_HIGH = 0.01  # ...while still above this share of the starting loss...
+CONVERGED = 0.01  # ...and the gradient norm above this share of the first epoch's (else: a minimum)
 OSCILLATING = 0.6  # share of the WINDOW's steps whose change flips sign
 SCALE_SPREAD = 10.0  # feature sizes (root mean square) this many times apart stretch the loss surface
 MANY_CLASSES = 20  # more classes than this, all numbers and some fractional: a continuous target
@@ -83,6 +84,7 @@ class Diagnostics(Callback):
         self.findings, self.layers, self._reported = [], {}, set()
         self._alive, self._saturated, self._batches = {}, {}, 0
         self._new, self._before, self._pending = [], [p.copy() for p in trainer.model.parameters()], []
+        self._first_norm = None
         # The findings of the start are said with the first epoch (or when training ends): a resumed run
         # gets back what it had reported (load_state_dict, after this) and must not say it twice.
         lr = trainer.optimizer.lr
@@ -119,7 +121,10 @@ class Diagnostics(Callback):
             self._watch(model)
         losses = trainer.history.history["loss"]
         self._layers(model, record, epoch, rose=len(losses) > 1 and losses[-1] > losses[-2])
-        self._loss_shape(trainer.history.history["loss"], epoch)
+        norm = None if record is None else record.grad_norm
+        if norm is not None and math.isfinite(norm) and self._first_norm is None:
+            self._first_norm = norm
+        self._loss_shape(trainer.history.history["loss"], epoch, norm)
         if record is not None and self._new:
             record.metrics["findings"] = [asdict(f) for f in self._new]
         self._new, self._alive, self._saturated, self._batches = [], {}, {}, 0
@@ -173,12 +178,15 @@ class Diagnostics(Callback):
                           "lower the learning rate")
         self._before = [w.copy() for w in record.weights]
 
-    def _loss_shape(self, losses, epoch):
+    def _loss_shape(self, losses, epoch, grad_norm):
         if len(losses) < WINDOW + 1 or not all(math.isfinite(v) for v in losses[-WINDOW - 1:]):
             return
         window = np.array(losses[-WINDOW - 1:])
         change = abs(window[-1] - window[0]) / max(abs(window[0]), 1e-300)
-        if change < STALLED and window[-1] > STALLED_HIGH * losses[0]:
+        # Stalled, not converged: the gradient is still a good part of what it was at the start (at a
+        # minimum it has all but vanished, however high the loss the model can reach).
+        steep = grad_norm is None or self._first_norm is None or grad_norm > CONVERGED * self._first_norm
+        if change < STALLED and window[-1] > STALLED_HIGH * losses[0] and steep:
             self._add("plateau", "the run", epoch, window[-1] / losses[0],
                       f"the loss moved {change:.1e} (relative) over the last {WINDOW} epochs and is still "
                       f"{window[-1] / losses[0]:.1%} of its start",
