@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .callbacks import BatchRecord
-from .fast.blockwise import LocalBlocks, layers_partial, shipping_copy, tree_sum
+from .fast.blockwise import read_ahead, source_loss
 from .losses import fit_targets
 from .records import HEAD
 
@@ -202,13 +202,7 @@ class SourceMiniBatches(MiniBatches):
             blocks = (source.block(int(i)) for i in order)
         else:
             blocks = iter(source)
-        pending = self._reader.submit(next, blocks, None)
-        while True:
-            block = pending.result()
-            if block is None:
-                return
-            pending = self._reader.submit(next, blocks, None)  # read the next block while this one trains
-            X, Y = block
+        for X, Y in read_ahead(blocks, self._reader):  # the next block is read while this one trains
             yield X, fit_targets(run.model, run.loss, Y), rng.permutation(len(X)) if self.shuffle else None
 
     def head(self):
@@ -216,16 +210,7 @@ class SourceMiniBatches(MiniBatches):
 
     def full_loss(self):
         run = self.run
-        was_training = run.model.training
-        run.model.eval()
-        blocks = LocalBlocks(self.source)
-        try:
-            total, _ = tree_sum(blocks.map(layers_partial, shipping_copy(run.model), run.loss, parallel=False))
-        finally:
-            blocks.close()
-            if was_training:
-                run.model.train()
-        return total / self.n_rows, run.model.predict_raw(self.first_rows)
+        return source_loss(run.model, run.loss, self.source), run.model.predict_raw(self.first_rows)
 
     def close(self):
         self._reader.shutdown()

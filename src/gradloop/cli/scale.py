@@ -27,7 +27,7 @@ from ..data import CSVSource, DaskSource, ParquetSource, open_npy, train_test_sp
 from ..data.files import parquet_files
 from ..data.tables import _pandas
 from ..errors import ConfigError, DataError, DivergenceError, GradloopError
-from ..fast.blockwise import executor_for, layers_partial, merge_moments, shipping_copy, tree_sum
+from ..fast.blockwise import executor_for, merge_moments, shipping_copy, source_loss, tree_sum
 from ..loop import fit
 from ..losses import get_loss
 from ..modelfile import atomic_file
@@ -237,17 +237,6 @@ def regression_partial(X, Y, model):
 def _merge_regression(a, b):
     n, mean, spread = merge_moments((a[0], a[3], a[4]), (b[0], b[3], b[4]))
     return n, a[1] + b[1], a[2] + b[2], mean, spread
-
-
-def source_loss(model, loss, source, client=None):
-    """The loss of the model's weights over a whole source, in evaluation mode, in one streaming pass."""
-    model.eval()
-    blocks = executor_for(source, client)
-    try:
-        total, _ = tree_sum(blocks.map(layers_partial, shipping_copy(model), loss, parallel=False))
-    finally:
-        blocks.close()
-    return total / source.n_rows
 
 
 def source_metrics(model, source, client=None):

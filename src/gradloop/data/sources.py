@@ -45,6 +45,7 @@ class Source:
 
     name = "<source>"
     random_access = True  # whether block(i) may be read in any order (CSV: no)
+    gram_sums = None  # [X, Y, 1]^T [X, Y, 1], kept once formed (gradloop.fast.blockwise.source_gram)
 
     @property
     def n_rows(self):
@@ -164,6 +165,18 @@ def _default_block_rows(n_features, itemsize):
     return max(1, BLOCK_BYTES // max(1, n_features * itemsize))
 
 
+def _names(feature_names, target_names, d, k):
+    """The columns' names as given, else "0".."d-1" for the features and "y" (or "y0".."yk-1")."""
+    features = list(feature_names) if feature_names is not None else [str(j) for j in range(d)]
+    targets = list(target_names) if target_names is not None else (["y"] if k == 1 else [f"y{j}" for j in range(k)])
+    return features, targets
+
+
+def _target_dtype(y_dtype, dtype):
+    """Integer targets stay integers (class labels); any other is read in the features' dtype."""
+    return np.dtype(y_dtype) if np.dtype(y_dtype).kind in "iu" else dtype
+
+
 def _float_dtype(dtype):
     return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
 
@@ -189,10 +202,8 @@ class ArraySource(Source):
         self.X, self.Y = X, Y.reshape(len(Y), -1)
         self.name = name
         self.dtype = _float_dtype(X.dtype) if dtype is None else np.dtype(dtype)
-        self.y_dtype = self.Y.dtype if self.Y.dtype.kind in "iu" else self.dtype  # class labels stay integers
-        self.feature_names = list(feature_names) if feature_names is not None else [str(j) for j in range(X.shape[1])]
-        self.target_names = list(target_names) if target_names is not None else (
-            ["y"] if self.Y.shape[1] == 1 else [f"y{j}" for j in range(self.Y.shape[1])])
+        self.y_dtype = _target_dtype(self.Y.dtype, self.dtype)
+        self.feature_names, self.target_names = _names(feature_names, target_names, X.shape[1], self.Y.shape[1])
         self.bounds = _row_bounds(len(X), block_rows or _default_block_rows(X.shape[1], self.dtype.itemsize))
 
     def _read(self, i):
@@ -201,7 +212,7 @@ class ArraySource(Source):
                 np.ascontiguousarray(self.Y[a:b], dtype=self.y_dtype))
 
 
-class _ColumnsSource(ArraySource):
+class _ColumnsSource(Source):
     """A 2-D or structured memory-mapped array whose columns are split into features and target by name."""
 
     def __init__(self, array, columns, feature_idx, target_idx, *, block_rows, name):
@@ -310,22 +321,18 @@ class DaskSource(Source):
             raise DataError(f"{name}: X must be 2-D (n_samples, n_features), got {X.ndim}-D")
         if any(np.isnan(c) for c in X.chunks[0]):
             X = X.compute_chunk_sizes()
-        if Y.ndim == 1:
-            if any(np.isnan(c) for c in Y.chunks[0]):
-                Y = Y.compute_chunk_sizes()
-            Y = Y.reshape(-1, 1)
         if any(np.isnan(c) for c in Y.chunks[0]):
             Y = Y.compute_chunk_sizes()
+        if Y.ndim == 1:
+            Y = Y.reshape(-1, 1)
         if Y.shape[0] != X.shape[0]:
             raise DataError(f"{name}: X has {X.shape[0]} rows but Y has {Y.shape[0]}: they must match")
         self.X = X.rechunk({1: -1})
         self.Y = Y.rechunk({0: self.X.chunks[0], 1: -1})
         self.name = name
         self.dtype = _float_dtype(X.dtype)
-        self.y_dtype = Y.dtype if Y.dtype.kind in "iu" else self.dtype
-        self.feature_names = list(feature_names) if feature_names is not None else [str(j) for j in range(X.shape[1])]
-        self.target_names = list(target_names) if target_names is not None else (
-            ["y"] if Y.shape[1] == 1 else [f"y{j}" for j in range(Y.shape[1])])
+        self.y_dtype = _target_dtype(Y.dtype, self.dtype)
+        self.feature_names, self.target_names = _names(feature_names, target_names, X.shape[1], Y.shape[1])
         sizes = np.cumsum((0,) + tuple(int(c) for c in self.X.chunks[0]))
         self.bounds = [(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:]) if b > a]
         self._chunk_index = [i for i, c in enumerate(self.X.chunks[0]) if c > 0]

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..losses import fit_targets
-from .kernels import GramKernel, _cores, _LinearKernel, is_linear_mse
+from ..records import HEAD
+from .kernels import GramKernel, _cores, _LinearKernel, augmented_gram, is_linear_mse
 from .rowloop import BLOCK_ROWS, row_sums
 
 ALIGNMENT = 64  # bytes: a cache line, and the widest SIMD register
@@ -118,8 +119,6 @@ def merge_moments(a, b):
 
 def gram_partial(X, Y):
     """``A^T A`` for ``A = [X, Y, 1]`` of one block, float64 (d+k+1, d+k+1)."""
-    from .kernels import augmented_gram
-
     return augmented_gram(X, np.asarray(Y).reshape(len(X), -1), threads=1)
 
 
@@ -149,20 +148,24 @@ class LocalBlocks:
         return [fn(X, Y, *args) for X, Y in self._read_ahead()]
 
     def _read_ahead(self):
-        """The source's blocks in order, each read on a thread while the previous one is summed."""
-        blocks = iter(self.source)
-        pending = self._reader.submit(next, blocks, None)
-        while True:
-            block = pending.result()
-            if block is None:
-                return
-            pending = self._reader.submit(next, blocks, None)
-            yield block
+        return read_ahead(iter(self.source), self._reader)
 
     def close(self):
         for pool in (self._pool, self._reader):
             if pool is not None:
                 pool.shutdown()
+
+
+def read_ahead(blocks, reader):
+    """The blocks of an iterator in order, each next one read on ``reader`` (an executor of one
+    thread) while the caller works on the current one."""
+    pending = reader.submit(next, blocks, None)
+    while True:
+        block = pending.result()
+        if block is None:
+            return
+        pending = reader.submit(next, blocks, None)
+        yield block
 
 
 class _OneBlasThread:
@@ -298,23 +301,13 @@ def executor_for(source, client=None):
 
 # ------------------------------------------------------------------ kernels over a source
 
-class _SourceHead:
-    """The first rows of a source, for the report's heads and the linear kernels' shapes."""
-
-    def __init__(self, source):
-        from ..records import HEAD
-
-        self.X, self.Y = source.head(HEAD)
-
-
 class BlockStreamKernel(_LinearKernel):
     """Linear model + MSE over a source: one read of every block per epoch, partials in a fixed tree."""
 
     name = "stream"
 
     def __init__(self, model, source, blocks):
-        head = _SourceHead(source)
-        super().__init__(model, head.X, head.Y)
+        super().__init__(model, *source.head(HEAD))  # the first rows: the report's heads and the shapes
         self.n, self.k = source.n_rows, source.n_outputs
         self.size, self.scale = self.n * self.k, 2.0 / (self.n * self.k)
         self.blocks = blocks
@@ -341,14 +334,16 @@ class BlockLayerKernel:
 
     def __init__(self, model, loss, source, blocks):
         self.model, self.loss, self.blocks, self.n = model, loss, blocks, source.n_rows
-        self.head_X = _SourceHead(source).X
+        self.head_X = source.head(HEAD)[0]
         # In this process blocks go one by one: the BLAS already runs a block's products on every core.
         self.parallel = isinstance(blocks, DaskBlocks)
 
     def evaluate(self):
         model = self.model
-        total, grads = tree_sum(self.blocks.map(layers_partial, shipping_copy(model), self.loss,
-                                                parallel=self.parallel))
+        # Each block's pass works on a shipping copy of its own (layers_partial); sent to Dask workers,
+        # the model travels without the arrays its last forward pass kept.
+        shipped = shipping_copy(model) if self.parallel else model
+        total, grads = tree_sum(self.blocks.map(layers_partial, shipped, self.loss, parallel=self.parallel))
         value = total / self.n
         if math.isfinite(value):
             for g, summed in zip(model.gradients(), grads):
@@ -381,6 +376,21 @@ def shipping_copy(model):
     return type(model)(layers, task=model.task)
 
 
+def source_loss(model, loss, source, client=None):
+    """The loss of the model's weights over a whole source, in evaluation mode (dropout off), in one
+    streaming pass; the model's mode is as it was afterwards."""
+    was_training = model.training
+    model.eval()
+    blocks = executor_for(source, client)
+    try:
+        total, _ = tree_sum(blocks.map(layers_partial, shipping_copy(model), loss, parallel=False))
+    finally:
+        blocks.close()
+        if was_training:
+            model.train()
+    return total / source.n_rows
+
+
 def source_gram(blocks):
     """``[X, Y, 1]^T [X, Y, 1]`` of a whole source, float64: one pass, per-block matrices in a tree.
 
@@ -388,7 +398,7 @@ def source_gram(blocks):
     optimum then share the one pass.
     """
     source = blocks.source
-    if getattr(source, "gram_sums", None) is None:
+    if source.gram_sums is None:
         source.gram_sums = tree_sum(blocks.map(gram_partial))
     return source.gram_sums
 
