@@ -23,6 +23,7 @@ from concurrent.futures import CancelledError
 import numpy as np
 
 from ..bundle import ModelBundle
+from ..constraints import machine_memory
 from ..data import CSVSource, DaskSource, ParquetSource, open_npy, train_test_split
 from ..data.files import parquet_files
 from ..data.tables import _pandas
@@ -55,18 +56,20 @@ def wants_source(args):
 
 def _larger_than_memory_share(data):
     if data is None or str(data).startswith("sklearn:") or not os.path.isfile(str(data)):
-        return os.path.isdir(str(data)) or any(ch in str(data) for ch in "*?[")  # folders and globs: always
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # the platform does not say
-        return False
-    return os.path.getsize(str(data)) > OUT_OF_CORE_SHARE * memory
+        return _many_files(str(data))  # folders and globs: always
+    memory = machine_memory()  # 0 where the platform does not say: then only the options decide
+    return bool(memory) and os.path.getsize(str(data)) > OUT_OF_CORE_SHARE * memory
+
+
+def _many_files(data):
+    """Whether DATA names a folder or a glob (of Parquet files) rather than one file."""
+    return os.path.isdir(data) or any(c in data for c in "*?[")
 
 
 def data_files(args):
     """The files DATA names: each Parquet file of a folder or a glob, else DATA itself."""
     data = str(args.data)
-    return parquet_files(data) if (os.path.isdir(data) or any(c in data for c in "*?[")) else [data]
+    return parquet_files(data) if _many_files(data) else [data]
 
 
 def train_from_source(args, resume, trace_first=None, progress=True):
@@ -136,8 +139,8 @@ def open_source(data, target, features, dtype, on_dask=False):
     ``target`` None: the feature columns only (the rows a model predicts)."""
     data, dtype = str(data), np.dtype(dtype)
     lowered = data.lower()
-    is_parquet = os.path.isdir(data) or lowered.endswith(PARQUET) or (
-        any(c in data for c in "*?[") and all(f.lower().endswith(PARQUET) for f in glob.glob(data)))
+    is_parquet = lowered.endswith(PARQUET) or (_many_files(data) and (
+        os.path.isdir(data) or all(f.lower().endswith(PARQUET) for f in glob.glob(data))))
     if on_dask:
         import dask.dataframe as dd
 
