@@ -66,7 +66,7 @@ class FullBatch:
         if run.dropouts:
             # This evaluation draws the masks of the next gradient: a checkpoint of this epoch
             # must let a resumed run draw them again.
-            run.trainer.dropout_states = [d._rng.bit_generator.state for d in run.dropouts]
+            run.trainer.dropout_states = run.model.dropout_states()
         return self.kernel.evaluate()
 
     def epoch(self, epoch):

@@ -27,7 +27,6 @@ import numpy as np
 from .callbacks import Callback
 from .constraints import check
 from .errors import CheckpointError, ModelFileError
-from .layers import Dropout
 from .modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, finite_json, read_model_file, write_model_file
 from .models import parameter_shapes
 from .paths import Place
@@ -78,8 +77,7 @@ class TrainingState:
             raise CheckpointError(
                 f"the checkpoint is for a different model: it holds {_describe(self.architecture)}, "
                 f"the model being trained is {_describe(model.config())}")
-        dropouts = _dropouts(model)
-        if len(dropouts) != len(self.dropout_states):
+        if len(model.dropouts) != len(self.dropout_states):
             raise CheckpointError("the checkpoint's dropout layers do not match the model's")
         if self.rng_state is not None and trainer.rng is None:
             raise CheckpointError("the checkpoint was written by a mini-batch run; resume it with "
@@ -96,8 +94,7 @@ class TrainingState:
         except Exception as exc:  # ModelFileError / ConfigError: say it is the checkpoint
             model.load_state_dict(before)  # the optimizer refused after the model was loaded
             raise CheckpointError(f"the checkpoint does not fit this run: {exc}") from exc
-        for layer, state in zip(dropouts, self.dropout_states):
-            layer._rng.bit_generator.state = state
+        model.set_dropout_states(self.dropout_states)
         if self.rng_state is not None:
             trainer.rng.bit_generator.state = self.rng_state
         history = trainer.history
@@ -119,8 +116,7 @@ def _capture(trainer, config, history) -> TrainingState:
         parameters=trainer.model.state_dict(),
         optimizer=trainer.optimizer.state_dict(),
         rng_state=None if trainer.rng is None else trainer.rng.bit_generator.state,
-        dropout_states=trainer.dropout_states or [layer._rng.bit_generator.state
-                                                  for layer in _dropouts(trainer.model)],
+        dropout_states=trainer.dropout_states or trainer.model.dropout_states(),
         history=history,
         start_loss=trainer.history.start_loss,
         lr_factor=trainer.lr_factor,
@@ -372,10 +368,6 @@ class CheckpointWriter(Callback):
             state.history = {k: list(lists[k][:n]) for k, n in lengths.items()}
         self.path = save(self.directory, state)
         self._saved_epoch, self._pending = state.epoch, None
-
-
-def _dropouts(model):
-    return [layer for layer in model.layers if isinstance(layer, Dropout)]
 
 
 def _shape_of(architecture):

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .layers import Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
-from .losses import fit_targets, get_loss
+from .losses import fit_targets, get_loss, softmax
 
 SHOWN = 8  # entries of a vector written out before "... (n more)"
 
@@ -72,9 +72,7 @@ def explain_network(model, X, y, *, loss, sample=0, lr=None) -> NetworkExplanati
         raise ConfigError(f"sample must be a row number in [0, {len(X)}), got {sample!r}")
     targets = fit_targets(model, loss, y)
     # Left as it was: its gradients, and the dropout generators the forward pass draws masks from.
-    saved = [g.copy() for g in model.gradients()]
-    dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
-    generators = [d._rng.bit_generator.state for d in dropouts]
+    saved, generators = [g.copy() for g in model.gradients()], model.dropout_states()
     n = len(X)
     lines = [f"One training step of a {len(model.layers)}-layer network, {loss.name} loss, on {n} rows; "
              f"the numbers of sample {sample}", "", "Forward, layer by layer",
@@ -89,8 +87,7 @@ def explain_network(model, X, y, *, loss, sample=0, lr=None) -> NetworkExplanati
         lines.append(f"      sample {sample}: {_vector(a[sample])}")
     value, grad = loss.value_and_grad(targets, a)
     if loss.name == "cross-entropy":
-        z = a[sample] - a[sample].max()
-        p = np.exp(z) / np.exp(z).sum()
+        p = softmax(a[sample:sample + 1])[0]
         lines.append(f"  softmax probabilities of sample {sample}: {_vector(p)}; its class {int(targets[sample])}")
     lines.append(f"  loss over the batch: {value:.10g}")
     lines += ["", "Backward, layer by layer",
@@ -116,8 +113,7 @@ def explain_network(model, X, y, *, loss, sample=0, lr=None) -> NetworkExplanati
             lines.append(f"      passed down, sample {sample}: {_vector(grad[sample])}")
     for g, kept in zip(model.gradients(), saved):
         g[...] = kept
-    for layer, state in zip(dropouts, generators):
-        layer._rng.bit_generator.state = state
+    model.set_dropout_states(generators)
     return NetworkExplanation(float(value), gradients, norms, ratios, lines)
 
 

@@ -39,7 +39,6 @@ from .errors import ConfigError, DivergenceError
 from .fast import kernels
 from .fast.blockwise import make_source_kernel
 from .gradcheck import check_before_training
-from .layers import Dropout
 from .losses import fit_targets, get_loss
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
@@ -312,7 +311,7 @@ class _Run:
         self.names = [n for n, _ in model.named_parameters()]
         # The last parameters with a finite loss, restored if training diverges.
         self.last_good = [p.copy() for p in self.params]
-        self.dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+        self.dropouts = model.dropouts
         self.limit = None  # the divergence threshold, from the starting loss
         # Looked up once: the step runs every batch, and on the chapter's 16 x 7 problem an
         # epoch is ~4 us, of which each attribute lookup or bound-method creation is a visible part.

@@ -24,7 +24,6 @@ import numpy as np
 from .chapter import lipschitz
 from .errors import ConfigError
 from .fast.kernels import is_linear_mse
-from .layers import Dropout
 from .losses import fit_targets, get_loss
 
 SMOOTHING = 0.98  # exponential moving average of the step losses (bias-corrected), as fastai's finder
@@ -125,9 +124,8 @@ def _steepest(lrs, losses):
 
 
 def _save(model, optimizer):
-    dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
     return (model.state_dict(), [g.copy() for g in model.gradients()], optimizer.state_dict(), optimizer.lr,
-            model.training, [d._rng.bit_generator.state for d in dropouts])
+            model.training, model.dropout_states())
 
 
 def _restore(model, optimizer, saved):
@@ -137,8 +135,7 @@ def _restore(model, optimizer, saved):
         g[...] = kept
     optimizer.load_state_dict(state)
     optimizer.lr = lr
-    for layer, rng_state in zip([layer for layer in model.layers if isinstance(layer, Dropout)], dropout_states):
-        layer._rng.bit_generator.state = rng_state
+    model.set_dropout_states(dropout_states)
     if training:
         model.train()
     else:

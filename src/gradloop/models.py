@@ -102,6 +102,21 @@ class Sequential:
     def training(self):
         return self.layers[0].training
 
+    # ------------------------------------------------------------ dropout generators
+    @property
+    def dropouts(self):
+        """The Dropout layers, in order."""
+        return [layer for layer in self.layers if isinstance(layer, Dropout)]
+
+    def dropout_states(self):
+        """Each Dropout layer's generator state, in order: what its next masks are drawn from."""
+        return [layer._rng.bit_generator.state for layer in self.dropouts]
+
+    def set_dropout_states(self, states):
+        """Put back states from :meth:`dropout_states` (one per Dropout layer, in order)."""
+        for layer, state in zip(self.dropouts, states):
+            layer._rng.bit_generator.state = state
+
     def train(self):
         for layer in self.layers:
             layer.training = True

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 
 from ..constraints import check
+from ..layers import sigmoid
+from ..losses import softmax
 from ..models import CHAPTER_NAMES
 from .base import Callback, due
 
@@ -106,11 +108,10 @@ class TracePrinter(Callback):
         """A classifier's heads: probabilities, predicted and true class, the true class's probability and loss."""
         logits = np.asarray(logits, dtype=np.float64)
         if task == "binary":
-            p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+            p1 = sigmoid(logits[:, 0])
             proba = np.column_stack([1 - p1, p1])
         else:
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            proba = e / e.sum(axis=1, keepdims=True)
+            proba = softmax(logits)
         true = np.asarray(target, dtype=np.float64).reshape(len(proba), -1)[:, 0].astype(int)
         predicted = proba.argmax(axis=1)
         name = (lambda i: repr(self.classes[i])) if self.classes is not None else str
