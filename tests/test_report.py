@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 import gradloop
+from browser import needs_chromium, screenshot
 from gradloop.cli import main
 from gradloop.errors import DataError
 
@@ -118,7 +118,7 @@ def test_final_line_keeps_at_most_5000_rows_and_uses_training_rows_without_a_tes
 
 # ---------------------------------------------------------------- the HTML page
 @pytest.mark.parametrize("task, plots", [
-    ("regression", ["loss", "learning_rate", "gradient_norm", "weights", "predicted_vs_actual"]),
+    ("regression", ["loss", "generalization_gap", "learning_rate", "gradient_norm", "weights", "predicted_vs_actual"]),
     ("multiclass", ["loss", "learning_rate", "gradient_norm", "confusion_matrix"]),
 ])
 def test_report_writes_one_self_contained_page(logs, tmp_path, capsys, task, plots):
@@ -155,8 +155,8 @@ def test_png_dir_gets_one_png_per_plot(logs, tmp_path, capsys):
     status, _, err = run(capsys, "report", logs["regression"], "--png", folder)
     assert status == 0 and err == ""
     names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted(f"{n}.png" for n in ["loss", "learning_rate", "gradient_norm", "weights",
-                                                "predicted_vs_actual"])
+    assert names == sorted(f"{n}.png" for n in ["loss", "generalization_gap", "learning_rate", "gradient_norm",
+                                                "weights", "predicted_vs_actual"])
     for path in folder.iterdir():
         assert path.read_bytes().startswith(PNG_SIGNATURE)
         height, width, channels = imread(path).shape
@@ -180,7 +180,14 @@ def test_csv_log_with_a_validation_column(tmp_path, capsys):
     page = out.read_text()
     table = epoch_table(page)
     assert table["epoch"] == ["0", "1", "2", "3"] and table["val_loss"] == ["2.7", "1.5", "", "0.5"]
-    assert len(inlined_pngs(page)) == 2  # loss (with val_loss) and learning rate
+    assert len(inlined_pngs(page)) == 3  # loss (with val_loss), the generalization gap and learning rate
+    from gradloop.report import figures, read_log
+
+    # No new_loss in a Keras log: the gap is val_loss minus the epoch's (mean) loss; none where val_loss is missing.
+    gap = figures(*read_log(log))["generalization_gap"].axes[0]
+    assert gap.get_ylabel() == "val_loss - loss"
+    assert np.array_equal(gap.get_lines()[0].get_ydata(), [2.7 - 2.5, 1.5 - 1.25, np.nan, 0.5 - 0.3125],
+                          equal_nan=True)
 
 
 # ---------------------------------------------------------------- the Python API
@@ -227,8 +234,16 @@ def test_figures_show_weight_trajectories_only_for_small_models(logs):
     val = next(line for line in figs["loss"].axes[0].get_lines() if line.get_label().startswith("val_loss"))
     assert val.get_ydata().tolist() == [r["val_loss"] for r in records]
     lines = {line.get_label(): line for line in figs["weights"].axes[0].get_lines()}
-    assert list(lines) == ["weights[0]", "weights[1]", "bias"]  # the chapter's names for a linear model
-    assert lines["weights[1]"].get_ydata().tolist() == [r["weights"]["0.W"][1][0] for r in records]
+    # The chapter's names for a linear model, each weight labelled by its feature (from the final line).
+    assert final["feature_names"] == ["a", "b"]
+    assert list(lines) == ["weights[a]", "weights[b]", "bias"]
+    assert lines["weights[b]"].get_ydata().tolist() == [r["weights"]["0.W"][1][0] for r in records]
+    # Without names (a log from elsewhere), by index.
+    unnamed = {line.get_label() for line in figures(records, None)["weights"].axes[0].get_lines()}
+    assert unnamed == {"weights[0]", "weights[1]", "bias"}
+    # The generalization gap: validation loss minus the training loss of the same (updated) weights.
+    gap = figs["generalization_gap"].axes[0].get_lines()[0].get_ydata()
+    assert gap.tolist() == [r["val_loss"] - r["new_loss"] for r in records]
     assert lines["bias"].get_ydata().tolist() == [r["weights"]["0.b"][0] for r in records]
     assert "weights" not in figures(*read_log(logs["multiclass"]))  # an MLP of 39 parameters
 
@@ -314,21 +329,13 @@ def test_read_log_raises_data_error_naming_file_and_line(tmp_path):
 
 
 # ---------------------------------------------------------------- in a real browser
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(logs, tmp_path, capsys):
     from matplotlib.image import imread
 
     out, shot = tmp_path / "report.html", tmp_path / "shot.png"
     assert run(capsys, "report", logs["regression"], "-o", out)[0] == 0
-    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-               "--window-size=1280,2000", out.resolve().as_uri()]
-    subprocess.run(command, capture_output=True, timeout=90, check=False)
+    screenshot(out, shot, tmp_path / "profile", 1280, 2000)
     assert shot.exists(), "Chromium wrote no screenshot"
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1280)

@@ -29,8 +29,8 @@ WEIGHT_PLOT_LIMIT = 20
 CONFUSION_LIMIT = 100
 DPI = 100
 # Every plot the report may draw; --png DIR writes them as NAME.png.
-PLOT_NAMES = ("loss", "learning_rate", "gradient_norm", "weights", "predicted_vs_actual", "confusion_matrix",
-              "lr_find")
+PLOT_NAMES = ("loss", "generalization_gap", "learning_rate", "gradient_norm", "weights", "predicted_vs_actual",
+              "confusion_matrix", "lr_find")
 PLOT_FILES = tuple(f"{name}.png" for name in PLOT_NAMES)
 _CURVES = (("loss", "loss"), ("new_loss", "new_loss (after the update)"), ("val_loss", "val_loss (validation)"))
 
@@ -145,8 +145,11 @@ def _lr_find_figure(sweep):
     return fig
 
 
-def _weight_series(records):
-    """{label: values per epoch} of every scalar parameter, or {} when too many or none are logged."""
+def _weight_series(records, feature_names=None):
+    """{label: values per epoch} of every scalar parameter, or {} when too many or none are logged.
+
+    With ``feature_names`` (one per input), a first layer's weight is labelled by its feature:
+    ``weights[bmi]``, or ``weights[bmi,1]`` for the second output."""
     first = next((r["weights"] for r in records if isinstance(r.get("weights"), dict) and r["weights"]), None)
     if first is None:
         return {}
@@ -167,11 +170,26 @@ def _weight_series(records):
                 a = np.array(math.nan)
             rows.append(a.reshape(-1) if a.shape == shape else np.full(int(np.prod(shape)), math.nan))
         rows = np.array(rows)
-        shown = tuple(d for d in shape if d != 1)  # (d, 1) weights read as a vector
+        named = name == "0.W" and feature_names is not None and len(shape) == 2 and shape[0] == len(feature_names)
+        shown = tuple(d for i, d in enumerate(shape) if d != 1 or (named and i == 0))  # (d, 1) reads as a vector
         for i, index in enumerate(np.ndindex(*shown) if shown else [()]):
-            label = rename.get(name, name) + (f"[{','.join(map(str, index))}]" if index else "")
+            parts = [str(feature_names[index[0]]), *map(str, index[1:])] if named else list(map(str, index))
+            label = rename.get(name, name) + (f"[{','.join(parts)}]" if parts else "")
             series[label] = rows[:, i]
     return series
+
+
+def _gap_figure(epochs, train, val, train_label):
+    """The validation loss minus the training loss of the same weights, per epoch: how far the model
+    does worse on rows it did not train on (rising: it starts to overfit)."""
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.plot(epochs, val - train, color="tab:purple", linewidth=1.6, marker="o" if len(epochs) <= 30 else None,
+            markersize=3)
+    ax.axhline(0.0, color="0.5", linewidth=0.8)
+    ax.set(title="Generalization gap", xlabel="epoch", ylabel=f"val_loss - {train_label}")
+    ax.grid(True, alpha=0.3)
+    return fig
 
 
 def _weights_figure(epochs, series):
@@ -257,27 +275,38 @@ def _confusion_figure(final):
     return fig
 
 
-def figures(records, final=None):
+def figures(records, final=None, feature_names=None):
     """Every plot of the report: ``{name: matplotlib Figure}``, in page order.
 
-    Names (also the PNG file names): ``loss``; ``learning_rate`` and
-    ``gradient_norm`` where logged; ``weights`` for models with at most
-    ``WEIGHT_PLOT_LIMIT`` scalar parameters; ``predicted_vs_actual`` (regression)
-    or ``confusion_matrix`` (classifiers) when the log has its final line; ``lr_find``
-    when the run's learning rate came from ``--lr find``.
+    Names (also the PNG file names): ``loss``; ``generalization_gap`` where a
+    validation loss is logged; ``learning_rate`` and ``gradient_norm`` where logged;
+    ``weights`` for models with at most ``WEIGHT_PLOT_LIMIT`` scalar parameters
+    (labelled by ``feature_names``, default the final line's); ``predicted_vs_actual``
+    (regression) or ``confusion_matrix`` (classifiers) when the log has its final line;
+    ``lr_find`` when the run's learning rate came from ``--lr find``.
     """
+    if feature_names is None and final is not None and isinstance(final.get("feature_names"), list):
+        feature_names = final["feature_names"]
     figs = {}
     fig = _new_figure()
     plot_history(records, fig.add_subplot())
     figs["loss"] = fig
     epochs = np.array([r["epoch"] for r in records])
+    val = np.array([_num(r.get("val_loss")) for r in records])
+    if np.isfinite(val).any():
+        # new_loss is the training loss of the weights val_loss was measured on; a mini-batch run
+        # without it has the mean loss over the epoch's batches.
+        new = np.array([_num(r.get("new_loss")) for r in records])
+        key = "new_loss" if np.isfinite(new).any() else "loss"
+        train = new if key == "new_loss" else np.array([_num(r.get("loss")) for r in records])
+        figs["generalization_gap"] = _gap_figure(epochs, train, val, key)
     for key, name, title, ylabel, color in (("lr", "learning_rate", "Learning rate", "learning rate", "tab:green"),
                                             ("grad_norm", "gradient_norm", "Gradient norm", "norm of the gradient",
                                              "tab:red")):
         values = np.array([_num(r.get(key)) for r in records])
         if np.isfinite(values).any():
             figs[name] = _line_figure(epochs, values, title, ylabel, color)
-    if series := _weight_series(records):
+    if series := _weight_series(records, feature_names):
         figs["weights"] = _weights_figure(epochs, series)
     if final is not None and final.get("lr_find"):
         figs["lr_find"] = _lr_find_figure(final["lr_find"])

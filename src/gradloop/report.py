@@ -29,6 +29,9 @@ TABLE_COLUMNS = ("epoch", "loss", "new_loss", "val_loss", "lr", "grad_norm", "se
 _CAPTIONS = {
     "loss": "The loss before each epoch's update; new_loss is the loss of the updated weights, "
             "val_loss the loss on validation rows (where logged).",
+    "generalization_gap": "The validation loss minus the training loss of the same weights: how much worse the "
+                          "model does on rows it did not train on. Rising while the training loss falls: "
+                          "it starts to overfit.",
     "learning_rate": "The learning rate each epoch used (after the schedule).",
     "gradient_norm": "The norm of the gradient over all parameters: large means a steep slope, "
                      "near zero a flat one (a minimum, or a plateau).",
@@ -52,8 +55,13 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size
 th, td { padding: 0.25em 0.8em; text-align: right; border-bottom: 1px solid #e8ebef; }
 th { background: #f3f5f8; position: sticky; top: 0; } td:first-child, th:first-child { text-align: left; }
 table.summary th { background: none; font-weight: normal; color: #5a6572; position: static; }
-.scroll { max-height: 36em; overflow: auto; border: 1px solid #e3e7ec; display: inline-block; }
-.plots { display: flex; flex-wrap: wrap; gap: 0 1.5em; } .plots figure { flex: 0 1 auto; }
+.scroll { max-height: 36em; max-width: 100%; overflow: auto; border: 1px solid #e3e7ec; display: inline-block; }
+/* Two plots across on a wide page, one on a narrow one (a phone): each image scales to its column. */
+.plots { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 0 1.5em; }
+.plots figure { display: block; margin: 1.2em 0; } .plots figure img { width: 100%; }
+.plots figcaption { display: block; }
+@media (max-width: 760px) { .plots { grid-template-columns: minmax(0, 1fr); } body { padding: 0 0.8em; } }
+.live { background: #fff6d6; border: 1px solid #e8d48a; padding: 0.5em 0.8em; }
 """
 
 
@@ -66,6 +74,8 @@ def _fmt(value, digits=8):
 
 
 def _summary_rows(records, final):
+    if not records:  # a live page before the first epoch ends
+        return [("epochs logged", "none yet")]
     rows = [("epochs logged", f"{len(records)} (epoch {records[0]['epoch']} to {records[-1]['epoch']})"),
             ("loss, first epoch", _fmt(records[0].get("loss")))]
     last = records[-1]
@@ -77,16 +87,32 @@ def _summary_rows(records, final):
     if seconds:
         rows.append(("training time", f"{sum(seconds):.4g} s"))
     if final is not None:
-        rows.append(("task", html.escape(final["task"])))
-        rows.append(("rows evaluated", html.escape(rows_label(final))))
-        if isinstance(final.get("classes"), list):
-            rows.append(("classes", html.escape(", ".join(map(str, final["classes"])))))
-        metrics = final.get("metrics") or {}
-        order = ["accuracy", "precision", "recall", "f1"] if final["task"] != "regression" else []
-        for key in order + [k for k in metrics if k not in order]:
-            if key in metrics and (_is_number(metrics[key]) or metrics[key] is None):
-                label = key if final["task"] == "regression" or key in order else f"{key} (probabilities)"
-                rows.append((html.escape(label), _fmt(metrics[key], 6)))
+        rows += _final_rows(final)
+    return rows
+
+
+# What a classifier's summary shows: its own measures, not the regression ones the log also holds
+# for its probabilities (an MSE of probabilities against one-hot targets reads as a mistake there).
+CLASSIFIER_METRICS = ("accuracy", "precision", "recall", "f1")
+
+
+def _final_rows(final):
+    """The summary rows of the log's final line: why training stopped, the weights kept, the metrics."""
+    rows = []
+    if isinstance(final.get("stopped"), str):
+        rows.append(("training stopped", html.escape(final["stopped"])))
+    if _is_number(final.get("kept_epoch")):
+        rows.append(("weights kept", f"epoch {final['kept_epoch']}'s" + (
+            " (the best; early stopping restored them)" if final.get("restored") else " (the last)")))
+    rows.append(("task", html.escape(final["task"])))
+    rows.append(("rows evaluated", html.escape(rows_label(final))))
+    if isinstance(final.get("classes"), list):
+        rows.append(("classes", html.escape(", ".join(map(str, final["classes"])))))
+    metrics = final.get("metrics") or {}
+    keys = list(metrics) if final["task"] == "regression" else [k for k in CLASSIFIER_METRICS if k in metrics]
+    for key in keys:
+        if _is_number(metrics[key]) or metrics[key] is None:
+            rows.append((html.escape(key), _fmt(metrics[key], 6)))
     return rows
 
 
@@ -101,12 +127,14 @@ def _table(header, rows):
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
-def render_html(records, final=None, figs=None, title=None):
+def render_html(records, final=None, figs=None, title=None, live=None):
     """The report page as a string: summary, every plot as an inlined PNG, the table of epoch records.
 
     ``figs``: {name: Figure or PNG bytes} (default: :func:`figures` of the records).
+    ``live``: for a page of a run still training, ``{"epochs": N, "refresh": SECONDS}``: the page
+    says how far the run is and reloads itself every SECONDS; None (default): a static page.
     """
-    figs = figures(records, final) if figs is None else figs
+    figs = (figures(records, final) if records else {}) if figs is None else figs
     title = html.escape(title or "training run")
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -114,8 +142,10 @@ def render_html(records, final=None, figs=None, title=None):
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        *([] if live is None else [f'<meta http-equiv="refresh" content="{int(live["refresh"])}">']),
         f"<title>gradloop report: {title}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
         "<h1>gradloop run report</h1>", f'<p class="source">{title}</p>',
+        *([] if live is None else [_live_banner(records, live)]),
         "<h2>Summary</h2>", _table(None, _summary_rows(records, final)),
         *_health(records),
         "<h2>Plots</h2>", '<div class="plots">',
@@ -133,6 +163,13 @@ def render_html(records, final=None, figs=None, title=None):
     parts += ["<h2>Epoch records</h2>", f'<div class="scroll" id="epochs">{_table(columns, rows)}</div>',
               "</body>", "</html>", ""]
     return "\n".join(parts)
+
+
+def _live_banner(records, live):
+    """The line a live page opens with: the epoch reached, and that the page reloads itself."""
+    done = records[-1]["epoch"] if records else 0
+    return (f'<p class="live" id="live">Training: epoch {done} of {int(live["epochs"])} done; this page '
+            f'reloads itself every {int(live["refresh"])} s until the run ends.</p>')
 
 
 def _health(records):

@@ -37,7 +37,9 @@ def read_log(path):
     Returns:
         records: one dict per epoch, in file order (keys as in
             ``EpochRecord.to_dict``; a missing or non-finite number is None).
-        final: the ``{"final": true, ...}`` line (the last one, if several), or None.
+        final: the ``{"final": true, ...}`` line (the last one, if several), or None. Its
+            optional keys ``stopped`` (why training stopped), ``kept_epoch`` and ``restored``
+            (whose weights the model kept) and ``feature_names`` are shown by the report.
 
     Raises:
         DataError: a missing or empty file, a line that is not a JSON object, a
@@ -150,6 +152,14 @@ def _check_final(obj, where):
         raise DataError(f"{where}: 'confusion_matrix' must be a square list of lists of counts")
     if not isinstance(obj.get("metrics", {}), dict):
         raise DataError(f"{where}: 'metrics' must be an object")
+    names = obj.get("feature_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise DataError(f"{where}: 'feature_names' must be a list of strings")
+    if obj.get("stopped") is not None and not isinstance(obj["stopped"], str):
+        raise DataError(f"{where}: 'stopped' must be a string (why training stopped)")
+    kept = obj.get("kept_epoch")
+    if kept is not None and not (isinstance(kept, int) and not isinstance(kept, bool) and kept >= 0):
+        raise DataError(f"{where}: 'kept_epoch' must be a non-negative whole number")
     sweep = obj.get("lr_find")
     if sweep is not None and not _is_sweep(sweep):
         raise DataError(f"{where}: 'lr_find' must hold lists 'lrs' (positive) and 'losses' of equal length and "

@@ -3,7 +3,9 @@
 Each is a :class:`Callback` (the base class lives here, as in Keras); pass them to
 ``fit(..., callbacks=[...])``: ``TracePrinter`` (the chapter's report), ``ProgressPrinter``,
 ``RichProgress``, ``JSONLinesLogger``, ``CSVLogger``, ``EarlyStopping``, ``ReduceLROnPlateau``,
-``TerminateOnNaN``, ``ModelCheckpoint``, ``Diagnostics`` (what goes wrong, with remedies);
+``TerminateOnNaN``, ``ModelCheckpoint``, ``Diagnostics`` (what goes wrong, with remedies),
+``LivePlot`` (loss curves updated in place in a notebook), ``LiveReport`` (the HTML report,
+rewritten on disk while training);
 ``gradloop.checkpoint.CheckpointWriter`` saves runs
 for exact resume. The modules: ``base`` (the hooks), ``printing``, ``loggers``, ``monitors``.
 
@@ -14,9 +16,12 @@ Example:
 
 from .base import BatchRecord, Callback
 from .diagnostics import Diagnostics, Finding
+from .liveplot import LivePlot
+from .livereport import LiveReport
 from .loggers import CSVLogger, JSONLinesLogger
 from .monitors import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN
 from .printing import ProgressPrinter, RichProgress, TracePrinter
 
 __all__ = ["BatchRecord", "CSVLogger", "Callback", "Diagnostics", "EarlyStopping", "Finding", "JSONLinesLogger",
-           "ModelCheckpoint", "ProgressPrinter", "ReduceLROnPlateau", "RichProgress", "TerminateOnNaN", "TracePrinter"]
+           "LivePlot", "LiveReport", "ModelCheckpoint", "ProgressPrinter", "ReduceLROnPlateau", "RichProgress",
+           "TerminateOnNaN", "TracePrinter"]

@@ -105,6 +105,10 @@ def build_parser():
                        help="round gradients and weights to N decimals each epoch, as the chapter does")
     train.add_argument("--log", metavar="RUN.jsonl",
                        help="write every epoch's record as a JSON line (or a CSV row, for a .csv name)")
+    train.add_argument("--report", metavar="RUN.html",
+                       help="write the HTML report when training starts and rewrite it every few seconds while "
+                            "it runs (open it in a browser: it reloads itself); the final page is the one "
+                            "gradloop report draws from the --log")
     train.add_argument("--log-tensors", action="store_true", default=None,
                        help="write every gradient and weight whole in the --log JSON lines (without it, arrays "
                             "of more than 64 entries are written as their shape, norm and first entries)")

@@ -24,7 +24,7 @@ DEFAULTS = {
     "clip_norm": None, "round_to": None, "gradient": "auto",
     "epochs": 100, "early_stopping": None, "out": None, "log": None, "checkpoint": None, "checkpoint_every": 1,
     "trace": None, "quiet": False, "out_of_core": False, "dask": None, "check_gradients": False,
-    "explain": None, "diagnose": False, "log_tensors": False,
+    "explain": None, "diagnose": False, "log_tensors": False, "report": None,
 }
 #: Options that set the run's arithmetic: a resumed run takes them from its checkpoint.
 FIXED_ON_RESUME = ("data", "target", "features", "model", "hidden", "activation", "loss", "optimizer", "lr",
@@ -32,8 +32,8 @@ FIXED_ON_RESUME = ("data", "target", "features", "model", "hidden", "activation"
                    "schedule", "clip_norm", "round_to", "gradient")
 #: Options a resumed run may change.
 CHANGEABLE_ON_RESUME = ("epochs", "early_stopping", "out", "log", "checkpoint", "checkpoint_every", "trace", "quiet",
-                        "out_of_core", "dask", "check_gradients", "explain", "diagnose", "log_tensors")
-PATHS = ("out", "log", "checkpoint")
+                        "out_of_core", "dask", "check_gradients", "explain", "diagnose", "log_tensors", "report")
+PATHS = ("out", "log", "checkpoint", "report")
 #: Options a checkpoint does not keep: where a run executes, not what it computes. A resumed run
 #: names its cluster again (the one it ran on may be gone: that is often why it is resumed).
 NOT_SAVED = ("dask",)

@@ -36,8 +36,8 @@ from ..optimizers import get_optimizer
 from ..paths import Place, check_places
 from ..sums import SourceSums, fit_standardizer
 from .options import check_fingerprint, run_config
-from .train import (_build_model, _callbacks, _SignalStop, checkpoint_lock, command_line_divergence, model_summary,
-                    stopped, train_places)
+from .train import (_build_model, _callbacks, _SignalStop, checkpoint_lock, command_line_divergence,
+                    finished_report, model_summary, stopped, train_places)
 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
@@ -196,36 +196,37 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
           f"({0 if test is None else test.n_rows} test rows), {where}, lr {lr:.6g}{' (auto: 1/L)' if auto else ''}, "
           f"{args.epochs} epochs, {batches}{resuming}")
     stopper = _SignalStop()
-    try:
-        history = fit(model, train, None, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                      batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
-                      clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient, resume=resume,
-                      check_gradients=args.check_gradients)
-    except DivergenceError as exc:
-        raise command_line_divergence(exc, "; nothing was saved") from exc
-    if (status := stopped(stopper, history, args)) is not None:
-        return status
-    # The loss of the weights the model keeps (early stopping: the best epoch's), on the training rows.
-    final_loss = source_loss(model, loss, train, client) if history.epochs_run else None
-    bundle = ModelBundle(model, source.feature_names, source.target_names[0], scaler, None, loss.name,
-                         {"epochs": history.epochs_run, "lr": lr, "optimizer": args.optimizer,
-                          "batch_size": None, "seed": args.seed, "final_loss": final_loss})
-    restored = getattr(history, "restored_epoch", None)
-    kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
-    final = "none (no epoch run)" if final_loss is None else f"{final_loss:.6g}"
-    print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
-    _print_metrics("training rows", model, train, client)
-    if test is not None:
-        _print_metrics("test rows", model, test, client)
-    if sums is not None:
-        layer = model.layers[0]
-        optimum = sums.optimum()
-        print(f"Gap to the least-squares optimum (training rows): "
-              f"{sums.gap(layer.params['W'], layer.params.get('b'), optimum).summary()}")
-    if args.out:
-        bundle.save(args.out)
-        print(f"Saved the model to {args.out}")
-    return 0
+    with finished_report(callbacks, args):
+        try:
+            history = fit(model, train, None, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                          batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
+                          clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient, resume=resume,
+                          check_gradients=args.check_gradients)
+        except DivergenceError as exc:
+            raise command_line_divergence(exc, "; nothing was saved") from exc
+        if (status := stopped(stopper, history, args)) is not None:
+            return status
+        # The loss of the weights the model keeps (early stopping: the best epoch's), on the training rows.
+        final_loss = source_loss(model, loss, train, client) if history.epochs_run else None
+        bundle = ModelBundle(model, source.feature_names, source.target_names[0], scaler, None, loss.name,
+                             {"epochs": history.epochs_run, "lr": lr, "optimizer": args.optimizer,
+                              "batch_size": None, "seed": args.seed, "final_loss": final_loss})
+        restored = getattr(history, "restored_epoch", None)
+        kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
+        final = "none (no epoch run)" if final_loss is None else f"{final_loss:.6g}"
+        print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
+        _print_metrics("training rows", model, train, client)
+        if test is not None:
+            _print_metrics("test rows", model, test, client)
+        if sums is not None:
+            layer = model.layers[0]
+            optimum = sums.optimum()
+            print(f"Gap to the least-squares optimum (training rows): "
+                  f"{sums.gap(layer.params['W'], layer.params.get('b'), optimum).summary()}")
+        if args.out:
+            bundle.save(args.out)
+            print(f"Saved the model to {args.out}")
+        return 0
 
 
 def regression_partial(X, Y, model):

@@ -11,6 +11,7 @@ turns them into one line and an exit status.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
@@ -18,8 +19,8 @@ import sys
 import numpy as np
 
 from ..bundle import ModelBundle
-from ..callbacks import (CSVLogger, Diagnostics, EarlyStopping, JSONLinesLogger, ProgressPrinter, RichProgress,
-                         TracePrinter)
+from ..callbacks import (CSVLogger, Diagnostics, EarlyStopping, JSONLinesLogger, LiveReport, ProgressPrinter,
+                         RichProgress, TracePrinter)
 from ..chapter import gap_to_optimum, least_squares, lipschitz
 from ..checkpoint import FILE_NAME, LOCK_NAME, CheckpointWriter, FolderLock
 from ..constraints import check_memory
@@ -35,6 +36,7 @@ from ..modelfile import json_line
 from ..models import linear, mlp
 from ..optimizers import CosineLR, ExponentialLR, StepLR, get_optimizer
 from ..paths import Place, check_places
+from ..runlog import read_log
 from .options import check_fingerprint, run_config
 
 CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
@@ -54,7 +56,7 @@ def train_places(args, data_files=None):
     if args.resume is not None and not (args.checkpoint and same_path(args.resume, args.checkpoint)):
         reads = () if os.path.isfile(args.resume) else (FILE_NAME,)
         inputs.append(Place("--resume checkpoint", args.resume, writes=reads))
-    outputs = [Place("--out", args.out), Place("--log", args.log),
+    outputs = [Place("--out", args.out), Place("--log", args.log), Place("--report", args.report),
                Place("--checkpoint", args.checkpoint, folder=True, writes=(FILE_NAME, LOCK_NAME))]
     return inputs, outputs
 
@@ -147,49 +149,54 @@ def _train_locked(args, resume, trace_first, progress, lock):
     callbacks.insert(0, diagnostics)
     print(_run_summary(args, model, loss, len(X_train), len(X_test), lr, auto_lr, resume))
     stopper = _SignalStop()
-    try:
-        history = fit(model, X_fit, y_fit, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                      batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
-                      round_to=args.round_to, schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr,
-                      gradient=args.gradient, validation_data=validation, resume=resume,
-                      check_gradients=args.check_gradients)
-    except DivergenceError as exc:
-        # The loop "keeps" the last finite weights in memory; on the command line say what that means.
-        done = (f"; they were not saved to {args.out}" if args.out else "") + (
-            f"; {args.log} holds epochs 1 to {exc.epoch - 1}" if args.log and exc.epoch > 1 else "")
-        raise command_line_divergence(exc, done) from exc
-    if (status := stopped(stopper, history, args)) is not None:
-        return status
+    with finished_report(callbacks, args) as report:
+        try:
+            history = fit(model, X_fit, y_fit, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                          batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
+                          round_to=args.round_to, schedule=schedule, clip_norm=args.clip_norm, stable_lr=stable_lr,
+                          gradient=args.gradient, validation_data=validation, resume=resume,
+                          check_gradients=args.check_gradients)
+        except DivergenceError as exc:
+            # The loop "keeps" the last finite weights in memory; on the command line say what that means.
+            done = (f"; they were not saved to {args.out}" if args.out else "") + (
+                f"; {args.log} holds epochs 1 to {exc.epoch - 1}" if args.log and exc.epoch > 1 else "")
+            raise command_line_divergence(exc, done) from exc
+        if (status := stopped(stopper, history, args)) is not None:
+            return status
 
-    # The loss of the weights the model keeps (an early-stopped run: the best epoch's), on the rows
-    # it trained on, in evaluation mode: one number whatever the logging, resumed or not.
-    final_loss = float(loss.value(fit_targets(model, loss, y_fit), model.predict_raw(X_fit))) \
-        if history.epochs_run else None
-    bundle = ModelBundle(model, data.feature_names, data.target_name, scaler, data.classes, loss.name,
-                         {"epochs": history.epochs_run, "lr": lr, "optimizer": optimizer_name,
-                          "batch_size": args.batch_size, "seed": args.seed, "final_loss": final_loss})
-    # --epochs 0 is allowed (the starting weights, evaluated): there is no final loss to print then.
-    final = "none (no epoch run)" if final_loss is None else f"{final_loss:.6g}"
-    restored = getattr(history, "restored_epoch", None)
-    kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
-    print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
-    if not args.diagnose and diagnostics.summary():
-        print(diagnostics.summary())
-    _print_metrics("training rows", bundle, X_fit, y_fit)
-    if validation is not None:
-        _print_metrics("validation rows", bundle, *validation)
-    if len(X_test):
-        _print_metrics("test rows", bundle, X_test, y_test)
-    if args.model == "linear" and loss.name == "mse":
-        _print_optimum(bundle, X_fit, y_fit)
-    if args.log and history.epochs_run and not args.log.lower().endswith(".csv"):  # CSV rows are epochs only
-        held_out = len(X_test) > 0
-        _log_final(args.log, bundle, X_test if held_out else X_fit, y_test if held_out else y_fit,
-                   "test" if held_out else "training", sweep)
-    if args.out:
-        bundle.save(args.out)
-        print(f"Saved the model to {args.out}")
-    return 0
+        # The loss of the weights the model keeps (an early-stopped run: the best epoch's), on the rows
+        # it trained on, in evaluation mode: one number whatever the logging, resumed or not.
+        final_loss = float(loss.value(fit_targets(model, loss, y_fit), model.predict_raw(X_fit))) \
+            if history.epochs_run else None
+        bundle = ModelBundle(model, data.feature_names, data.target_name, scaler, data.classes, loss.name,
+                             {"epochs": history.epochs_run, "lr": lr, "optimizer": optimizer_name,
+                              "batch_size": args.batch_size, "seed": args.seed, "final_loss": final_loss})
+        # --epochs 0 is allowed (the starting weights, evaluated): there is no final loss to print then.
+        final = "none (no epoch run)" if final_loss is None else f"{final_loss:.6g}"
+        restored = getattr(history, "restored_epoch", None)
+        kept = f" (the model keeps epoch {restored}'s weights, the best)" if restored is not None else ""
+        print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
+        if not args.diagnose and diagnostics.summary():
+            print(diagnostics.summary())
+        _print_metrics("training rows", bundle, X_fit, y_fit)
+        if validation is not None:
+            _print_metrics("validation rows", bundle, *validation)
+        if len(X_test):
+            _print_metrics("test rows", bundle, X_test, y_test)
+        if args.model == "linear" and loss.name == "mse":
+            _print_optimum(bundle, X_fit, y_fit)
+        json_log = args.log and not args.log.lower().endswith(".csv")  # CSV rows are epochs only
+        if (json_log or args.report) and history.epochs_run:
+            held_out = len(X_test) > 0
+            report["final"] = line = final_line(bundle, X_test if held_out else X_fit, y_test if held_out else y_fit,
+                                                "test" if held_out else "training", history, sweep)
+            if json_log:
+                with open(args.log, "a", encoding="utf-8") as fh:
+                    fh.write(json_line(line) + "\n")
+        if args.out:
+            bundle.save(args.out)
+            print(f"Saved the model to {args.out}")
+        return 0
 
 
 def _scales(X, names):
@@ -242,6 +249,9 @@ def _callbacks(args, trace_first, progress, config, lock, feature_names=None, cl
     if args.log:
         callbacks.append(CSVLogger(args.log) if args.log.lower().endswith(".csv")
                          else JSONLinesLogger(args.log, tensors=bool(args.log_tensors)))
+    if args.report:
+        callbacks.append(LiveReport(args.report, title=report_title(args), feature_names=feature_names,
+                                    records=logged_records(args), finish_later=True))
     if args.early_stopping is not None:
         callbacks.append(EarlyStopping("val_loss" if args.val_split else "loss", patience=args.early_stopping))
     if args.checkpoint:
@@ -381,12 +391,13 @@ def _print_optimum(bundle, X, y):
 FINAL_ROWS = 5000  # rows of targets and predictions kept in the --log's final line
 
 
-def _log_final(path, bundle, X_scaled, y, split, sweep=None):
-    """Append the run's result to the ``--log`` file: one last line ``{"final": true, ...}``.
+def final_line(bundle, X_scaled, y, split, history, sweep=None):
+    """The run's result, the ``--log``'s last line ``{"final": true, ...}`` (and the --report's summary).
 
     It holds the task, the targets and predictions of the held-out rows (the training rows when
     none are held out; the first FINAL_ROWS), the classes, and the metrics and confusion matrix of
-    all those rows: what ``gradloop report`` draws beside the epochs. Labels are the data's.
+    all those rows: what ``gradloop report`` draws beside the epochs. Labels are the data's. Also
+    why training stopped, whose weights the model kept, and the features' names.
     """
     model, classes = bundle.model, bundle.classes
     metrics = metrics_of(bundle, X_scaled, y)
@@ -396,13 +407,52 @@ def _log_final(path, bundle, X_scaled, y, split, sweep=None):
         y_true, y_pred = true.tolist(), pred.reshape(len(pred), -1)[:, 0].tolist()
     else:
         y_true, y_pred = [classes[i] for i in true], [classes[i] for i in pred]
+    restored = getattr(history, "restored_epoch", None)
     line = {"final": True, "task": model.task, "split": split, "rows": len(y), "y_true": y_true,
-            "y_pred": y_pred, "classes": classes, "metrics": metrics}
+            "y_pred": y_pred, "classes": classes, "metrics": metrics,
+            "stopped": history.stop_message or f"after its last epoch ({history.epochs_run})",
+            "kept_epoch": history.epochs_run if restored is None else restored, "restored": restored is not None,
+            "feature_names": [str(name) for name in bundle.feature_names]}
     if confusion is not None:
         line["confusion_matrix"] = confusion
     if sweep is not None:  # the --lr find curve, for the report
         line["lr_find"] = {"lrs": sweep.lrs, "losses": sweep.losses, "suggestion": sweep.suggestion,
                            "stable_lr": sweep.stable_lr}
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json_line(line) + "\n")
+    return line
+
+
+@contextlib.contextmanager
+def finished_report(callbacks, args):
+    """Around training: once it has ended, however it ended, the --report's final, static page.
+
+    Yields a dict whose ``"final"`` the run sets to its final line. The page is what ``gradloop
+    report`` draws from the --log (read back whole); without a log, the run's records and final
+    line. A run refused before training started has no page, and gets none.
+    """
+    holder = {"final": None}
+    try:
+        yield holder
+    finally:
+        report = next((cb for cb in callbacks if isinstance(cb, LiveReport)), None)
+        if report is not None and report.writes:
+            if args.log and os.path.exists(args.log):
+                records, final = read_log(args.log)
+                report.finish(final, records)
+            else:  # through JSON, as a log would give it
+                report.finish(None if holder["final"] is None else json.loads(json_line(holder["final"])))
+
+
+def report_title(args):
+    """The line under the report's heading: the log's name (as gradloop report writes it), else the page's."""
+    return os.path.basename(args.log or args.report)
+
+
+def logged_records(args):
+    """The epochs a resumed run's --log already holds, for its --report (none when it cannot be read)."""
+    if args.resume is None or not args.log or not os.path.exists(args.log):
+        return []
+    try:
+        return read_log(args.log)[0]
+    except DataError:
+        return []
 

@@ -1,0 +1,88 @@
+"""``LiveReport``: the run's HTML report, kept current on disk while it trains; no server needed.
+
+The page is written when training starts and rewritten (atomically: a reader never sees
+half a page) every few seconds. While the run is live the page says which epoch it has
+reached and reloads itself; when the run ends the page is rewritten once more as the
+static report, the same page ``gradloop report`` draws from the run's log.
+
+    >>> fit(model, X, y, ..., callbacks=[LiveReport("run.html")])   # open run.html in a browser
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ..modelfile import atomic_write_bytes, json_line
+from ..paths import Place
+from .base import Callback
+
+REFRESH_SECONDS = 3  # how often a live page reloads itself
+# Drawing the page takes a while (a few plots); it is redrawn at most this often relative to that
+# cost, so a fast run does not spend more than about a fifth of its time on its report.
+COST_FACTOR = 4.0
+
+
+class LiveReport(Callback):
+    """Write the HTML report at the start of training, rewrite it every ``interval`` seconds, and
+    write the final static page at the end.
+
+    Args:
+        path: the HTML file (its folder must exist).
+        interval: the least number of seconds between rewrites (default 3); a page that
+            takes long to draw is rewritten less often (at most a fifth of the run's time).
+        title: the line under the heading (default: the file's name).
+        feature_names: names of the inputs, for the weights' legend.
+        records: epoch records already logged (dicts as :func:`gradloop.report.read_log`
+            gives), for a resumed run: those after the resumed epoch are dropped.
+        finish_later: leave the final page to a call of :meth:`finish` (the command line
+            does, to add the evaluation); otherwise it is written when training ends.
+    """
+
+    def __init__(self, path, interval=REFRESH_SECONDS, title=None, feature_names=None, records=(),
+                 finish_later=False):
+        self.path = path
+        self.interval = float(interval)
+        self.title = title if title is not None else os.path.basename(os.fspath(path))
+        self.feature_names = feature_names
+        self.records = list(records)
+        self.finish_later = finish_later
+        self.writes = 0  # pages written, live and final
+        self._epochs, self._next_write = 0, 0.0
+
+    def output_places(self):
+        return [Place(f"{type(self).__name__} path", self.path)]
+
+    def on_train_begin(self, trainer):
+        self._epochs = trainer.epochs
+        self.records = [r for r in self.records if r["epoch"] <= trainer.epoch]
+        self._write(live=True)
+
+    def on_epoch_end(self, record, trainer):
+        # Through JSON, as a log line would be read back: the live page draws what the final one will.
+        self.records.append(json.loads(json_line(record.to_dict(tensors=False))))
+        if time.monotonic() >= self._next_write and trainer.epoch < trainer.epochs:
+            self._write(live=True)
+
+    def on_train_end(self, history, trainer):
+        if not self.finish_later:
+            self.finish()
+
+    def finish(self, final=None, records=None):
+        """Write the static page: ``records`` (default: the epochs seen) and the log's ``final`` line."""
+        if records is not None:
+            self.records = list(records)
+        self._write(live=False, final=final)
+
+    def _write(self, live, final=None):
+        from ..report import figures, render_html  # lazy: matplotlib is imported to draw, not to train
+
+        started = time.monotonic()
+        figs = figures(self.records, final, self.feature_names) if self.records else {}
+        status = {"epochs": self._epochs, "refresh": REFRESH_SECONDS} if live else None
+        page = render_html(self.records, final, figs, title=self.title, live=status)
+        atomic_write_bytes(self.path, page.encode("utf-8"), "report")
+        self.writes += 1
+        cost = time.monotonic() - started
+        self._next_write = time.monotonic() + max(self.interval, COST_FACTOR * cost)
