@@ -33,6 +33,60 @@ class Workload:
     close: object = None  # called once the workload is measured: remove its files, stop its cluster
 
 
+def _jax():
+    """JAX on the CPU, float64 enabled (the chapter's loops are float64), or None when not installed."""
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_platforms", "cpu")
+    return jax
+
+
+def _jax_linear_loop(jax, X, Y, lr, epochs):
+    """The chapter's loop compiled by XLA: every epoch (forward, loss, gradient, update) in one
+    ``lax.fori_loop``, the loss of each epoch computed as gradloop computes it."""
+    jnp = jax.numpy
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    scale = -2.0 / Y.size
+
+    @jax.jit
+    def run(w):
+        def epoch(_, carry):
+            w, _ = carry
+            r = Yj - Xj @ w
+            loss = jnp.vdot(r, r) / r.size
+            return w - lr * scale * (Xj.T @ r), loss
+
+        return jax.lax.fori_loop(0, epochs, epoch, (w, jnp.zeros(())))
+
+    w0 = jnp.zeros((X.shape[1], Y.shape[1]))
+
+    def jax_fori_loop():
+        w, loss = run(w0)
+        w.block_until_ready()
+        return w
+
+    return jax_fori_loop
+
+
+def _python_loop(train):
+    """gradloop's train with the compiled loop off: the Python loop's epoch (the fused kernel)."""
+
+    def gradloop_python_loop():
+        from gradloop.fast import silent
+
+        saved = silent.worth_compiling
+        silent.worth_compiling = lambda epochs: False
+        try:
+            return train()
+        finally:
+            silent.worth_compiling = saved
+
+    return gradloop_python_loop
+
+
 def _torch():
     try:
         import torch
@@ -69,7 +123,9 @@ def chapter_small(quick):
         return gradloop.train(X, Y, w0, lr, epochs)
 
     work = Workload("chapter loop, 16 x 7, full batch", "epoch", epochs,
-                    {"gradloop": gradloop_train, "numpy (bare loop)": bare_numpy})
+                    {"gradloop": gradloop_train, "gradloop (Python loop)": _python_loop(gradloop_train),
+                     "numpy (bare loop)": bare_numpy})
+    _add_jax_linear(work, X, Y, lr, epochs)
     torch = _torch()
     if torch is not None:
         Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
@@ -85,6 +141,14 @@ def chapter_small(quick):
 
         work.contenders["pytorch (no-grad loop)"] = torch_no_grad
     return work
+
+
+def _add_jax_linear(work, X, Y, lr, epochs):
+    jax = _jax()
+    if jax is None:
+        work.notes.append("JAX not installed (pip install '.[bench]'): its fori_loop was skipped")
+        return
+    work.contenders["jax (jit fori_loop)"] = _jax_linear_loop(jax, X, Y, lr, epochs)
 
 
 # ---------------------------------------------------------------- linear, full batch, large
@@ -292,9 +356,90 @@ def mlp_adam(quick):
     return work
 
 
-def _add_mlp_peers(work, X, y, lr, batch, optimizer, sklearn_dtypes):
-    """PyTorch's and scikit-learn's MLPClassifier's epoch of the same 784-128-10 network ("sgd" or "adam")."""
+def _jax_mlp(jax, X, y, lr, batch, optimizer):
+    """JAX's epoch of the 784-128-10 network: (a jit-compiled step called per batch, the whole epoch
+    as one ``lax.scan`` over the batches). The scan needs equal batches: it drops the last partial one."""
+    jnp = jax.numpy
     n = len(X)
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+
+    def init():
+        k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+        he = lambda key, a, b: jax.random.normal(key, (a, b), jnp.float32) * jnp.sqrt(2.0 / a)  # noqa: E731
+        return (he(k1, 784, 128), jnp.zeros(128, jnp.float32), he(k2, 128, 10), jnp.zeros(10, jnp.float32))
+
+    def loss(params, xb, yb):
+        W1, b1, W2, b2 = params
+        z = jax.nn.relu(xb @ W1 + b1) @ W2 + b2
+        return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, yb[:, None], axis=1)[:, 0])
+
+    grad = jax.value_and_grad(loss)
+
+    def update(params, state, grads):
+        if optimizer == "sgd":
+            return tuple(p - lr * g for p, g in zip(params, grads)), state
+        m, v, t = state  # Adam, PyTorch's defaults
+        t = t + 1
+        m = tuple(0.9 * a + 0.1 * g for a, g in zip(m, grads))
+        v = tuple(0.999 * a + 0.001 * g * g for a, g in zip(v, grads))
+        step = lr * jnp.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        return tuple(p - step * a / (jnp.sqrt(b) + 1e-8 * jnp.sqrt(1 - 0.999 ** t))
+                     for p, a, b in zip(params, m, v)), (m, v, t)
+
+    def fresh_state(params):
+        zeros = tuple(jnp.zeros_like(p) for p in params)
+        return (zeros, zeros, jnp.zeros((), jnp.float32)) if optimizer == "adam" else ()
+
+    @jax.jit
+    def step(params, state, xb, yb):
+        value, grads = grad(params, xb, yb)
+        params, state = update(params, state, grads)
+        return params, state, value
+
+    steps = n // batch
+
+    @jax.jit
+    def scanned_epoch(params, state, order):
+        xs = Xj[order[:steps * batch]].reshape(steps, batch, -1)
+        ys = yj[order[:steps * batch]].reshape(steps, batch)
+
+        def body(carry, data):
+            params, state = carry
+            params, state, value = step(params, state, *data)
+            return (params, state), value
+
+        (params, state), values = jax.lax.scan(body, (params, state), (xs, ys))
+        return params, values
+
+    order = np.random.default_rng(0).permutation(n)
+    order_j = jnp.asarray(order)
+
+    def jax_step():
+        params = init()
+        state = fresh_state(params)
+        for start in range(0, n, batch):
+            idx = order_j[start:start + batch]
+            params, state, value = step(params, state, Xj[idx], yj[idx])
+        params[0].block_until_ready()
+
+    def jax_scan():
+        params = init()
+        params, values = scanned_epoch(params, fresh_state(params), order_j)
+        values.block_until_ready()
+
+    return jax_step, jax_scan
+
+
+def _add_mlp_peers(work, X, y, lr, batch, optimizer, sklearn_dtypes):
+    """PyTorch's, JAX's and scikit-learn's MLPClassifier's epoch of the same 784-128-10 network
+    ("sgd" or "adam")."""
+    n = len(X)
+    jax = _jax()
+    if jax is not None:
+        work.contenders["jax (jit step)"], work.contenders["jax (lax.scan epoch)"] = _jax_mlp(
+            jax, X, y, lr, batch, optimizer)
+    else:
+        work.notes.append("JAX not installed (pip install '.[bench]'): it was skipped")
     torch = _torch()
     if torch is not None:
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -368,8 +513,9 @@ def linear_tiny(quick):
             w -= g
 
     work = Workload("linear MSE, 100 x 3, full batch", "epoch", epochs,
-                    {"gradloop": gradloop_train, "numpy (plain)": numpy_plain, "limit: numpy with out=": numpy_out},
-                    limit="limit: numpy with out=")
+                    {"gradloop": gradloop_train, "gradloop (Python loop)": _python_loop(gradloop_train),
+                     "numpy (plain)": numpy_plain, "numpy with out=": numpy_out})
+    _add_jax_linear(work, X, Y, lr, epochs)
     torch = _torch()
     if torch is not None:
         Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)

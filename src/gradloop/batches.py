@@ -16,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .callbacks import BatchRecord
+from .fast import silent
 from .fast.blockwise import read_ahead, source_loss
 from .losses import fit_targets
+from .optimizers import SGD
 from .records import HEAD
 
 
@@ -38,6 +40,26 @@ class FullBatch:
             # The silent epoch is the bare arithmetic: on the chapter's 16 x 7 problem an epoch is
             # ~5 us, and each branch, lookup and call of the general epoch is a visible part of it.
             self.epoch, self.update = self._bare_epoch, run.plain_step()
+        self.compiled = _compiled_loop(run, kernel)  # every epoch in one compiled call, where it applies
+
+    def run_compiled(self, done, epochs):
+        """Epochs ``done + 1`` to ``epochs`` in one call of the compiled loop; returns the last one
+        completed. The History gets their entries as the Python loop would give them, and an
+        update that made the loss NaN or exploded raises the same DivergenceError, with the same
+        last finite weights (TerminateOnNaN is a callback: never in a compiled run)."""
+        run = self.run
+        losses, new_losses, stopped = self.compiled(done + 1, epochs, self.limit)
+        run.history.extend_later(loss=losses, new_loss=new_losses, lr=np.full(len(losses), run.optimizer.lr))
+        run.optimizer.steps += len(losses) + (stopped is not None)
+        run.history.gradient_mode = "compiled"
+        if stopped is not None:
+            epoch, value, before = stopped
+            for keep, p in zip(run.last_good, before):
+                keep[...] = p
+            self._stop(epoch, value)
+        if len(new_losses):
+            self.value = float(new_losses[-1])
+        return done + len(losses)
 
     def _bare_epoch(self, epoch):
         """:meth:`epoch` without records or dropout: step, evaluate, check."""
@@ -84,6 +106,24 @@ class FullBatch:
 
     def close(self):
         getattr(self.kernel, "close", lambda: None)()
+
+
+def _compiled_loop(run, kernel):
+    """The compiled silent loop (:class:`gradloop.fast.silent.LinearLoop`) for a run it computes as the
+    Python loop does, its sums in another order: full batch, the kernel "auto" chose is the fused one,
+    nothing reads the epochs, the step is plain SGD and nothing is clipped. None otherwise, and
+    while loading the compiled loop would not pay (:func:`~gradloop.fast.silent.worth_compiling`)."""
+    optimizer, options = run.optimizer, run.options
+    if not (kernel.name == "fused" and options.gradient == "auto" and not run.bookkeeping and not run.records_wanted
+            and not run.dropouts and options.clip_norm is None and type(optimizer) is SGD
+            and optimizer.momentum == 0 and optimizer.weight_decay == 0):
+        return None
+    W, b = kernel.layer.params["W"], kernel.layer.params.get("b")
+    if not (kernel.X.dtype == kernel.Y.dtype == W.dtype and W.dtype in (np.float32, np.float64)):
+        return None
+    if not silent.worth_compiling(options.epochs - run.trainer.epoch):
+        return None
+    return silent.LinearLoop(kernel.X, kernel.Y, W, b, optimizer.lr, options.round_to)
 
 
 class MiniBatches:

@@ -327,9 +327,11 @@ class _Run:
         try:
             source.start()
             new_losses = history.history.get("new_loss")  # mini-batch runs have one only with records
+            if not bookkeeping and getattr(source, "compiled", None) is not None:
+                completed = source.run_compiled(completed, self.options.epochs)
             run_epoch = source.epoch
             lr = optimizer.lr  # a silent run's learning rate never changes
-            for epoch in range(trainer.epoch + 1, self.options.epochs + 1):
+            for epoch in range(completed + 1, self.options.epochs + 1):
                 if bookkeeping:
                     started = time.perf_counter()
                     lr = self._set_lr(epoch)

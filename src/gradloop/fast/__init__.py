@@ -3,6 +3,7 @@
 A reader of the glass box may skip this package. ``kernels`` holds the full-batch
 executors (through the layers, fused, a compiled one-pass stream over the rows, the Gram
 form), each proven bit for bit or within 1e-12 of the layers' plain formulas;
-``rowloop`` the streaming executor's compiled row loop; ``jit`` the numba glue that
+``rowloop`` the streaming executor's compiled row loop; ``silent`` a silent full-batch
+run of the linear model, every epoch in one compiled call; ``jit`` the numba glue that
 compiles such plain Python loops on first use.
 """

@@ -52,6 +52,7 @@ def compiled(uses=(), **options):
             return (dispatcher or build())(*args)
 
         call.python = fn  # the uncompiled loop, for reading and for tests
+        call.loaded = lambda: dispatcher is not None  # compiled (or loaded from the cache) in this process
         return call
 
     return wrap
