@@ -261,6 +261,27 @@ def linear_gram(quick):
 
 
 # ---------------------------------------------------------------- MLP, mini-batches
+def _matmul_floor(X, batch):
+    """The five matrix products of one step of the 784-128-10 network (2 forward, 3 backward) over an
+    epoch of X, nothing else: the floor any implementation of the epoch stands on."""
+    n = len(X)
+
+    def matmul_floor():
+        W1 = np.zeros((784, 128), np.float32)
+        W2 = np.zeros((128, 10), np.float32)
+        h = np.empty((batch, 128), np.float32)
+        o = np.empty((batch, 10), np.float32)
+        for start in range(0, n - batch + 1, batch):
+            xb = X[start:start + batch]
+            np.matmul(xb, W1, out=h)
+            np.matmul(h, W2, out=o)
+            np.matmul(h.T, o, out=W2)
+            np.matmul(o, W2.T, out=h)
+            np.matmul(xb.T, h, out=W1)
+
+    return matmul_floor
+
+
 def mlp_minibatch(quick):
     """MLP 784-128-10, ReLU, softmax cross-entropy, SGD, batch 128, float32: one epoch."""
     n = 6_000 if quick else 60_000
@@ -273,19 +294,7 @@ def mlp_minibatch(quick):
         model = mlp([784, 128, 10], "relu", seed=0, dtype=np.float32, task="multiclass")
         fit(model, X, y, loss="cross-entropy", optimizer=SGD(lr), epochs=1, batch_size=batch, seed=0)
 
-    def matmul_floor():
-        # The five matrix products of one SGD step (2 forward, 3 backward), nothing else.
-        W1 = np.zeros((784, 128), np.float32)
-        W2 = np.zeros((128, 10), np.float32)
-        h = np.empty((batch, 128), np.float32)
-        o = np.empty((batch, 10), np.float32)
-        for start in range(0, n - batch + 1, batch):
-            xb = X[start:start + batch]
-            np.matmul(xb, W1, out=h)
-            np.matmul(h, W2, out=o)
-            np.matmul(h.T, o, out=W2)
-            np.matmul(o, W2.T, out=h)
-            np.matmul(xb.T, h, out=W1)
+    matmul_floor = _matmul_floor(X, batch)
 
     def numpy_loop():
         # The same epoch written by hand in NumPy, in place where it helps: the shuffled
@@ -351,7 +360,9 @@ def mlp_adam(quick):
             optimizers.COMPILED_UPDATE_MIN_SIZE = saved
 
     work = Workload(f"MLP 784-128-10 ReLU, softmax CE, Adam, batch {batch}, {n:,} rows float32", "epoch", 1,
-                    {"gradloop": gradloop_fit, "gradloop, NumPy's update": gradloop_numpy_update})
+                    {"gradloop": gradloop_fit, "gradloop, NumPy's update": gradloop_numpy_update,
+                     "limit: matrix products only": _matmul_floor(X, batch)},
+                    limit="limit: matrix products only")
     _add_mlp_peers(work, X, y, lr, batch, "adam", sklearn_dtypes=(np.float32,))
     return work
 

@@ -232,3 +232,26 @@ def test_report_layout_two_plots_across_on_a_wide_page_one_on_a_phone(data, tmp_
     tops = [top for _, top, _ in narrow["figures"]]
     assert len(lefts) == 1 and tops == sorted(tops) and len(set(tops)) == 6
     assert all(width <= narrow["viewport"] for _, _, width in narrow["figures"])
+
+
+def test_a_run_that_fails_on_its_input_keeps_the_last_report(data, tmp_path, capsys):
+    page = tmp_path / "run.html"
+    assert run(capsys, "train", data / "lin.csv", "--target", "y", "--epochs", "3", "--report", page)[0] == 0
+    before = page.read_bytes()
+    # A starting loss that is not finite (the weights overflow it): no epoch runs, the old page stays.
+    bad = tmp_path / "huge.csv"
+    bad.write_text("a,y\n1e200,1\n2e200,2\n3e200,3\n4e200,4\n5e200,5\n")
+    status, _, err = run(capsys, "train", bad, "--target", "y", "--lr", "0.1", "--test-size", "0", "--report", page)
+    assert status in (2, 3) and err.count("\n") == 1
+    assert page.read_bytes() == before
+    # The same failure with no page there before leaves none.
+    fresh = tmp_path / "fresh.html"
+    status, _, _ = run(capsys, "train", bad, "--target", "y", "--lr", "0.1", "--test-size", "0", "--report", fresh)
+    assert status in (2, 3) and not fresh.exists()
+
+
+def test_zero_epochs_write_no_report(data, tmp_path, capsys):
+    page, log = tmp_path / "run.html", tmp_path / "run.jsonl"
+    assert run(capsys, "train", data / "lin.csv", "--target", "y", "--epochs", "0", "--log", log,
+               "--report", page)[0] == 0
+    assert not page.exists()

@@ -49,28 +49,42 @@ class LiveReport(Callback):
         self.records = list(records)
         self.finish_later = finish_later
         self.writes = 0  # pages written, live and final
-        self._epochs, self._next_write = 0, 0.0
+        self._epochs, self._first, self._next_write, self._created = 0, 0, 0.0, False
 
     def output_places(self):
         return [Place(f"{type(self).__name__} path", self.path)]
 
     def on_train_begin(self, trainer):
-        self._epochs = trainer.epochs
+        self._epochs, self._first = trainer.epochs, trainer.epoch
         self.records = [r for r in self.records if r["epoch"] <= trainer.epoch]
-        self._write(live=True)
+        # A page already there is replaced only once an epoch has run: a run that fails on its
+        # input (a non-finite starting loss) must not destroy the last run's report.
+        self._created = not os.path.exists(self.path)
+        if self._created:
+            self._write(live=True)
 
     def on_epoch_end(self, record, trainer):
         # Through JSON, as a log line would be read back: the live page draws what the final one will.
         self.records.append(json.loads(json_line(record.to_dict(tensors=False))))
-        if time.monotonic() >= self._next_write and trainer.epoch < trainer.epochs:
+        if (self.writes == 0 or time.monotonic() >= self._next_write) and trainer.epoch < trainer.epochs:
             self._write(live=True)
 
     def on_train_end(self, history, trainer):
         if not self.finish_later:
             self.finish()
 
+    @property
+    def ran_epochs(self):
+        """Whether this run (not the one it resumed) completed an epoch."""
+        return any(r["epoch"] > self._first for r in self.records)
+
     def finish(self, final=None, records=None):
-        """Write the static page: ``records`` (default: the epochs seen) and the log's ``final`` line."""
+        """Write the static page: ``records`` (default: the epochs seen) and the log's ``final`` line.
+        A run that ended before its first epoch writes none, and removes the page it wrote at its start."""
+        if not self.ran_epochs:
+            if self.writes and self._created and os.path.exists(self.path):
+                os.remove(self.path)
+            return
         if records is not None:
             self.records = list(records)
         self._write(live=False, final=final)

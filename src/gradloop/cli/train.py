@@ -427,19 +427,19 @@ def finished_report(callbacks, args):
 
     Yields a dict whose ``"final"`` the run sets to its final line. The page is what ``gradloop
     report`` draws from the --log (read back whole); without a log, the run's records and final
-    line. A run refused before training started has no page, and gets none.
+    line. A run refused before training started has no page, and gets none; one that stopped
+    before its first epoch (a non-finite starting loss) removes the page it wrote at its start.
     """
     holder = {"final": None}
     try:
         yield holder
     finally:
         report = next((cb for cb in callbacks if isinstance(cb, LiveReport)), None)
-        if report is not None and report.writes:
-            if args.log and os.path.exists(args.log):
-                records, final = read_log(args.log)
-                report.finish(final, records)
-            else:  # through JSON, as a log would give it
-                report.finish(None if holder["final"] is None else json.loads(json_line(holder["final"])))
+        if report is not None and report.ran_epochs and args.log and os.path.exists(args.log):
+            records, final = read_log(args.log)
+            report.finish(final, records)
+        elif report is not None:  # the final line through JSON, as a log would give it
+            report.finish(None if holder["final"] is None else json.loads(json_line(holder["final"])))
 
 
 def report_title(args):
