@@ -282,12 +282,16 @@ def _matmul_floor(X, batch):
     return matmul_floor
 
 
-def mlp_minibatch(quick):
-    """MLP 784-128-10, ReLU, softmax cross-entropy, SGD, batch 128, float32: one epoch."""
+def _mlp_data(quick):
+    """(n, X (n, 784) float32 in [0, 1), y (n,) labels 0-9): the MLP workloads' data, MNIST's shape."""
     n = 6_000 if quick else 60_000
     rng = np.random.default_rng(0)
-    X = rng.random((n, 784), dtype=np.float32)
-    y = rng.integers(0, 10, n)
+    return n, rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)
+
+
+def mlp_minibatch(quick):
+    """MLP 784-128-10, ReLU, softmax cross-entropy, SGD, batch 128, float32: one epoch."""
+    n, X, y = _mlp_data(quick)
     lr, batch = 0.01, 128
 
     def gradloop_fit():
@@ -338,10 +342,7 @@ def mlp_minibatch(quick):
 
 def mlp_adam(quick):
     """The same MLP epoch with Adam (lr 1e-3): the optimizer's update is a larger share of the step."""
-    n = 6_000 if quick else 60_000
-    rng = np.random.default_rng(0)
-    X = rng.random((n, 784), dtype=np.float32)
-    y = rng.integers(0, 10, n)
+    n, X, y = _mlp_data(quick)
     lr, batch = 1e-3, 128
 
     def gradloop_fit():

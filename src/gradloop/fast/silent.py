@@ -66,12 +66,14 @@ def _round(a, factor):
 # Reassociation only: SIMD lanes in the sums; no fused multiply-adds, so each update and rounding
 # is NumPy's own arithmetic.
 @compiled(uses=(_evaluate, _round), fastmath={"reassoc"})
-def linear_epochs(XT, YT, W, b, has_bias, lr, scale, epochs, round_to, limit, losses, new_losses, keep_W, keep_b):
+def linear_epochs(XT, YT, W, b, has_bias, lr, scale, epochs, round_to, factor, limit, losses, new_losses, keep_W,
+                  keep_b):
     """Train W (d, k) and b (k,) in place, up to ``epochs`` epochs: ``(epochs completed, loss that stopped it)``.
 
-    XT (d, N) and YT (k, N): the data transposed; W, b, lr and ``scale`` = 2 / (N k) in its dtype
-    (NumPy computes ``r *= 2 / r.size`` in the array's dtype), and without a bias
-    ``has_bias`` False and b zeros, left alone); ``round_to`` < 0: no rounding. ``losses[e]`` and
+    XT (d, N) and YT (k, N): the data transposed. W, b, lr, ``scale`` = 2 / (N k) and ``factor`` =
+    10**round_to are in its dtype, as NumPy computes ``r *= 2 / r.size`` and ``np.round`` in the
+    array's dtype. Without a bias, ``has_bias`` is False and b zeros, left alone. ``round_to``
+    < 0: no rounding. ``losses[e]`` and
     ``new_losses[e]`` get epoch e+1's loss before and after its update. An update whose loss is
     NaN or above ``limit`` is taken back (``keep_W``, ``keep_b`` hold the weights before it) and
     ends the loop: it returns the epochs completed before it and that loss (NaN when all ran).
@@ -81,7 +83,6 @@ def linear_epochs(XT, YT, W, b, has_bias, lr, scale, epochs, round_to, limit, lo
     residual = np.empty(n, dtype=XT.dtype)
     gW = np.empty((d, k), dtype=XT.dtype)
     gb = np.empty(k, dtype=XT.dtype)
-    factor = 10.0 ** round_to if round_to >= 0 else 1.0
     value = _evaluate(XT, YT, W, b, residual, gW, gb, scale)
     for epoch in range(epochs):
         if round_to >= 0:  # the chapter's rounding: the gradient before the step, the weights after
@@ -145,6 +146,7 @@ class LinearLoop:
         kind = X.dtype.type
         self.lr, self.scale = kind(lr), kind(2.0 / Y.size)
         self.round_to = -1 if round_to is None else int(round_to)
+        self.factor = kind(10.0 ** max(self.round_to, 0))
 
     def __call__(self, first, epochs, limit):
         """Epochs ``first`` to ``epochs`` (numbered as the run numbers them)."""
@@ -152,7 +154,7 @@ class LinearLoop:
         losses, new_losses = np.empty(count), np.empty(count)
         keep_W, keep_b = np.empty_like(self.W), np.empty_like(self.b)
         done, value = linear_epochs(self.XT, self.YT, self.W, self.b, self.has_bias, self.lr, self.scale, count,
-                                    self.round_to, float(limit), losses, new_losses, keep_W, keep_b)
+                                    self.round_to, self.factor, float(limit), losses, new_losses, keep_W, keep_b)
         stopped = None
         if done < count:
             stopped = (first + done, float(value), [keep_W, keep_b] if self.has_bias else [keep_W])
