@@ -28,6 +28,10 @@ class LiveReport(Callback):
     """Write the HTML report at the start of training, rewrite it every ``interval`` seconds, and
     write the final static page at the end.
 
+    A page already at ``path`` (the last run's) is replaced once the first epoch has run, not
+    before, and a run that ends before its first epoch writes no page (it removes the one it
+    wrote at its start): a run that fails on its input leaves the last report as it was.
+
     Args:
         path: the HTML file (its folder must exist).
         interval: the least number of seconds between rewrites (default 3); a page that
