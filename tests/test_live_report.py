@@ -255,3 +255,20 @@ def test_zero_epochs_write_no_report(data, tmp_path, capsys):
     assert run(capsys, "train", data / "lin.csv", "--target", "y", "--epochs", "0", "--log", log,
                "--report", page)[0] == 0
     assert not page.exists()
+
+
+def test_out_of_core_run_report_is_the_page_of_its_log(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for part in range(2):
+        x = rng.normal(size=(300, 2))
+        pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1], "y": x @ [1.5, -2.0] + 0.5}),
+                       folder / f"part-{part}.parquet", row_group_size=100)
+    log, page, again = tmp_path / "run.jsonl", tmp_path / "run.html", tmp_path / "again.html"
+    assert run(capsys, "train", folder, "--target", "y", "--epochs", "6", "--log", log, "--report", page)[0] == 0
+    assert run(capsys, "report", log, "-o", again)[0] == 0
+    assert page.read_bytes() == again.read_bytes()

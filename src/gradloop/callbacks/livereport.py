@@ -83,14 +83,15 @@ class LiveReport(Callback):
         return any(r["epoch"] > self._first for r in self.records)
 
     def finish(self, final=None, records=None):
-        """Write the static page: ``records`` (default: the epochs seen) and the log's ``final`` line.
+        """Write the static page: ``records`` (default: the epochs seen) and the log's ``final`` line;
+        given a log's ``records``, the page ``gradloop report`` draws from that log.
         A run that ended before its first epoch writes none, and removes the page it wrote at its start."""
         if not self.ran_epochs:
             if self.writes and self._created and os.path.exists(self.path):
                 os.remove(self.path)
             return
-        if records is not None:
-            self.records = list(records)
+        if records is not None:  # a log's: the page is the one its report draws, names from its final line
+            self.records, self.feature_names = list(records), None
         self._write(live=False, final=final)
 
     def _write(self, live, final=None):
