@@ -49,6 +49,30 @@ def test_out_of_core_trains_the_in_memory_model(cli, folder, data):
     assert "Gap to the least-squares optimum" in out and "R^2 0.99" in out
 
 
+@pytest.mark.parametrize("options", [["--round-to", "3"], ["--schedule", "step"], ["--schedule", "cosine"]])
+def test_rounding_and_schedules_train_the_in_memory_model_block_by_block(cli, folder, options):
+    common = ["--target", "y", "--standardize", "--epochs", "60", "--test-size", "0", "--log", "{}.jsonl", *options]
+    runs = {}
+    for name, data, extra in (("memory", "d.csv", []), ("blocks", "pq", ["--out-of-core"])):
+        argv = [a.format(name) for a in common]
+        status, out, err = cli("train", data, *argv, *extra, "--out", f"{name}.safetensors", "--quiet")
+        assert status == 0, err
+        runs[name] = _coefficients(f"{name}.safetensors")
+    (W1, b1), (W2, b2) = runs["memory"], runs["blocks"]
+    assert np.allclose(W2, W1, rtol=1e-9, atol=0) and np.allclose(b2, b1, rtol=1e-9, atol=0)
+    # The same learning rate every epoch (the schedule's; 1/L from the block sums, to the last bits)
+    # and the same losses.
+    memory, blocks = (pd.read_json(f"{name}.jsonl", lines=True) for name in ("memory", "blocks"))
+    blocks, memory = blocks[blocks["epoch"].notna()], memory[memory["epoch"].notna()]
+    assert len(memory) == len(blocks) == 60
+    assert np.allclose(memory["lr"], blocks["lr"], rtol=1e-13, atol=0)
+    assert (memory["lr"].nunique() == 1) == ("--round-to" in options)  # a schedule moves it
+    assert np.allclose(memory["loss"], blocks["loss"], rtol=1e-9, atol=0)
+    if "--round-to" in options:  # the weights on the chapter's grid of 3 decimals, out of core too
+        weights = ModelBundle.load("blocks.safetensors").model.layers[0].params["W"]
+        assert np.array_equal(np.round(weights, 3), weights)
+
+
 def test_a_folder_of_parquet_files_is_read_block_by_block_without_the_option(cli, folder):
     status, out, err = cli("train", "pq", "--target", "y", "--epochs", "5", "--test-size", "0.25")
     assert status == 0, err
@@ -80,7 +104,6 @@ def test_dask_local_cluster_gives_the_bits_of_the_out_of_core_run(cli, folder):
 
 @pytest.mark.parametrize("argv, message", [
     (["pq", "--target", "y", "--val-split", "0.1"], "--val-split is not supported with --out-of-core or --dask"),
-    (["pq", "--target", "y", "--schedule", "step"], "--schedule is not supported with --out-of-core"),
     (["pq", "--target", "y", "--loss", "cross-entropy"], "--loss cross-entropy: --out-of-core and --dask train "
                                                          "regression losses"),
     (["d.csv", "--target", "y", "--dask", "lokal"], "--dask 'lokal': expected local, local:WORKERS or tcp://"),

@@ -36,14 +36,14 @@ from ..optimizers import get_optimizer
 from ..paths import Place, check_places
 from ..sums import SourceSums, fit_standardizer
 from .options import check_fingerprint, run_config
-from .train import (_build_model, _callbacks, _SignalStop, checkpoint_lock, command_line_divergence,
+from .train import (_build_model, _callbacks, _schedule, _SignalStop, checkpoint_lock, command_line_divergence,
                     finished_report, model_summary, stopped, train_places)
 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
 OUT_OF_CORE_SHARE = 0.25
 # What the block-by-block path does not do yet, and the option that asks for it.
-NOT_YET = (("val_split", "--val-split"), ("round_to", "--round-to"), ("schedule", "--schedule"))
+NOT_YET = (("val_split", "--val-split"),)
 # --lr find sweeps in memory; block by block --lr auto is exact for the linear model.
 PARQUET = (".parquet", ".pq")
 
@@ -200,7 +200,8 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
         try:
             history = fit(model, train, None, loss=loss, optimizer=optimizer, epochs=args.epochs,
                           batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
-                          clip_norm=args.clip_norm, stable_lr=stable_lr, gradient=args.gradient, resume=resume,
+                          round_to=args.round_to, schedule=_schedule(args), clip_norm=args.clip_norm,
+                          stable_lr=stable_lr, gradient=args.gradient, resume=resume,
                           check_gradients=args.check_gradients)
         except DivergenceError as exc:
             raise command_line_divergence(exc, "; nothing was saved") from exc
