@@ -102,7 +102,7 @@ class History:
         self._later: list[dict] = []
         self.records: list[EpochRecord] = []
         self.epochs_run = 0
-        self.gradient_mode = None  # which full-batch kernel ran: layers, stream or gram
+        self.gradient_mode = None  # which full-batch kernel ran: layers, fused, stream, gram, or "compiled"
         self.start_loss = None  # loss of the very first weights: the divergence threshold's base
         self.stop_message = None  # why a run stopped before its last epoch, when a callback says
         self.stopped_early = False
