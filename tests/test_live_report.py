@@ -64,7 +64,12 @@ def test_final_report_is_the_page_gradloop_report_writes_from_the_log(data, tmp_
     assert rows["epochs logged"] == "20 (epoch 1 to 20)"
     assert rows["training stopped"] == "after its last epoch (20)"
     assert rows["weights kept"] == "epoch 20's (the last)"
-    assert 'id="generalization_gap"' in html and "weights[a]" not in html  # (legend labels are in the image)
+    assert 'id="generalization_gap"' in html
+    # The weights' legend names the features: the final line carries them to the report.
+    records, final = gradloop.report.read_log(log)
+    assert final["feature_names"] == ["a", "b"]
+    legend = [line.get_label() for line in gradloop.report.figures(records, final)["weights"].axes[0].get_lines()]
+    assert legend == ["weights[a]", "weights[b]", "bias"]
 
 
 def test_report_says_why_training_stopped_and_whose_weights_were_kept(data, tmp_path, capsys):
