@@ -327,7 +327,7 @@ class _Run:
         try:
             source.start()
             new_losses = history.history.get("new_loss")  # mini-batch runs have one only with records
-            if not bookkeeping and getattr(source, "compiled", None) is not None:
+            if getattr(source, "compiled", None) is not None:  # a silent full-batch run (see batches)
                 completed = source.run_compiled(completed, self.options.epochs)
             run_epoch = source.epoch
             lr = optimizer.lr  # a silent run's learning rate never changes
