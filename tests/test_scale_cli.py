@@ -23,6 +23,14 @@ def folder(tmp_path, monkeypatch):
     (tmp_path / "pq").mkdir()
     for i in range(4):
         frame.iloc[i * 1000:(i + 1) * 1000].to_parquet(tmp_path / "pq" / f"part{i}.parquet", row_group_size=1000)
+    # The same rows with a classifier's labels (text), as CSV and as a folder of Parquet files.
+    labels = frame.assign(y=np.where(frame["a"] > 0.5, "high", np.where(frame["a"] < -0.5, "low", "mid")))
+    labels.to_csv(tmp_path / "labels.csv", index=False, float_format="%.17g")
+    (tmp_path / "labels").mkdir()
+    for i in range(4):
+        labels.iloc[i * 1000:(i + 1) * 1000].to_parquet(tmp_path / "labels" / f"part{i}.parquet",
+                                                        row_group_size=500)
+    labels.assign(y=labels["y"].where(labels.index != 2500, "")).to_csv(tmp_path / "holes.csv", index=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -102,10 +110,70 @@ def test_dask_local_cluster_gives_the_bits_of_the_out_of_core_run(cli, folder):
     assert np.array_equal(local.scaler.mean_, dask.scaler.mean_)
 
 
+CLASSIFIER = ["--target", "y", "--loss", "cross-entropy", "--model", "mlp", "--hidden", "6", "--standardize",
+              "--epochs", "20", "--lr", "0.5", "--seed", "3"]
+
+
+@pytest.mark.parametrize("data", ["labels", "labels.csv"])
+def test_a_classifier_of_text_labels_trains_out_of_core_as_in_memory(cli, folder, data):
+    status, memory_out, err = cli("train", "labels.csv", *CLASSIFIER, "--test-size", "0", "--out", "memory.json")
+    assert status == 0, err
+    status, out, err = cli("train", data, *CLASSIFIER, "--test-size", "0", "--out", "blocks.json", "--out-of-core")
+    assert status == 0, err
+    assert "out of core" in out and "4000 training rows" in out
+    memory, blocks = ModelBundle.load("memory.json"), ModelBundle.load("blocks.json")
+    assert memory.classes == blocks.classes == ["high", "low", "mid"]  # listed in a first pass, sorted
+    assert blocks.model.layers[-1].params["W"].shape == (6, 3)
+    for a, b in zip(memory.model.parameters(), blocks.model.parameters()):  # full batch: the same gradient sums
+        assert np.allclose(b, a, rtol=1e-9, atol=1e-12)
+    metrics = [line for line in out.splitlines() if "accuracy" in line]
+    assert metrics == [line for line in memory_out.splitlines() if "accuracy" in line] and len(metrics) == 1
+    assert float(metrics[0].split("accuracy")[1].split()[0]) > 0.9
+
+
+def test_csv_on_dask_reads_the_out_of_core_chunks_and_gives_their_bits(cli, folder, monkeypatch):
+    pytest.importorskip("distributed", reason="Dask is the dask extra")
+    monkeypatch.setattr("gradloop.data.files.CSV_CHUNK_ROWS", 700)  # 6 chunks, the last one short
+    common = [*CLASSIFIER, "--test-size", "0.3", "--epochs", "5"]
+    status, local_out, err = cli("train", "labels.csv", *common, "--out", "local.json", "--out-of-core")
+    assert status == 0, err
+    status, out, err = cli("train", "labels.csv", *common, "--out", "dask.json", "--dask", "local:2")
+    assert status == 0, err
+    assert "Dask (2 workers)" in out and "in 4 block(s) (1200 test rows)" in out
+    local, dask = ModelBundle.load("local.json"), ModelBundle.load("dask.json")
+    assert local.classes == dask.classes
+    for a, b in zip(local.model.parameters(), dask.model.parameters()):
+        assert np.array_equal(a, b)
+    assert [line for line in out.splitlines() if "accuracy" in line] == \
+        [line for line in local_out.splitlines() if "accuracy" in line]  # training and test rows
+
+
+def test_a_classifier_evaluates_block_by_block_as_in_memory(cli, folder):
+    import json
+
+    assert cli("train", "labels.csv", *CLASSIFIER, "--out", "m.json", "--quiet")[0] == 0
+    memory = json.loads(cli("evaluate", "m.json", "labels.csv", "--json")[1])
+    blocks = json.loads(cli("evaluate", "m.json", "labels", "--json")[1])
+    assert blocks.keys() == memory.keys() and blocks["confusion_matrix"] == memory["confusion_matrix"]
+    assert sum(map(sum, blocks["confusion_matrix"])) == N
+    for key in memory.keys() - {"confusion_matrix"}:
+        assert np.isclose(blocks[key], memory[key], rtol=1e-12), key
+    status, out, err = cli("evaluate", "m.json", "labels", "--out-of-core")
+    assert status == 0 and "confusion matrix (rows: true class, columns: predicted), classes high, low, mid" in out
+    frame = pd.read_parquet(folder / "labels" / "part2.parquet")
+    frame.loc[frame.index[600], "y"] = "unheard"
+    frame.to_parquet(folder / "labels" / "part2.parquet", row_group_size=500)
+    status, out, err = cli("evaluate", "m.json", "labels", "--out-of-core")
+    assert status == 2 and err.count("\n") == 1
+    assert "column 'y' (rows 2500 to 2999): label(s) 'unheard' not among the model's classes" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["pq", "--target", "y", "--val-split", "0.1"], "--val-split is not supported with --out-of-core or --dask"),
-    (["pq", "--target", "y", "--loss", "cross-entropy"], "--loss cross-entropy: --out-of-core and --dask train "
-                                                         "regression losses"),
+    (["labels.csv", "--target", "y", "--loss", "bce", "--out-of-core"], "--loss bce needs exactly 2 classes in "
+                                                                        "'y', found 3"),
+    (["holes.csv", "--target", "y", "--loss", "cross-entropy", "--out-of-core"], "holes.csv: line 2502, column "
+                                                                                 "'y': missing label"),
     (["d.csv", "--target", "y", "--dask", "lokal"], "--dask 'lokal': expected local, local:WORKERS or tcp://"),
     (["d.csv", "--target", "y", "--dask", "local:0"], "--dask local:0: the number of workers must be a positive"),
     (["pq", "--target", "z", "--out-of-core"], "no target column 'z'"),

@@ -173,6 +173,48 @@ def test_a_classifier_trains_over_blocks_with_integer_labels():
     assert _close(h2.history["loss"], h1.history["loss"])
 
 
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_labelled_sources_list_the_classes_and_index_them_as_the_whole_column(data, tmp_path, kind):
+    import pandas as pd
+
+    from gradloop.data import encode_labels
+
+    X, _ = data
+    labels = np.array(["b", "a", "c\nd", "7"], dtype=object)[(X[:, 0] > 0) + 2 * (X[:, 1] > 1)]
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"]).assign(y=labels)
+    if kind == "parquet":
+        frame.to_parquet(tmp_path / "d.parquet", row_group_size=700)
+        source = ParquetSource(tmp_path / "d.parquet", "y", labels=True).labelled()
+    else:  # a label with a line break inside quotes: records, not lines, make the chunks
+        frame.to_csv(tmp_path / "d.csv", index=False, float_format="%.17g")
+        source = CSVSource(tmp_path / "d.csv", "y", chunk_rows=700, labels=True).labelled()
+    indices, classes = encode_labels(labels)
+    assert source.classes == classes == ["7", "a", "b", "c\nd"] and source.y_dtype == np.int64
+    blocks = list(source)
+    assert len(blocks) == 5 and np.array_equal(np.concatenate([Y for _, Y in blocks])[:, 0], indices)
+    assert np.array_equal(np.concatenate([X for X, _ in blocks]), X)
+    for i in (3, 1):  # a block read alone (a Dask task's read) is the block read in order
+        X_i, Y_i = source.block(i)
+        assert np.array_equal(X_i, blocks[i][0]) and np.array_equal(Y_i, blocks[i][1])
+    given = (CSVSource(tmp_path / "d.csv", "y", chunk_rows=700, labels=True) if kind == "csv" else
+             ParquetSource(tmp_path / "d.parquet", "y", labels=True)).labelled(["7", "a", "b", "c\nd", "z"])
+    assert given.classes[-1] == "z" and np.array_equal(np.concatenate([Y for _, Y in given])[:, 0], indices)
+
+
+def test_a_missing_label_deep_in_a_source_names_file_row_and_column(data, tmp_path):
+    import pandas as pd
+
+    X, _ = data
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"]).assign(y=np.where(X[:, 0] > 0, "yes", "no"))
+    frame.loc[2222, "y"] = None
+    frame.to_parquet(tmp_path / "d.parquet", row_group_size=500)
+    with pytest.raises(DataError, match=r"d\.parquet: row 2222, column 'y': missing label"):
+        ParquetSource(tmp_path / "d.parquet", "y", labels=True).labelled()
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(DataError, match=r"d\.csv: line 2224, column 'y': missing label"):
+        CSVSource(tmp_path / "d.csv", "y", chunk_rows=500, labels=True).labelled()
+
+
 # ------------------------------------------------------------------ errors name the place
 
 def test_a_bad_value_deep_in_a_csv_names_the_line_and_column(data, tmp_path):

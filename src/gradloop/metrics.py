@@ -63,7 +63,14 @@ def classification_metrics(y_true, y_pred, n_classes):
     positive class), as scikit-learn's default ``average="binary"``; with more
     classes they are macro averages. A class never predicted has precision 0.
     """
-    cm = confusion_matrix(y_true, y_pred, n_classes)
+    return confusion_metrics(confusion_matrix(y_true, y_pred, n_classes))
+
+
+def confusion_metrics(cm):
+    """:func:`classification_metrics` from the confusion counts (n_classes, n_classes) alone (e.g.
+    counts added up block by block)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    n_classes = len(cm)
     tp = np.diag(cm).astype(np.float64)
     predicted = cm.sum(axis=0)
     actual = cm.sum(axis=1)

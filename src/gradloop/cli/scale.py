@@ -24,20 +24,21 @@ import numpy as np
 
 from ..bundle import ModelBundle
 from ..constraints import machine_memory
-from ..data import CSVSource, DaskSource, ParquetSource, open_npy, train_test_split
+from ..data import CSVSource, ParquetSource, open_npy, train_test_split
 from ..data.files import parquet_files
 from ..data.tables import _pandas
 from ..errors import ConfigError, DataError, DivergenceError, GradloopError
 from ..fast.blockwise import executor_for, merge_moments, shipping_copy, source_loss, tree_sum
 from ..loop import fit
 from ..losses import get_loss
+from ..metrics import confusion_matrix, confusion_metrics
 from ..modelfile import atomic_file
 from ..optimizers import get_optimizer
 from ..paths import Place, check_places
 from ..sums import SourceSums, fit_standardizer
 from .options import check_fingerprint, run_config
-from .train import (_build_model, _callbacks, _schedule, _SignalStop, checkpoint_lock, command_line_divergence,
-                    finished_report, model_summary, stopped, train_places)
+from .train import (CLASSIFICATION_LOSSES, _build_model, _callbacks, _schedule, _SignalStop, checkpoint_lock,
+                    command_line_divergence, finished_report, metrics_line, model_summary, stopped, train_places)
 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
@@ -84,9 +85,6 @@ def train_from_source(args, resume, trace_first=None, progress=True):
         raise ConfigError("--lr find is not supported with --out-of-core or --dask yet; give a number, or "
                           "--lr auto for the linear model")
     loss = get_loss(args.loss)
-    if loss.task != "regression":
-        raise ConfigError(f"--loss {args.loss}: --out-of-core and --dask train regression losses (mse, mae, "
-                          "huber) for now; a classifier's labels need a pass to list them first")
     check_places(*train_places(args, data_files(args)))
     with checkpoint_lock(args) as lock, dask_client(args.dask) as client:
         try:
@@ -134,39 +132,35 @@ def dask_client(spec):
         raise ConfigError(f"--dask {spec!r}: expected local, local:WORKERS or tcp://HOST:PORT")
 
 
-def open_source(data, target, features, dtype, on_dask=False):
-    """DATA as a source: Parquet (file, folder or glob), CSV or .npy; on Dask through dask.dataframe.
-    ``target`` None: the feature columns only (the rows a model predicts)."""
+def open_source(data, target, features, dtype, on_dask=False, labels=False, classes=None):
+    """DATA as a source: Parquet (file, folder or glob), CSV or .npy. ``target`` None: the feature
+    columns only (the rows a model predicts). ``labels``: the target holds a classifier's labels, read
+    as indices into ``classes`` (given, or listed in a first pass over the target column). On Dask
+    each block is read by a task: the out-of-core run's blocks, so its bits."""
     data, dtype = str(data), np.dtype(dtype)
     lowered = data.lower()
     is_parquet = lowered.endswith(PARQUET) or (_many_files(data) and (
         os.path.isdir(data) or all(f.lower().endswith(PARQUET) for f in glob.glob(data))))
-    if on_dask:
-        import dask.dataframe as dd
-
-        if is_parquet:  # one task per row group: the out-of-core run's blocks, so its bits
-            return ParquetSource(data, target, features, dtype=dtype).to_dask()
-        if not lowered.endswith(".csv"):
-            raise DataError(f"{data}: --dask reads Parquet (a file, a folder or a glob) or CSV; convert it")
-        frame = dd.read_csv(data, keep_default_na=False, na_values=[""])
-        source = DaskSource.from_dataframe(frame, target, features)
-        return source if dtype == source.dtype else DaskSource(source.X.astype(dtype), source.Y.astype(dtype),
-                                                               feature_names=source.feature_names,
-                                                               target_names=source.target_names, name=data)
     if is_parquet:
-        return ParquetSource(data, target, features, dtype=dtype)
-    if lowered.endswith(".csv"):
-        return CSVSource(data, target, features, dtype=dtype)
-    if lowered.endswith(".npy"):
+        source = ParquetSource(data, target, features, dtype=dtype, labels=labels)
+    elif lowered.endswith(".csv"):
+        source = CSVSource(data, target, features, dtype=dtype, labels=labels)
+    elif lowered.endswith(".npy") and not on_dask:
         source = open_npy(data, target=target, features=features)
         if source.dtype != dtype:
             raise ConfigError(f"{data}: holds {source.dtype}; give --dtype {source.dtype} to read it block by block")
-        return source
-    raise DataError(f"{data}: --out-of-core reads Parquet (a file, a folder or a glob), CSV or .npy")
+    elif on_dask:
+        raise DataError(f"{data}: --dask reads Parquet (a file, a folder or a glob) or CSV; convert it")
+    else:
+        raise DataError(f"{data}: --out-of-core reads Parquet (a file, a folder or a glob), CSV or .npy")
+    if labels:
+        source = source.labelled(classes)
+    return source.to_dask() if on_dask else source
 
 
 def _train(args, resume, loss, client, lock, trace_first, progress):
-    source = open_source(args.data, args.target, args.features, args.dtype, client is not None)
+    classify = loss.name in CLASSIFICATION_LOSSES
+    source = open_source(args.data, args.target, args.features, args.dtype, client is not None, labels=classify)
     fingerprint = source.fingerprint()
     if resume is not None:
         check_fingerprint(resume, args, fingerprint)
@@ -179,7 +173,13 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
         scaler = fit_standardizer(train, client)
         train, test = train.scaled(scaler), test.scaled(scaler) if test is not None else None
     dtype = np.dtype(args.dtype)
-    model = _build_model(args, source.n_features, source.n_outputs, loss.task, dtype)
+    outputs = source.n_outputs
+    if classify:
+        if loss.name == "bce" and len(source.classes) != 2:
+            raise ConfigError(f"--loss bce needs exactly 2 classes in {args.target!r}, found {len(source.classes)}; "
+                              "use --loss cross-entropy")
+        outputs = len(source.classes) if loss.name == "cross-entropy" else 1
+    model = _build_model(args, source.n_features, outputs, loss.task, dtype)
     linear_mse = args.model == "linear" and loss.name == "mse"
     sums = SourceSums(train, client) if linear_mse else None
     auto = args.lr == "auto" or (args.lr is None and linear_mse and args.optimizer == "sgd")
@@ -188,7 +188,8 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
     lr = 1.0 / sums.lipschitz() if auto else (args.lr or (1e-3 if args.optimizer.startswith("adam") else 0.01))
     stable_lr = (lambda: 2.0 / sums.lipschitz()) if sums is not None else None
     optimizer = get_optimizer(args.optimizer, lr, args.weight_decay)
-    callbacks = _callbacks(args, trace_first, progress, run_config(args, fingerprint), lock, source.feature_names)
+    callbacks = _callbacks(args, trace_first, progress, run_config(args, fingerprint), lock, source.feature_names,
+                           source.classes)
     where = f"Dask ({len(client.scheduler_info()['workers'])} workers)" if client is not None else "out of core"
     batches = f"batches of {args.batch_size} (blocks in random order)" if args.batch_size else "full batch"
     resuming = f", resuming at epoch {resume.epoch}" if resume else ""
@@ -209,7 +210,7 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
             return status
         # The loss of the weights the model keeps (early stopping: the best epoch's), on the training rows.
         final_loss = source_loss(model, loss, train, client) if history.epochs_run else None
-        bundle = ModelBundle(model, source.feature_names, source.target_names[0], scaler, None, loss.name,
+        bundle = ModelBundle(model, source.feature_names, source.target_names[0], scaler, source.classes, loss.name,
                              {"epochs": history.epochs_run, "lr": lr, "optimizer": args.optimizer,
                               "batch_size": None, "seed": args.seed, "final_loss": final_loss})
         restored = getattr(history, "restored_epoch", None)
@@ -230,40 +231,51 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
         return 0
 
 
-def regression_partial(X, Y, model):
-    """One block's sums for regression metrics: rows, squared and absolute errors, the target's mean
-    and squared deviations (merged as block moments, without cancellation)."""
-    Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
-    err = model.predict_raw(X).astype(np.float64) - Y
-    mean = Y.mean(axis=0)
-    return len(X), float(np.vdot(err, err)), float(np.abs(err).sum()), mean, ((Y - mean) ** 2).sum(axis=0)
+def metrics_partial(X, Y, model):
+    """One block's sums for the metrics the in-memory run computes (``metrics_of``): rows, squared and
+    absolute errors, the targets' means and squared deviations (merged as block moments, without
+    cancellation), and a classifier's confusion counts (None for regression). A classifier's errors
+    are its probabilities against one-hot targets (the Brier score), as in memory."""
+    if model.task == "regression":
+        T, P, counts = np.asarray(Y, dtype=np.float64).reshape(len(X), -1), model.predict_raw(X), None
+    else:
+        proba, labels = model.predict_proba(X), np.asarray(Y).reshape(-1)
+        k = proba.shape[1]
+        T = np.eye(k)[labels]
+        T, P = (T[:, 1:], proba[:, 1:]) if k == 2 else (T, proba)
+        counts = confusion_matrix(labels, proba.argmax(axis=1), k)
+    err = np.asarray(P, dtype=np.float64) - T
+    mean = T.mean(axis=0)
+    return len(X), float(np.vdot(err, err)), float(np.abs(err).sum()), mean, ((T - mean) ** 2).sum(axis=0), counts
 
 
-def _merge_regression(a, b):
+def _merge_metrics(a, b):
     n, mean, spread = merge_moments((a[0], a[3], a[4]), (b[0], b[3], b[4]))
-    return n, a[1] + b[1], a[2] + b[2], mean, spread
+    return n, a[1] + b[1], a[2] + b[2], mean, spread, None if a[5] is None else a[5] + b[5]
 
 
 def source_metrics(model, source, client=None):
-    """MSE, RMSE, MAE and R^2 of a regression model over a source, in one streaming pass."""
+    """MSE, RMSE, MAE and R^2 (and a classifier's accuracy, precision, recall, F1 and confusion matrix)
+    of a model over a source, in one streaming pass."""
     model.eval()
     blocks = executor_for(source, client)
     try:
-        n, sse, sae, _, spread = tree_sum(blocks.map(regression_partial, shipping_copy(model), parallel=False),
-                                          _merge_regression)
+        n, sse, sae, _, spread, counts = tree_sum(blocks.map(metrics_partial, shipping_copy(model), parallel=False),
+                                                  _merge_metrics)
     finally:
         blocks.close()
-    k = source.n_outputs
-    mse = sse / (n * k)
+    size = n * len(spread)
+    mse = sse / size
     total = float(spread.sum())
-    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": sae / (n * k),
-            "r2": 1.0 - sse / total if total > 0 else math.nan}  # as in memory: undefined for a constant target
+    metrics = {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": sae / size,
+               "r2": 1.0 - sse / total if total > 0 else math.nan}  # as in memory: undefined for a constant target
+    if counts is not None:
+        metrics.update(confusion_metrics(counts))
+    return metrics
 
 
 def _print_metrics(title, model, source, client):
-    m = source_metrics(model, source, client)
-    r2 = "n/a (constant target)" if math.isnan(m["r2"]) else f"{m['r2']:.4f}"
-    print(f"  {title:14s} MSE {m['mse']:.6g}  RMSE {m['rmse']:.6g}  MAE {m['mae']:.6g}  R^2 {r2}")
+    print(metrics_line(title, source_metrics(model, source, client)))
 
 
 # ---------------------------------------------------------------- predict and evaluate
@@ -288,13 +300,12 @@ def predict_from_source(args):
 
 
 def evaluate_from_source(args):
-    """``gradloop evaluate`` block by block: (a regression model's metrics in one streaming pass, rows)."""
+    """``gradloop evaluate`` block by block: (the model's metrics in one streaming pass, rows, the model)."""
     check_places([Place("MODEL file", args.model), *(Place("DATA file", f) for f in data_files(args))], [])
     bundle = ModelBundle.load(args.model)
-    if bundle.classes is not None:
-        raise ConfigError(f"{args.model} is a classifier: --out-of-core evaluates regression models for now; "
-                          "evaluate it without --out-of-core")
-    source = open_source(args.data, bundle.target, bundle.feature_names, bundle.model.dtype)
+    classifier = bundle.classes is not None
+    source = open_source(args.data, bundle.target, bundle.feature_names, bundle.model.dtype, labels=classifier,
+                         classes=bundle.classes)
     if bundle.scaler is not None:
         source = source.scaled(bundle.scaler)
-    return source_metrics(bundle.model, source), source.n_rows
+    return source_metrics(bundle.model, source), source.n_rows, bundle

@@ -369,12 +369,16 @@ def metrics_of(bundle, X_scaled, y):
 
 
 def _print_metrics(title, bundle, X_scaled, y):
-    m = metrics_of(bundle, X_scaled, y)
+    print(metrics_line(title, metrics_of(bundle, X_scaled, y)))
+
+
+def metrics_line(title, m):
+    """One line of the metrics the train command prints for a set of rows (a classifier's or a regression's)."""
     if "accuracy" in m:
-        print(f"  {title:14s} accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
-              f"recall {m['recall']:.4f}  f1 {m['f1']:.4f}")
-    else:
-        print(f"  {title:14s} MSE {m['mse']:.6g}  RMSE {m['rmse']:.6g}  MAE {m['mae']:.6g}  R^2 {m['r2']:.4f}")
+        return (f"  {title:14s} accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
+                f"recall {m['recall']:.4f}  f1 {m['f1']:.4f}")
+    r2 = "n/a (constant target)" if math.isnan(m["r2"]) else f"{m['r2']:.4f}"
+    return f"  {title:14s} MSE {m['mse']:.6g}  RMSE {m['rmse']:.6g}  MAE {m['mae']:.6g}  R^2 {r2}"
 
 
 def _print_optimum(bundle, X, y):

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, one_line
-from .sources import DaskSource, Source, _pick_columns, _row_bounds
+from ..errors import DataError, one_line
+from .labels import check_labels
+from .sources import Source, _pick_columns, _row_bounds
 from .tables import _pandas, select_features, select_xy
 
 __all__ = ["CSVSource", "ParquetSource", "parquet_files"]
@@ -39,13 +40,17 @@ def parquet_files(spec):
 
 
 class ParquetSource(Source):
-    """Parquet files (a file, a folder or a glob), one block per row group, only the needed columns read."""
+    """Parquet files (a file, a folder or a glob), one block per row group, only the needed columns read.
 
-    def __init__(self, path, target, features=None, *, dtype=np.float64):
+    ``labels``: the target holds a classifier's labels, returned as stored (see ``labelled()``).
+    """
+
+    def __init__(self, path, target, features=None, *, dtype=np.float64, labels=False):
         import pyarrow.parquet as pq  # lazy: only out-of-core Parquet needs pyarrow's reader
 
         self.name, self.files = str(path), parquet_files(path)
-        self.dtype = self.y_dtype = np.dtype(dtype)
+        self.dtype, self.labels = np.dtype(dtype), bool(labels)
+        self.y_dtype = np.dtype(object) if self.labels else self.dtype
         self.bounds, self._groups, self._handles = [], [], threading.local()
         columns = None
         for file in self.files:
@@ -72,10 +77,10 @@ class ParquetSource(Source):
         if self.n_rows == 0:
             raise DataError(f"{self.name}: has no rows")
 
-    def _read(self, i):
+    def _row_group(self, i, columns):
         import pyarrow.parquet as pq
 
-        file, group, first = self._groups[i]
+        file, group, _ = self._groups[i]
         # A reader per thread: blocks are read on several threads, and a pyarrow ParquetFile is not
         # safe to share between them.
         handles = self._handles.__dict__.setdefault("files", {})
@@ -85,16 +90,33 @@ class ParquetSource(Source):
             # after one pass over a 3.4 GB folder); blocks must leave memory once used.
             handle = handles[file] = pq.ParquetFile(file, pre_buffer=False)
         try:
-            table = handle.read_row_group(group, columns=self.feature_names + self.target_names)
+            return handle.read_row_group(group, columns=columns)
         except Exception as exc:
             raise DataError(f"{file}: cannot read row group {group} ({one_line(exc)})") from exc
-        X, Y = _numeric_columns(table, self.feature_names, self.dtype), _numeric_columns(table, self.target_names,
-                                                                                          self.dtype)
-        if X is not None and Y is not None and _finite(X) and _finite(Y):
+
+    def _read(self, i):
+        file, _, first = self._groups[i]
+        table = self._row_group(i, self.feature_names + self.target_names)
+        X = _numeric_columns(table, self.feature_names, self.dtype)
+        Y = self._labels(i, table) if self.labels else _numeric_columns(table, self.target_names, self.dtype)
+        if X is not None and Y is not None and _finite(X) and (self.labels or _finite(Y)):
             return X, np.ascontiguousarray(Y)
         # Text, missing cells or a non-finite value somewhere: the table reader's cell-by-cell check
         # finds the first and names it (row, column, value).
         return _checked_block(table.to_pandas(), self, file, first)
+
+    def _labels(self, i, table):
+        """Block i's labels as they are stored (rows, 1), a missing one named by file, row and column."""
+        file, _, first = self._groups[i]
+        target = self.target_names[0]
+        values = table.column(target).to_numpy(zero_copy_only=False)
+        check_labels(values, file, target, lambda row: f"row {first + row}")
+        return values.reshape(-1, 1)
+
+    def label_blocks(self):
+        """Each row group's labels, reading the target column only."""
+        for i in range(self.n_blocks):
+            yield self._labels(i, self._row_group(i, self.target_names))[:, 0]
 
 
     def __getstate__(self):  # sent to Dask workers: open files stay behind, each worker opens its own
@@ -104,32 +126,19 @@ class ParquetSource(Source):
         self.__dict__.update(state)
         self._handles = threading.local()
 
-    def to_dask(self):
-        """The same blocks as a :class:`DaskSource`: each row group read by a Dask task (on a cluster, the
-        files must be where the workers can read them); the same blocks give the same bits."""
-        import dask
-        import dask.array as da  # lazy: Dask is an optional extra
-
-        xs, ys = [], []
-        for i, (a, b) in enumerate(self.bounds):
-            block = dask.delayed(self._read, pure=True)(i)
-            xs.append(da.from_delayed(block[0], (b - a, self.n_features), dtype=self.dtype))
-            ys.append(da.from_delayed(block[1], (b - a, self.n_outputs), dtype=self.dtype))
-        return DaskSource(da.concatenate(xs), da.concatenate(ys), feature_names=self.feature_names,
-                          target_names=self.target_names, name=self.name)
-
 
 def _checked_block(frame, source, where, first_row):
     """A block's DataFrame, every cell checked (a bad one named by file, row or line, and column), as
-    (X (rows, n_features), Y (rows, n_outputs)) in the source's dtype; a source without targets (the
-    rows a model predicts) has an empty Y."""
-    Y = np.empty((len(frame), source.n_outputs), dtype=source.dtype)
+    (X (rows, n_features), Y (rows, n_outputs)) in the source's dtype (a source of labels: Y holds them
+    as stored); a source without targets (the rows a model predicts) has an empty Y."""
+    labels = getattr(source, "labels", False)
+    Y = np.empty((len(frame), source.n_outputs), dtype=source.y_dtype)
     if not source.target_names:
         X = select_features(frame, source.feature_names, source=where, first_row=first_row)
     for j, target in enumerate(source.target_names):
-        data = select_xy(frame, target, source.feature_names, source=where, first_row=first_row)
+        data = select_xy(frame, target, source.feature_names, labels=labels, source=where, first_row=first_row)
         X = data.X if j == 0 else X
-        Y[:, j] = data.y
+        Y[:, j] = np.asarray(data.classes, dtype=object)[data.y] if labels else data.y  # labels as stored
     return np.ascontiguousarray(X, dtype=source.dtype), Y
 
 
@@ -160,22 +169,25 @@ def _finite(a):
 
 
 class CSVSource(Source):
-    """A CSV file read ``chunk_rows`` rows at a time with pandas; blocks come in file order only.
+    """A CSV file read ``chunk_rows`` rows at a time (default :data:`CSV_CHUNK_ROWS`) with pandas.
 
-    The row count is known from one pass over the file when the source is opened.
+    The row count is known from one pass over the file when the source is opened. Blocks are
+    read in file order; ``block(i)`` alone (a Dask task's read) skips the rows before it.
+    ``labels``: the target holds a classifier's labels, returned as stored (see ``labelled()``).
     """
 
     random_access = False
 
-    def __init__(self, path, target, features=None, *, chunk_rows=CSV_CHUNK_ROWS, dtype=np.float64):
+    def __init__(self, path, target, features=None, *, chunk_rows=None, dtype=np.float64, labels=False):
         pd = _pandas()
-        self.name, self.path, self.chunk_rows = str(path), Path(path), int(chunk_rows)
-        self.dtype = self.y_dtype = np.dtype(dtype)
+        self.name, self.path, self.chunk_rows = str(path), Path(path), int(chunk_rows or CSV_CHUNK_ROWS)
+        self.dtype, self.labels = np.dtype(dtype), bool(labels)
+        self.y_dtype = np.dtype(object) if self.labels else self.dtype
         if not self.path.is_file():
             raise DataError(f"{self.name}: no such file; check the path")
         try:  # the header as written (pandas would rename a repeated name)
             header = pd.read_csv(self.path, header=None, nrows=1, dtype=str, keep_default_na=False, encoding="utf-8")
-            columns = [str(c) for c in header.iloc[0]]
+            self.columns = columns = [str(c) for c in header.iloc[0]]
             feature_idx, target_idx = _pick_columns(columns, target, features, self.name)
             self.feature_names = [columns[j] for j in feature_idx]
             self.target_names = [columns[j] for j in target_idx]
@@ -188,10 +200,10 @@ class CSVSource(Source):
             raise DataError(f"{self.name}: has a header but no data rows; add data to it")
         self.bounds = _row_bounds(rows, self.chunk_rows)
 
-    def _chunks(self, usecols):
+    def _chunks(self, usecols, **options):
         # As the whole-file reader: only an empty cell is missing ("NA" may be a label).
         return _pandas().read_csv(self.path, index_col=False, encoding="utf-8", keep_default_na=False,
-                                  na_values=[""], usecols=usecols, chunksize=self.chunk_rows)
+                                  na_values=[""], usecols=usecols, **{"chunksize": self.chunk_rows, **options})
 
     def __iter__(self):
         first = 0
@@ -205,5 +217,25 @@ class CSVSource(Source):
         except Exception as exc:  # a parser error deep in the file: one line, with pandas' words
             raise DataError(f"{self.name}: cannot read the rows after line {first + 1} ({one_line(exc)})") from exc
 
+    def label_blocks(self):
+        """Each chunk's labels, reading the target column only."""
+        target, first = self.target_names[0], 0
+        for chunk in self._chunks([target]):
+            values = chunk[target].to_numpy()
+            check_labels(values, self.name, target, lambda row: f"line {first + row + 2}")
+            first += len(chunk)
+            yield values
+
     def _read(self, i):
-        raise ConfigError(f"{self.name}: a CSV source is read in file order; its blocks cannot be read out of order")
+        """Chunk i alone (a Dask task's read): the rows before it are skipped, not kept, so reading
+        chunk i costs a scan of the file up to it; in order, iterate the source instead."""
+        first, end = self.bounds[i]
+        names = self.feature_names + self.target_names
+        try:
+            # skiprows counts records (a quoted field over two lines is one): the header and ``first`` rows;
+            # the columns are then named from the header read when the source was opened.
+            chunk = self._chunks(names, chunksize=None, header=None, names=self.columns, skiprows=first + 1,
+                                 nrows=end - first)
+        except Exception as exc:
+            raise DataError(f"{self.name}: cannot read the rows after line {first + 1} ({one_line(exc)})") from exc
+        return _checked_block(chunk, self, self.name, first)

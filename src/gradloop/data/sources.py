@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError, one_line
+from .labels import list_classes, to_indices
 from .tables import _listing, _refuse_repeated_names
 
 __all__ = ["ArraySource", "DaskSource", "Source", "as_source", "is_dask", "is_source_input", "open_npy",
@@ -46,6 +47,7 @@ class Source:
     name = "<source>"
     random_access = True  # whether block(i) may be read in any order (CSV: no)
     gram_sums = None  # [X, Y, 1]^T [X, Y, 1], kept once formed (gradloop.fast.blockwise.source_gram)
+    classes = None  # a classifier's labels (see labelled()): Y then holds int64 indices into them
 
     @property
     def n_rows(self):
@@ -122,6 +124,31 @@ class Source:
         """This source's blocks numbered ``blocks`` (in that order), e.g. a held-out test set of blocks."""
         return _Derived(self, blocks, None)
 
+    def labelled(self, classes=None):
+        """This source for a classifier: each block's Y (one label column) as int64 class indices
+        (rows, 1) into ``classes``: given (a trained model's), or listed from the labels in one pass."""
+        return Labelled(self, classes)
+
+    def label_blocks(self):
+        """Each block's target labels (rows,), in block order: the pass that lists the classes (file
+        sources read only the target column)."""
+        for _, Y in self:
+            yield Y[:, 0]
+
+    def to_dask(self):
+        """The same blocks as a :class:`DaskSource`, each read by a Dask task (on a cluster the files must
+        be where the workers can read them): the same blocks give the same bits."""
+        import dask
+        import dask.array as da  # lazy: Dask is an optional extra
+
+        xs, ys = [], []
+        for i, (a, b) in enumerate(self.bounds):
+            block = dask.delayed(self._read, pure=True)(i)
+            xs.append(da.from_delayed(block[0], (b - a, self.n_features), dtype=self.dtype))
+            ys.append(da.from_delayed(block[1], (b - a, self.n_outputs), dtype=self.y_dtype))
+        return DaskSource(da.concatenate(xs), da.concatenate(ys), feature_names=self.feature_names,
+                          target_names=self.target_names, name=self.name, classes=self.classes)
+
     def __repr__(self):
         return (f"{type(self).__name__}({self.name!r}: {self.n_rows} rows x {self.n_features} features, "
                 f"{self.n_outputs} target(s), {np.dtype(self.dtype)}, {self.n_blocks} blocks)")
@@ -132,7 +159,7 @@ class _Derived(Source):
 
     def __init__(self, base, blocks, scaler):
         self.base, self.picks, self.scaler = base, [int(i) for i in blocks], scaler
-        for name in ("name", "feature_names", "target_names", "dtype", "y_dtype", "random_access"):
+        for name in ("name", "feature_names", "target_names", "dtype", "y_dtype", "random_access", "classes"):
             setattr(self, name, getattr(base, name))
         sizes = np.cumsum([0] + [base.bounds[i][1] - base.bounds[i][0] for i in self.picks])
         self.bounds = [(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:])]
@@ -154,6 +181,34 @@ class _Derived(Source):
         for i, block in enumerate(self.base):
             if i in wanted:
                 yield self._scale(block)
+
+
+class Labelled(Source):
+    """Another source whose one target column holds a classifier's labels, read as class indices."""
+
+    def __init__(self, base, classes=None):
+        if base.n_outputs != 1:
+            raise ConfigError(f"{base.name}: a classifier reads one label column; this source has "
+                              f"{base.n_outputs} targets")
+        self.base = base
+        for name in ("name", "feature_names", "target_names", "dtype", "random_access", "bounds"):
+            setattr(self, name, getattr(base, name))
+        self.y_dtype = np.dtype(np.int64)
+        self.classes = list(classes) if classes is not None else list_classes(base.label_blocks())
+
+    def _indices(self, i, block):
+        X, labels = block
+        return X, to_indices(labels[:, 0], self.classes, self.name, self.target_names[0], self.bounds[i][0])
+
+    def _read(self, i):
+        return self._indices(i, self.base.block(i))
+
+    def __iter__(self):
+        for i, block in enumerate(self.base):
+            yield self._indices(i, block)
+
+    def label_blocks(self):
+        return self.base.label_blocks()
 
 
 def _row_bounds(n_rows, block_rows):
@@ -316,7 +371,7 @@ class DaskSource(Source):
 
     on_dask = True  # the block kernels send its chunks' work to the Dask workers
 
-    def __init__(self, X, Y, *, feature_names=None, target_names=None, name="dask array"):
+    def __init__(self, X, Y, *, feature_names=None, target_names=None, name="dask array", classes=None):
         if X.ndim != 2:
             raise DataError(f"{name}: X must be 2-D (n_samples, n_features), got {X.ndim}-D")
         if any(np.isnan(c) for c in X.chunks[0]):
@@ -329,7 +384,7 @@ class DaskSource(Source):
             raise DataError(f"{name}: X has {X.shape[0]} rows but Y has {Y.shape[0]}: they must match")
         self.X = X.rechunk({1: -1})
         self.Y = Y.rechunk({0: self.X.chunks[0], 1: -1})
-        self.name = name
+        self.name, self.classes = name, classes
         self.dtype = _float_dtype(X.dtype)
         self.y_dtype = _target_dtype(Y.dtype, self.dtype)
         self.feature_names, self.target_names = _names(feature_names, target_names, X.shape[1], Y.shape[1])
@@ -363,12 +418,12 @@ class DaskSource(Source):
         """X standardized lazily, chunk by chunk on the workers."""
         mean, scale = (np.asarray(v, dtype=self.dtype) for v in (scaler.mean_, scaler.scale_))
         return DaskSource((self.X - mean) / scale, self.Y, feature_names=self.feature_names,
-                          target_names=self.target_names, name=self.name)
+                          target_names=self.target_names, name=self.name, classes=self.classes)
 
     def subset(self, blocks):
         index = [self._chunk_index[int(i)] for i in blocks]
         return DaskSource(self.X.blocks[index], self.Y.blocks[index], feature_names=self.feature_names,
-                          target_names=self.target_names, name=self.name)
+                          target_names=self.target_names, name=self.name, classes=self.classes)
 
     def chunks(self):
         """The Dask objects of each block: [(X chunk, Y chunk)] as delayed values, in row order."""
