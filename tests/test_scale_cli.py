@@ -131,6 +131,22 @@ def test_a_classifier_of_text_labels_trains_out_of_core_as_in_memory(cli, folder
     assert float(metrics[0].split("accuracy")[1].split()[0]) > 0.9
 
 
+def test_a_validation_block_is_held_out_and_measured_every_epoch(cli, folder):
+    status, out, err = cli("train", "pq", "--target", "y", "--standardize", "--model", "mlp", "--hidden", "4",
+                           "--epochs", "12", "--lr", "0.05", "--test-size", "0", "--val-split", "0.25",
+                           "--log", "run.jsonl", "--out", "m.json", "--out-of-core")
+    assert status == 0, err
+    assert "3000 training rows in 3 block(s) (0 test rows; 1000 rows in 1 block(s) for validation)" in out
+    log = pd.read_json("run.jsonl", lines=True)
+    val_loss = log[log["epoch"].notna()]["val_loss"]
+    assert len(val_loss) == 12 and val_loss.notna().all() and val_loss.iloc[-1] < val_loss.iloc[0]
+    # The validation rows' MSE of the saved model is the last epoch's val_loss: the same held-out block.
+    line = next(line for line in out.splitlines() if line.strip().startswith("validation rows"))
+    assert float(line.split("MSE")[1].split()[0]) == pytest.approx(val_loss.iloc[-1], rel=1e-5)
+    training = next(line for line in out.splitlines() if line.strip().startswith("training rows"))
+    assert line.split("MSE")[1] != training.split("MSE")[1]
+
+
 def test_csv_on_dask_reads_the_out_of_core_chunks_and_gives_their_bits(cli, folder, monkeypatch):
     pytest.importorskip("distributed", reason="Dask is the dask extra")
     monkeypatch.setattr("gradloop.data.files.CSV_CHUNK_ROWS", 700)  # 6 chunks, the last one short
@@ -169,7 +185,8 @@ def test_a_classifier_evaluates_block_by_block_as_in_memory(cli, folder):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["pq", "--target", "y", "--val-split", "0.1"], "--val-split is not supported with --out-of-core or --dask"),
+    (["pq", "--target", "y", "--val-split", "0.1"], "--val-split 0.1 holds out whole blocks: of 3 block(s) it "
+                                                     "leaves none for validation"),
     (["labels.csv", "--target", "y", "--loss", "bce", "--out-of-core"], "--loss bce needs exactly 2 classes in "
                                                                         "'y', found 3"),
     (["holes.csv", "--target", "y", "--loss", "cross-entropy", "--out-of-core"], "holes.csv: line 2502, column "

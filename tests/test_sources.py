@@ -268,12 +268,34 @@ def test_unknown_and_repeated_columns_are_refused_by_name(tmp_path):
         CSVSource(tmp_path / "e.csv", "z")
 
 
-def test_what_sources_do_not_support_yet_is_refused_before_training(data):
+@pytest.mark.parametrize("batch_size", [None, 50])
+def test_validation_blocks_of_a_source_give_the_in_memory_validation_loss(data, batch_size):
+    from gradloop.validation import split_source_validation
+
+    X, y = data
+    source = ArraySource(X, y, block_rows=300)  # 10 blocks: 2 held out for validation
+    kept, held = split_source_validation(source, 0.2, 4)
+    assert (kept.n_blocks, held.n_blocks, kept.n_rows + held.n_rows) == (8, 2, N)
+    rows = lambda part: np.concatenate([np.arange(*source.bounds[i]) for i in part.picks])  # noqa: E731
+    assert not set(rows(kept)) & set(rows(held))
+    options = dict(loss="mse", optimizer=SGD(0.05), epochs=6, batch_size=batch_size, seed=4, shuffle=False)
+    blocks_model, memory_model = mlp([D, 5, 1], "tanh", seed=1), mlp([D, 5, 1], "tanh", seed=1)
+    h1 = fit(blocks_model, source, None, validation_split=0.2, **options)
+    h2 = fit(memory_model, X[rows(kept)], y[rows(kept)], validation_data=(X[rows(held)], y[rows(held)]), **options)
+    assert len(h1.history["val_loss"]) == 6 and _close(h1.history["val_loss"], h2.history["val_loss"], 1e-10)
+    assert _close(h1.history["loss"], h2.history["loss"], 1e-10)
+    h3 = fit(mlp([D, 5, 1], "tanh", seed=1), kept, None, validation_data=held, **options)  # a source given as such
+    assert h3.history["val_loss"] == h1.history["val_loss"]
+
+
+def test_what_sources_refuse_is_refused_before_training(data):
     X, y = data
     model = linear(D, 1)
     before = model.layers[0].params["W"].copy()
-    with pytest.raises(ConfigError, match="validation_split is not supported when training from a data source"):
-        fit(model, ArraySource(X, y), None, loss="mse", optimizer=SGD(0.01), epochs=3, validation_split=0.2)
+    with pytest.raises(ConfigError, match=r"validation_split 0.01 holds out whole blocks: of 10 block\(s\) it "
+                                          r"leaves none for validation; give a fraction of at least 1/10"):
+        fit(model, ArraySource(X, y, block_rows=300), None, loss="mse", optimizer=SGD(0.01), epochs=3,
+            validation_split=0.01)
     assert np.array_equal(model.layers[0].params["W"], before)
     with pytest.raises(ConfigError, match="the source's data is float64 but the model is float32"):
         fit(linear(D, 1, dtype=np.float32), ArraySource(X, y), None, loss="mse", optimizer=SGD(0.01), epochs=1)

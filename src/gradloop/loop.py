@@ -34,7 +34,7 @@ import numpy as np
 from .batches import FullBatch, MiniBatches, SourceMiniBatches
 from .callbacks import BatchRecord, Callback, TracePrinter
 from .constraints import check, check_all
-from .data.sources import is_source_input, source_for
+from .data.sources import Source, is_source_input, source_for
 from .errors import ConfigError, DivergenceError
 from .fast import kernels
 from .fast.blockwise import make_source_kernel
@@ -43,6 +43,7 @@ from .losses import fit_targets, get_loss
 from .optimizers import Optimizer, clip_grad_norm
 from .paths import callback_places
 from .records import HEAD, EpochRecord, History
+from .validation import split_source_validation, split_validation, validation_for
 
 # Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py; they stay
 # importable from here.
@@ -166,17 +167,18 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         callbacks.append(_KeepRecords())
     callback_places(callbacks)  # two loggers on one file, a logger aimed at a folder: refused before epoch 1
     source = source_for(model, X, y) if is_source_input(X, y) else None
+    if validation_split is not None and validation_data is not None:
+        raise ConfigError("give validation_data or validation_split, not both")
     if source is not None:
-        _refuse_for_sources(validation_data, validation_split)
+        if validation_split is not None:  # whole blocks, as the source's test set
+            source, validation_data = split_source_validation(source, validation_split, seed)
         X, y = None, None  # the loop reads the source through its kernel, never whole
     else:
         X = _inputs_for(model, X, "X")
         y = fit_targets(model, loss, y)
-    if validation_split is not None:
-        if validation_data is not None:
-            raise ConfigError("give validation_data or validation_split, not both")
-        X, y, validation_data = split_validation(X, y, validation_split, seed, loss.task != "regression")
-    if validation_data is not None:
+        if validation_split is not None:
+            X, y, validation_data = split_validation(X, y, validation_split, seed, loss.task != "regression")
+    if validation_data is not None and not isinstance(validation_data, Source):
         validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
     if check_gradients:
         rows_X, rows_y = (X[:CHECK_ROWS], y[:CHECK_ROWS]) if source is None else source.head(CHECK_ROWS)
@@ -237,23 +239,6 @@ def _end_training(model, callbacks, history, trainer, failing):
         raise first
 
 
-def split_validation(X, y, fraction, seed, stratify):
-    """Hold out ``fraction`` of the rows at random (by class when ``stratify``): (X, y, (X_val, y_val))."""
-    check("validation_split", fraction)
-    # A generator of its own: the split never shifts the mini-batch order drawn from the same seed.
-    rng = np.random.default_rng([int(seed), 0x5EED])
-    labels = y.reshape(len(y), -1)[:, 0] if stratify else None  # binary targets are (n, 1)
-    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if stratify else [np.arange(len(X))]
-    held = np.concatenate([g[rng.permutation(len(g))[:int(round(fraction * len(g)))]] for g in groups])
-    if len(held) == 0 or len(held) == len(X):
-        raise ConfigError(f"validation_split {fraction} of {len(X)} rows leaves no rows for "
-                          f"{'validation' if len(held) == 0 else 'training'}")
-    keep = np.ones(len(X), dtype=bool)
-    keep[held] = False
-    held.sort()
-    return X[keep], y[keep], (X[held], y[held])
-
-
 def check_epochs(epochs):
     return int(check("epochs", epochs))
 
@@ -295,10 +280,7 @@ class _Run:
         self.records_wanted = any(cb.wants_records for cb in callbacks)
         self.batch_callbacks = [cb for cb in callbacks if getattr(cb, "wants_batches", False)]
         self.terminate_on_nan = any(getattr(cb, "terminates_on_nan", False) for cb in callbacks)
-        self.validation = None
-        if validation_data is not None:
-            X_val, y_val = validation_data
-            self.validation = (X_val, fit_targets(model, loss, y_val))
+        self.validation = None if validation_data is None else validation_for(model, loss, validation_data)
         # Per-epoch bookkeeping (the clock, the learning rate from the schedule and the factor) only
         # when something reads it or it can change: a silent full-batch run is the bare arithmetic.
         self.bookkeeping = (bool(callbacks) or self.validation is not None or options.schedule is not None
@@ -355,6 +337,8 @@ class _Run:
                         break
         finally:
             source.close()
+            if self.validation is not None:
+                self.validation.close()
         trainer.epoch = history.epochs_run = completed
         history.stopped_early = completed < self.options.epochs
 
@@ -429,8 +413,7 @@ class _Run:
         history.epochs_run = epoch
         val_loss = None
         if self.validation is not None:
-            X_val, y_val = self.validation
-            val_loss = self.loss.value(y_val, self.model.predict_raw(X_val))
+            val_loss = self.validation.loss(self.model, self.loss)
             history.append("val_loss", val_loss)
         if record is not None:
             record.new_loss = new_value
@@ -472,14 +455,6 @@ class _Run:
             f"training diverged at epoch {epoch}{where}: the loss {what} with learning rate {lr:.6g}; "
             f"{advice}; {kept}{_scale_hint(self.X) if self.X is not None else ''}",
             epoch=epoch, weights=[p.copy() for p in self.params], stable_lr=stable, lr=lr)
-
-
-def _refuse_for_sources(validation_data, validation_split):
-    """What a source does not support yet: say so before anything trains."""
-    for name, value in (("validation_data", validation_data), ("validation_split", validation_split)):
-        if value is not None:
-            raise ConfigError(f"{name} is not supported when training from a data source (out of core or "
-                              "Dask) yet; load the data into arrays for it")
 
 
 def _scale_hint(X):

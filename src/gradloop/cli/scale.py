@@ -36,6 +36,7 @@ from ..modelfile import atomic_file
 from ..optimizers import get_optimizer
 from ..paths import Place, check_places
 from ..sums import SourceSums, fit_standardizer
+from ..validation import split_source_validation
 from .options import check_fingerprint, run_config
 from .train import (CLASSIFICATION_LOSSES, _build_model, _callbacks, _schedule, _SignalStop, checkpoint_lock,
                     command_line_divergence, finished_report, metrics_line, model_summary, stopped, train_places)
@@ -43,9 +44,6 @@ from .train import (CLASSIFICATION_LOSSES, _build_model, _callbacks, _schedule, 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
 OUT_OF_CORE_SHARE = 0.25
-# What the block-by-block path does not do yet, and the option that asks for it.
-NOT_YET = (("val_split", "--val-split"),)
-# --lr find sweeps in memory; block by block --lr auto is exact for the linear model.
 PARQUET = (".parquet", ".pq")
 
 
@@ -77,11 +75,7 @@ def train_from_source(args, resume, trace_first=None, progress=True):
     """The train command over a source; returns the exit status. With --batch-size, mini-batches
     come from blocks in an order drawn by --seed, rows shuffled within each block; ``resume``: the
     checkpoint to continue (its data compared by content) or None."""
-    for key, option in NOT_YET:
-        if getattr(args, key, None) not in (None, False):
-            raise ConfigError(f"{option} is not supported with --out-of-core or --dask yet; leave {option} out, "
-                              "or train in memory without them")
-    if args.lr == "find":
+    if args.lr == "find":  # the sweep trains in memory; block by block --lr auto is exact for the linear model
         raise ConfigError("--lr find is not supported with --out-of-core or --dask yet; give a number, or "
                           "--lr auto for the linear model")
     loss = get_loss(args.loss)
@@ -172,6 +166,9 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
     if args.standardize:
         scaler = fit_standardizer(train, client)
         train, test = train.scaled(scaler), test.scaled(scaler) if test is not None else None
+    validation = None
+    if args.val_split:  # whole training blocks, after the scaler saw them all (as in memory)
+        train, validation = split_source_validation(train, args.val_split, args.seed, name="--val-split")
     dtype = np.dtype(args.dtype)
     outputs = source.n_outputs
     if classify:
@@ -193,9 +190,10 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
     where = f"Dask ({len(client.scheduler_info()['workers'])} workers)" if client is not None else "out of core"
     batches = f"batches of {args.batch_size} (blocks in random order)" if args.batch_size else "full batch"
     resuming = f", resuming at epoch {resume.epoch}" if resume else ""
+    held = "" if validation is None else f"; {validation.n_rows} rows in {validation.n_blocks} block(s) for validation"
     print(f"gradloop: {model_summary(model, loss)} on {train.n_rows} training rows in {train.n_blocks} block(s) "
-          f"({0 if test is None else test.n_rows} test rows), {where}, lr {lr:.6g}{' (auto: 1/L)' if auto else ''}, "
-          f"{args.epochs} epochs, {batches}{resuming}")
+          f"({0 if test is None else test.n_rows} test rows{held}), {where}, lr {lr:.6g}"
+          f"{' (auto: 1/L)' if auto else ''}, {args.epochs} epochs, {batches}{resuming}")
     stopper = _SignalStop()
     with finished_report(callbacks, args):
         try:
@@ -203,7 +201,7 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
                           batch_size=args.batch_size, seed=args.seed, callbacks=[stopper, *callbacks],
                           round_to=args.round_to, schedule=_schedule(args), clip_norm=args.clip_norm,
                           stable_lr=stable_lr, gradient=args.gradient, resume=resume,
-                          check_gradients=args.check_gradients)
+                          check_gradients=args.check_gradients, validation_data=validation)
         except DivergenceError as exc:
             raise command_line_divergence(exc, "; nothing was saved") from exc
         if (status := stopped(stopper, history, args)) is not None:
@@ -218,6 +216,8 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
         final = "none (no epoch run)" if final_loss is None else f"{final_loss:.6g}"
         print(f"\nTrained {history.epochs_run} epochs; final training loss {final}{kept}")
         _print_metrics("training rows", model, train, client)
+        if validation is not None:
+            _print_metrics("validation rows", model, validation, client)
         if test is not None:
             _print_metrics("test rows", model, test, client)
         if sums is not None:

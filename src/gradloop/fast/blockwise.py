@@ -376,16 +376,18 @@ def shipping_copy(model):
     return type(model)(layers, task=model.task)
 
 
-def source_loss(model, loss, source, client=None):
+def source_loss(model, loss, source, client=None, blocks=None):
     """The loss of the model's weights over a whole source, in evaluation mode (dropout off), in one
-    streaming pass; the model's mode is as it was afterwards."""
+    streaming pass; the model's mode is as it was afterwards. ``blocks``: an executor over the source
+    to reuse (left open), else one is made for this pass."""
     was_training = model.training
     model.eval()
-    blocks = executor_for(source, client)
+    executor = blocks or executor_for(source, client)
     try:
-        total, _ = tree_sum(blocks.map(layers_partial, shipping_copy(model), loss, parallel=False))
+        total, _ = tree_sum(executor.map(layers_partial, shipping_copy(model), loss, parallel=False))
     finally:
-        blocks.close()
+        if blocks is None:
+            executor.close()
         if was_training:
             model.train()
     return total / source.n_rows
