@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -145,6 +146,33 @@ def test_a_validation_block_is_held_out_and_measured_every_epoch(cli, folder):
     assert float(line.split("MSE")[1].split()[0]) == pytest.approx(val_loss.iloc[-1], rel=1e-5)
     training = next(line for line in out.splitlines() if line.strip().startswith("training rows"))
     assert line.split("MSE")[1] != training.split("MSE")[1]
+
+
+def test_lr_find_of_the_linear_model_is_the_in_memory_sweeps_exact_answer(cli, folder):
+    common = ["--target", "y", "--standardize", "--epochs", "5", "--test-size", "0", "--lr", "find"]
+    status, memory_out, err = cli("train", "d.csv", *common, "--out", "memory.json")
+    assert status == 0, err
+    status, out, err = cli("train", "pq", *common, "--out", "blocks.json", "--out-of-core")
+    assert status == 0, err
+    assert "lr_find: exact for the linear model with MSE: 1/L" in out and "(from the block sums)" in out
+    memory, blocks = ModelBundle.load("memory.json"), ModelBundle.load("blocks.json")
+    assert blocks.info["lr"] == pytest.approx(memory.info["lr"], rel=1e-12)
+
+
+def test_lr_find_on_a_source_sweeps_a_sample_and_leaves_no_trace(cli, folder):
+    common = [*CLASSIFIER[:-4], "--epochs", "3", "--batch-size", "100", "--seed", "3", "--out-of-core"]
+    status, out, err = cli("train", "labels", *common, "--lr", "find", "--out", "found.json")
+    assert status == 0, err
+    assert "lr_find: sweeping on 3000 training rows (100000 at most, whole blocks drawn by --seed)" in out
+    assert re.search(r"lr_find: \d+ steps from 1e-07 to [0-9.e+-]+; suggestion", out)
+    lr = ModelBundle.load("found.json").info["lr"]
+    assert 1e-7 <= lr <= 10
+    # Training after the sweep is training with its suggestion given: the sweep changed nothing else.
+    status, out, err = cli("train", "labels", *common, "--lr", repr(lr), "--out", "given.json")
+    assert status == 0, err
+    found, given = ModelBundle.load("found.json"), ModelBundle.load("given.json")
+    for a, b in zip(found.model.parameters(), given.model.parameters()):
+        assert np.array_equal(a, b)
 
 
 def test_csv_on_dask_reads_the_out_of_core_chunks_and_gives_their_bits(cli, folder, monkeypatch):

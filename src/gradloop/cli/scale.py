@@ -38,13 +38,15 @@ from ..paths import Place, check_places
 from ..sums import SourceSums, fit_standardizer
 from ..validation import split_source_validation
 from .options import check_fingerprint, run_config
-from .train import (CLASSIFICATION_LOSSES, _build_model, _callbacks, _schedule, _SignalStop, checkpoint_lock,
-                    command_line_divergence, finished_report, metrics_line, model_summary, stopped, train_places)
+from .train import (CLASSIFICATION_LOSSES, _build_model, _callbacks, _found_lr, _schedule, _SignalStop,
+                    checkpoint_lock, command_line_divergence, finished_report, metrics_line, model_summary, stopped, train_places)
 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.
 OUT_OF_CORE_SHARE = 0.25
 PARQUET = (".parquet", ".pq")
+# --lr find on a source sweeps in memory on whole training blocks, up to this many rows (a few MB).
+SWEEP_ROWS = 100_000
 
 
 def wants_source(args):
@@ -75,9 +77,6 @@ def train_from_source(args, resume, trace_first=None, progress=True):
     """The train command over a source; returns the exit status. With --batch-size, mini-batches
     come from blocks in an order drawn by --seed, rows shuffled within each block; ``resume``: the
     checkpoint to continue (its data compared by content) or None."""
-    if args.lr == "find":  # the sweep trains in memory; block by block --lr auto is exact for the linear model
-        raise ConfigError("--lr find is not supported with --out-of-core or --dask yet; give a number, or "
-                          "--lr auto for the linear model")
     loss = get_loss(args.loss)
     check_places(*train_places(args, data_files(args)))
     with checkpoint_lock(args) as lock, dask_client(args.dask) as client:
@@ -182,7 +181,10 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
     auto = args.lr == "auto" or (args.lr is None and linear_mse and args.optimizer == "sgd")
     if auto and sums is None:
         raise ConfigError("--lr auto needs the linear model with --loss mse; give a number")
-    lr = 1.0 / sums.lipschitz() if auto else (args.lr or (1e-3 if args.optimizer.startswith("adam") else 0.01))
+    if args.lr == "find":
+        lr = _found_lr_from_source(args, model, loss, train, sums, resume)
+    else:
+        lr = 1.0 / sums.lipschitz() if auto else (args.lr or (1e-3 if args.optimizer.startswith("adam") else 0.01))
     stable_lr = (lambda: 2.0 / sums.lipschitz()) if sums is not None else None
     optimizer = get_optimizer(args.optimizer, lr, args.weight_decay)
     callbacks = _callbacks(args, trace_first, progress, run_config(args, fingerprint), lock, source.feature_names,
@@ -229,6 +231,23 @@ def _train(args, resume, loss, client, lock, trace_first, progress):
             bundle.save(args.out)
             print(f"Saved the model to {args.out}")
         return 0
+
+
+def _found_lr_from_source(args, model, loss, train, sums, resume):
+    """--lr find over a source. For the linear model with MSE the sweep's answer is exactly 1/L, here
+    from the block sums of every training row; for any other model the in-memory sweep runs on a
+    sample: whole training blocks drawn by --seed, up to SWEEP_ROWS rows. A resumed run takes its
+    learning rate from the checkpoint (no sweep)."""
+    if resume is not None:
+        return 1e-3  # replaced by the checkpoint's
+    if sums is not None:
+        lr = 1.0 / sums.lipschitz()
+        print(f"lr_find: exact for the linear model with MSE: 1/L = {lr:.6g} (from the block sums); "
+              f"the stable bound 2/L is {2 * lr:.6g}")
+        return lr
+    X, Y = train.sample(SWEEP_ROWS, args.seed)
+    print(f"lr_find: sweeping on {len(X)} training rows ({SWEEP_ROWS} at most, whole blocks drawn by --seed)")
+    return _found_lr(args, model, loss, X, Y, args.optimizer).suggestion
 
 
 def metrics_partial(X, Y, model):

@@ -124,6 +124,22 @@ class Source:
         """This source's blocks numbered ``blocks`` (in that order), e.g. a held-out test set of blocks."""
         return _Derived(self, blocks, None)
 
+    def sample(self, rows, seed):
+        """At least ``rows`` rows (or all) in memory, (X, Y): whole blocks in an order drawn by ``seed``
+        (a file read in order: its first blocks), concatenated."""
+        if self.random_access:
+            blocks = (self.block(int(i)) for i in np.random.default_rng(seed).permutation(self.n_blocks))
+        else:
+            blocks = iter(self)
+        Xs, Ys, n = [], [], 0
+        for X, Y in blocks:
+            Xs.append(X)
+            Ys.append(Y)
+            n += len(X)
+            if n >= rows:
+                break
+        return np.concatenate(Xs), np.concatenate(Ys)
+
     def labelled(self, classes=None):
         """This source for a classifier: each block's Y (one label column) as int64 class indices
         (rows, 1) into ``classes``: given (a trained model's), or listed from the labels in one pass."""
