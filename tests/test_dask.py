@@ -47,10 +47,11 @@ def _runs(X, y):
     for gradient in ("stream", "gram"):
         run = gradloop.fit_linear(X, y, np.zeros(D), 0.02, 25, bias=0.0, gradient=gradient)
         out[gradient] = ([run.weights, run.bias], run.history.history["loss"])
-    net = mlp([D, 6, 1], "tanh")
     source = X if isinstance(X, ArraySource) else None
-    history = fit(net, X, None if source is not None else y, loss="mse", optimizer=SGD(0.02), epochs=8)
-    out["layers"] = ([p.copy() for p in net.parameters()], history.history["loss"])
+    for kind, dropout in (("layers", 0.0), ("dropout", 0.3)):
+        net = mlp([D, 6, 6, 1], "tanh", dropout=dropout, seed=2)
+        history = fit(net, X, None if source is not None else y, loss="mse", optimizer=SGD(0.02), epochs=8)
+        out[kind] = ([p.copy() for p in net.parameters()], history.history["loss"])
     return out
 
 
@@ -71,6 +72,12 @@ def test_one_two_and_four_workers_give_the_bits_of_the_local_block_run(data):
             _same_bits(_runs(Xd, yd), local)
     in_memory = gradloop.fit_linear(X, y, np.zeros(D), 0.02, 25, bias=0.0, gradient="stream")
     assert np.allclose(local["stream"][0][0], in_memory.weights, rtol=1e-12, atol=0)
+    # Dropout's masks, drawn per chunk on the workers, are the in-memory run's masks (other masks
+    # would move the weights far more than the order of the sums does).
+    net = mlp([D, 6, 6, 1], "tanh", dropout=0.3, seed=2)
+    fit(net, X, y, loss="mse", optimizer=SGD(0.02), epochs=8)
+    for a, b in zip(net.parameters(), local["dropout"][0]):
+        assert np.allclose(b, a, rtol=1e-10, atol=1e-13)
 
 
 class _KillAWorker(Callback):

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import ConfigError
+from ..layers import Dropout
 from ..losses import fit_targets
 from ..records import HEAD
 from .kernels import GramKernel, _cores, _LinearKernel, augmented_gram, is_linear_mse
@@ -85,13 +86,21 @@ def linear_partial(X, Y, WT, b):
     return sse, gWT, gb
 
 
-def layers_partial(X, Y, model, loss):
+def layers_partial(X, Y, model, loss, dropout=None, first_row=0):
     """Any model and loss on one block: (loss x rows, [gradient x rows per parameter]), float64.
 
     The loss and its gradient are means over the block's rows; times the rows they add up
-    to the whole data set's sums, which the kernel divides by N.
+    to the whole data set's sums, which the kernel divides by N. ``dropout``: for a pass whose
+    blocks run apart (on Dask), each Dropout layer's (generator state at the pass's start, width);
+    the block's masks are then drawn from that state advanced past the ``first_row`` rows before
+    it, so they are the masks of the whole pass in order (see :func:`dropout_plan`).
     """
     X, model = aligned(X), shipping_copy(model)  # its own passes and gradients: blocks may run at once
+    for layer, (state, width) in zip(model.dropouts, dropout or ()):
+        bits = type(layer._rng.bit_generator)()
+        bits.state = state
+        bits.advance(first_row * width)  # one 64-bit draw per mask entry (Generator.random, float64)
+        layer._rng = np.random.Generator(bits)
     rows = len(X)
     pred = model.forward(X)
     value, dpred = loss.value_and_grad(fit_targets(model, loss, Y), pred)
@@ -138,8 +147,12 @@ class LocalBlocks:
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self._reader = ThreadPoolExecutor(1)  # reads the next block of a sequential source
 
-    def map(self, fn, *args, parallel=True):
+    def map(self, fn, *args, parallel=True, first_rows=False):
+        """``fn(X, Y, *args)`` of every block, in block order (``first_rows``: with ``first_row=`` the
+        block's first row in the source)."""
         source = self.source
+        if first_rows:
+            return [fn(X, Y, *args, first_row=source.bounds[i][0]) for i, (X, Y) in enumerate(self._read_ahead())]
         if source.random_access and parallel and self._pool is not None and source.n_blocks > 1:
             # One BLAS thread per block thread while they run (a process-wide limit, as the Gram pass
             # in memory has): two threads each running a two-thread BLAS product fought for the cores.
@@ -208,10 +221,11 @@ def _one_blas_thread():
     return _ONE_BLAS_THREAD
 
 
-def _run_block(X, Y, fn, args):
-    """One Dask task: ``fn`` on one chunk with the broadcast arguments, one BLAS thread per worker thread."""
+def _run_block(X, Y, fn, args, first_row=None):
+    """One Dask task: ``fn`` on one chunk with the broadcast arguments (and the chunk's first row, when
+    given), one BLAS thread per worker thread."""
     with _one_blas_thread():
-        return fn(X, Y, *args)
+        return fn(X, Y, *args) if first_row is None else fn(X, Y, *args, first_row=first_row)
 
 
 EMBED_BYTES = 64 << 10  # weights up to this size travel inside each chunk's task
@@ -255,11 +269,15 @@ class DaskBlocks:
         if self.client is not None:
             self._futures = self.client.compute([c for pair in self._chunks for c in pair])
 
-    def map(self, fn, *args, parallel=True):
+    def map(self, fn, *args, parallel=True, first_rows=False):
+        """``fn(X, Y, *args)`` of every chunk, one task each (``first_rows``: with ``first_row=`` the
+        chunk's first row in the source)."""
+        firsts = [a for a, _ in self.source.bounds] if first_rows else [None] * len(self._chunks)
         if self.client is None:
             import dask
 
-            tasks = [dask.delayed(_run_block, pure=True)(x, y, fn, args) for x, y in self._chunks]
+            tasks = [dask.delayed(_run_block, pure=True)(x, y, fn, args, first)
+                     for (x, y), first in zip(self._chunks, firsts)]
             return list(dask.compute(*tasks, scheduler="threads"))
         client = self.client
         xf, yf = self._futures[0::2], self._futures[1::2]
@@ -273,7 +291,7 @@ class DaskBlocks:
             # Small weights ride in each task: the extra round trip of a weights task cost more than
             # sending them n times (measured: 34 ms against 19 ms a round of 4 tasks on 2 workers).
             shared = args
-        tasks = client.map(_run_block, xf, yf, [fn] * len(xf), [shared] * len(xf), pure=False)
+        tasks = client.map(_run_block, xf, yf, [fn] * len(xf), [shared] * len(xf), firsts, pure=False)
         return client.gather(tasks)
 
     def close(self):
@@ -342,8 +360,14 @@ class BlockLayerKernel:
         model = self.model
         # Each block's pass works on a shipping copy of its own (layers_partial); sent to Dask workers,
         # the model travels without the arrays its last forward pass kept.
-        shipped = shipping_copy(model) if self.parallel else model
-        total, grads = tree_sum(self.blocks.map(layers_partial, shipped, self.loss, parallel=self.parallel))
+        if not self.parallel:  # blocks in order: each Dropout's generator runs on from block to block
+            total, grads = tree_sum(self.blocks.map(layers_partial, model, self.loss, parallel=False))
+        else:
+            plan = dropout_plan(model, self.head_X)
+            total, grads = tree_sum(self.blocks.map(layers_partial, shipping_copy(model), self.loss, plan,
+                                                    first_rows=True))
+            for layer, (_, width) in zip(model.dropouts, plan or ()):
+                layer._rng.bit_generator.advance(self.n * width)  # past the pass's masks, as in order
         value = total / self.n
         if math.isfinite(value):
             for g, summed in zip(model.gradients(), grads):
@@ -355,6 +379,22 @@ class BlockLayerKernel:
 
     def close(self):
         self.blocks.close()
+
+
+def dropout_plan(model, X_head):
+    """For a pass whose blocks run apart: each training-mode Dropout layer's (generator state, width),
+    or None without one. In memory and block by block in order a layer's masks are one stream of
+    draws, row after row; a block that knows the stream's start and its first row draws its own part
+    of it (:func:`layers_partial`), so the masks do not depend on where or in what order blocks run.
+    The widths come from one row of ``X_head`` through a copy of the model."""
+    if not model.training or not any(layer.p > 0 for layer in model.dropouts):
+        return None
+    x, plan = np.asarray(X_head[:1]), []
+    for layer in shipping_copy(model).eval().layers:
+        if isinstance(layer, Dropout):  # p = 0 draws nothing: width 0
+            plan.append((layer._rng.bit_generator.state, x.shape[1] if layer.p > 0 else 0))
+        x = layer.forward(x)
+    return plan
 
 
 # What a layer keeps from its last forward pass for its backward: not for the workers.
