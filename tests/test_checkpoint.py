@@ -333,6 +333,14 @@ def test_load_malformed_metadata(tmp_path, broken):
         load(tmp_path)
 
 
+def _inside(meta, tensors, epoch=3, blocks=2, weights=True):
+    meta["position"] = {"epoch": epoch, "blocks": blocks, "total": 1.5, "batches": 4, "head": None,
+                        "epoch_rng": meta["rng_state"]}
+    if weights:
+        for i, name in enumerate(["model.0.W", "model.0.b", "model.2.W", "model.2.b"]):
+            tensors[f"position.start.{i}"] = tensors[name].copy()
+
+
 def _layers(meta, layers):
     meta["architecture"]["layers"] = layers
 
@@ -352,6 +360,11 @@ def _layers(meta, layers):
     (lambda m, t: m["optimizer"]["hyperparameters"].update(lr="fast"), "learning rate"),
     (lambda m, t: m["optimizer"]["hyperparameters"].update(evil=1), "hyperparameters must be among"),
     (lambda m, t: m.pop(CHECKSUM_KEY), "checksum is missing"),
+    # A position inside an epoch (a run from a source stopped between blocks) that cannot be the next epoch's,
+    # or without the epoch's starting weights.
+    (lambda m, t: _inside(m, t, epoch=5), "its position inside epoch 3 is malformed"),
+    (lambda m, t: _inside(m, t, weights=False), "its position inside epoch 3 is malformed"),
+    (lambda m, t: _inside(m, t, blocks=0), "its position inside epoch 3 is malformed"),
 ])
 def test_tampered_checkpoint_with_a_valid_checksum_is_refused(good_checkpoint, tamper, message):
     tensors, meta = read_model_file(good_checkpoint)
@@ -459,3 +472,14 @@ def test_sigkill_during_training_leaves_a_loadable_checkpoint_that_resumes_exact
     fresh = mlp([64, 1024, 1], "tanh", seed=9)
     resumed = fit(fresh, X, y, optimizer=Adam(1e-3), resume=state, **run)
     assert same_weights(whole, fresh) and resumed.history == reference.history
+
+
+def test_a_position_inside_an_epoch_is_read_back_with_its_starting_weights(good_checkpoint):
+    tensors, meta = read_model_file(good_checkpoint)
+    _inside(meta, tensors)
+    meta[CHECKSUM_KEY] = content_checksum(tensors, meta)
+    write_model_file(good_checkpoint, tensors, meta)
+    state = load(good_checkpoint.parent)
+    assert (state.epoch, state.position["epoch"], state.position["blocks"]) == (2, 3, 2)
+    assert np.array_equal(state.position["start_weights"][2], tensors["model.2.W"])
+    assert state.position["epoch_rng"] == state.rng_state

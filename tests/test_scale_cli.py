@@ -259,6 +259,41 @@ def test_an_out_of_core_run_resumes_from_its_checkpoint_bit_for_bit(cli, folder)
     assert len(epochs) == 6
 
 
+def test_ctrl_c_inside_an_epoch_stops_at_the_block_end_and_resumes_there_bit_for_bit(cli, folder, monkeypatch):
+    import json
+    import signal
+
+    from gradloop.batches import SourceMiniBatches
+
+    common = ["--target", "y", "--standardize", "--model", "mlp", "--hidden", "6", "--batch-size", "100",
+              "--lr", "0.01", "--test-size", "0", "--out-of-core", "--epochs", "3"]
+    assert cli("train", "pq", *common, "--log", "whole.jsonl", "--out", "whole.json")[0] == 0
+    real, sent = SourceMiniBatches.part_done, []
+
+    def ctrl_c_in_epoch_two(self, epoch, head, total, batch):  # during epoch 2's second block
+        if epoch == 2 and self._blocks_done == 1 and not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+        return real(self, epoch, head, total, batch)
+
+    monkeypatch.setattr(SourceMiniBatches, "part_done", ctrl_c_in_epoch_two)
+    status, out, err = cli("train", "pq", *common, "--checkpoint", "ck", "--log", "run.jsonl")
+    assert status == 130 and sent
+    assert "interrupted by SIGINT; the run up to block 2 of epoch 2 is checkpointed in ck" in err
+    monkeypatch.setattr(SourceMiniBatches, "part_done", real)  # (undo() would also undo the chdir)
+    status, out, err = cli("train", "--resume", "ck", "--out", "resumed.json")
+    assert status == 0, err
+    whole, resumed = ModelBundle.load("whole.json"), ModelBundle.load("resumed.json")
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert np.array_equal(a, b)
+    # The log goes on as the whole run's: every epoch's loss and heads, epoch 2's too.
+    def epochs(path):
+        lines = [json.loads(line) for line in open(path)]
+        return [{k: v for k, v in line.items() if k not in ("seconds", "time")} for line in lines
+                if "epoch" in line and not line.get("final")]
+
+    assert epochs("run.jsonl") == epochs("whole.jsonl") and len(epochs("run.jsonl")) == 3
+
+
 def test_resuming_on_other_data_of_the_same_layout_is_refused(cli, folder):
     common = ["--target", "y", "--test-size", "0", "--out-of-core", "--gradient", "stream"]
     assert cli("train", "pq", *common, "--epochs", "2", "--checkpoint", "ck")[0] == 0
@@ -302,3 +337,4 @@ def test_a_bad_value_in_the_last_block_leaves_no_prediction_file(cli, folder):
     assert _hashes(folder) == before
     status, out, err = cli("predict", "m.safetensors", "pq", "--out", "pq/part0.parquet")
     assert status == 2 and "is the DATA file itself" in err
+

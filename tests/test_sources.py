@@ -460,6 +460,60 @@ def test_a_run_from_a_source_resumes_bit_for_bit(data, tmp_path, batch_size):
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("kind", ["array", "csv"])
+def test_a_source_run_stopped_between_two_blocks_resumes_there_bit_for_bit(data, tmp_path, kind):
+    from gradloop.callbacks import Callback
+    from gradloop.checkpoint import CheckpointWriter, load
+    from gradloop.optimizers import Adam
+
+    X, y = data
+    if kind == "csv":  # read in file order only: the blocks before the position are read and passed over
+        _write_csv(tmp_path / "d.csv", X, y)
+        source = CSVSource(tmp_path / "d.csv", "y", chunk_rows=250)
+    else:
+        source = ArraySource(X, y, block_rows=250)
+    assert source.n_blocks == 12
+
+    class StopInEpochTwo(Callback):  # as Ctrl-C would: during a batch of epoch 2's fifth block
+        wants_batches, wants_records = True, False
+
+        def on_batch_end(self, batch, trainer):
+            if batch.epoch == 2 and batch.batch == 18:
+                trainer.stop_training = True
+
+    class Written(Callback):  # after the writer at each block end: what the checkpoint on disk holds
+        wants_records = False
+
+        def __init__(self):
+            self.seen = []
+
+        def on_block_end(self, position, trainer):
+            on_disk = load(tmp_path / "ck").position if (tmp_path / "ck" / "checkpoint.safetensors").exists() else None
+            self.seen.append((position["epoch"], position["blocks"], on_disk))
+
+    def model():
+        return mlp([D, 6, 1], "tanh", seed=1, dropout=0.2)
+
+    run = dict(loss="mse", batch_size=64, seed=4, epochs=3)
+    whole = model()
+    reference = fit(whole, source, None, optimizer=Adam(0.01), **run)
+    written = Written()
+    stopped = fit(model(), source, None, optimizer=Adam(0.01), **run,
+                  callbacks=[StopInEpochTwo(), CheckpointWriter(tmp_path / "ck", every_blocks=3), written])
+    assert stopped.epochs_run == 1 and stopped.stopped_inside["epoch"] == 2
+    assert stopped.stopped_inside["blocks"] == 5  # 4 batches a block: batch 18 is in the fifth
+    # Every third block's end is on disk at once; a stop writes where it stopped.
+    assert [(e, b) for e, b, p in written.seen if p is not None and (p["epoch"], p["blocks"]) == (e, b)] == \
+        [(e, b) for e, b, _ in written.seen if b % 3 == 0]
+    state = load(tmp_path / "ck")
+    assert (state.epoch, state.position["epoch"], state.position["blocks"]) == (1, 2, 5)
+    fresh = model()
+    resumed = fit(fresh, source, None, optimizer=Adam(0.01), resume=state, **run)
+    assert resumed.history == reference.history
+    for a, b in zip(fresh.parameters(), whole.parameters()):
+        assert np.array_equal(a, b)
+
+
 def test_block_threads_leave_the_process_blas_threads_as_they_were():
     """The one-BLAS-thread limit is process-wide: threads entering and leaving it at once must not leave
     the process on one thread (its later products would differ in the last bits)."""

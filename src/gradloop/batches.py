@@ -10,6 +10,7 @@ partitions are to be more sources of the same kind.
 
 from __future__ import annotations
 
+import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -165,15 +166,25 @@ class MiniBatches:
         pred = run.model.predict_raw(run.X)
         return run.loss.value(run.y, pred), pred[:HEAD]
 
+    def epoch_start(self):
+        """(the report's head before the epoch's updates, loss total, batches) the epoch starts from."""
+        return (self.head() if self.run.records_wanted else None), 0.0, 0
+
+    def part_done(self, epoch, head, total, batch):
+        """After each part: whether the run stops here, inside the epoch (never, in memory)."""
+        return False
+
     def epoch(self, epoch):
         run = self.run
-        head = self.head() if run.records_wanted else None
-        total, batch, grad_norm = 0.0, 0, 0.0
+        head, total, batch = self.epoch_start()
+        grad_norm = 0.0
         for X, y, order in self.parts():
             done = self._steps(X, y, order, epoch, batch, total)
             if done is None:
                 return None
             total, batch, grad_norm = done
+            if self.part_done(epoch, head, total, batch):
+                return None
         mean_loss = total / self.n_rows
         if not mean_loss <= run.limit:
             run.diverge(epoch, mean_loss, "")
@@ -226,6 +237,14 @@ class SourceMiniBatches(MiniBatches):
 
     This is not a global shuffle: rows of one block stay together within an epoch. A source
     read in file order only (CSV) keeps its blocks in file order and shuffles within them.
+
+    An epoch over a large source is long, so the run can stop between two blocks: a callback
+    with ``on_block_end(position, trainer)`` (:class:`~gradloop.checkpoint.CheckpointWriter`)
+    sees each block's end, and ``trainer.stop_training`` set during a block (Ctrl-C on the
+    command line) stops the run at its end. ``position`` is what a checkpoint needs to go on
+    exactly there: the epoch, the blocks done, the epoch's loss total and batches so far, the
+    report's head, the weights at the epoch's start, and the generator's state then (the block
+    order and each block's row order are drawn again from it, the done blocks' without reading them).
     """
 
     def __init__(self, run, source, batch_size, shuffle):
@@ -233,17 +252,57 @@ class SourceMiniBatches(MiniBatches):
         self.source, self.n_rows = source, source.n_rows
         self.first_rows = source.head(HEAD)[0]
         self._reader = ThreadPoolExecutor(1)
+        self.block_callbacks = [cb for cb in run.callbacks if hasattr(cb, "on_block_end")]
+        self._resume = self._epoch_rng = None
+        self._blocks_done = 0
+
+    def epoch_start(self):
+        trainer = self.run.trainer
+        self._resume, trainer.position = trainer.position, None
+        self._epoch_rng = trainer.rng.bit_generator.state
+        if self._resume is None:
+            return super().epoch_start()
+        for keep, start in zip(self.run.last_good, self._resume["start_weights"]):
+            keep[...] = start  # the epoch's starting weights: its update ratio, and what a divergence restores
+        head = self._resume["head"]
+        return (None if head is None else np.asarray(head)), self._resume["total"], self._resume["batches"]
 
     def parts(self):
         run, source = self.run, self.source
         rng = run.trainer.rng
+        skip = 0
+        if self._resume is not None:
+            rng.bit_generator.state = self._epoch_rng = self._resume["epoch_rng"]
+            skip = self._resume["blocks"]
+        self._blocks_done = skip
         if source.random_access:
-            order = rng.permutation(source.n_blocks) if self.shuffle else range(source.n_blocks)
-            blocks = (source.block(int(i)) for i in order)
+            order = [int(i) for i in (rng.permutation(source.n_blocks) if self.shuffle else range(source.n_blocks))]
         else:
-            blocks = iter(source)
+            order = list(range(source.n_blocks))
+        for i in order[:skip]:  # done before the checkpoint: their row orders drawn again, the rows not read
+            if self.shuffle:
+                rng.permutation(source.bounds[i][1] - source.bounds[i][0])
+        if source.random_access:
+            blocks = (source.block(i) for i in order[skip:])
+        else:
+            blocks = itertools.islice(iter(source), skip, None)
         for X, Y in read_ahead(blocks, self._reader):  # the next block is read while this one trains
             yield X, fit_targets(run.model, run.loss, Y), rng.permutation(len(X)) if self.shuffle else None
+
+    def part_done(self, epoch, head, total, batch):
+        trainer = self.run.trainer
+        self._blocks_done += 1
+        if self._blocks_done == self.source.n_blocks:
+            return False  # the epoch's end: its record and checkpoint
+        position = {"epoch": epoch, "blocks": self._blocks_done, "total": float(total), "batches": batch,
+                    "head": None if head is None else np.asarray(head, dtype=np.float64).tolist(),
+                    "epoch_rng": self._epoch_rng, "start_weights": [w.copy() for w in self.run.last_good]}
+        for cb in self.block_callbacks:
+            cb.on_block_end(position, trainer)
+        if trainer.stop_training:
+            self.run.history.stopped_inside = position
+            return True
+        return False
 
     def head(self):
         return self.run.model.predict_raw(self.first_rows)

@@ -4,7 +4,10 @@ A checkpoint holds the model's parameters, the optimizer's state (momentum,
 Adam moments, step count), the mini-batch generator's state, dropout
 generators, the epoch, the learning-rate factor and the History, so that a
 run of k + m epochs and a run stopped after k epochs and resumed for m end
-with the same weights, bit for bit.
+with the same weights, bit for bit. Mini-batches from a source can also stop
+between two blocks of an epoch: the checkpoint then holds that position too
+(see :class:`~gradloop.batches.SourceMiniBatches`) and the resumed run goes on
+from the next block, bit for bit as well.
 
 On disk it is one file, ``DIR/checkpoint.safetensors`` (tensors in
 safetensors, the rest as JSON metadata), replaced atomically each time
@@ -52,6 +55,7 @@ class TrainingState:
     base_lr: float = 0.0
     config: dict = field(default_factory=dict)  # the caller's description of the run (data, options)
     callbacks: list = field(default_factory=list)  # [class name, state] of callbacks that keep state
+    position: dict | None = None  # stopped between two blocks of epoch ``epoch + 1``: where (see above)
 
     def restore_callbacks(self, callbacks):
         """Give stateful callbacks (EarlyStopping, ReduceLROnPlateau) back their counters and best values.
@@ -84,6 +88,9 @@ class TrainingState:
                                   "the same batch size")
         if self.rng_state is None and trainer.rng is not None:
             raise CheckpointError("the checkpoint was written by a full-batch run; resume it without a batch size")
+        if self.position is not None and trainer.rng is None:
+            raise CheckpointError("the checkpoint stopped inside an epoch of mini-batches; resume it with the same "
+                                  "batch size")
         if self.epoch > trainer.epochs:
             raise CheckpointError(f"the checkpoint is at epoch {self.epoch}, past the {trainer.epochs} "
                                   f"epochs asked for (epochs is the total, not a count)")
@@ -102,6 +109,7 @@ class TrainingState:
         history.start_loss = self.start_loss
         history.epochs_run = trainer.epoch = self.epoch
         trainer.lr_factor, trainer.base_lr = self.lr_factor, self.base_lr
+        trainer.position = self.position
 
 
 def capture(trainer, config=None) -> TrainingState:
@@ -109,7 +117,7 @@ def capture(trainer, config=None) -> TrainingState:
     return _capture(trainer, config, {k: list(v) for k, v in trainer.history.history.items()})
 
 
-def _capture(trainer, config, history) -> TrainingState:
+def _capture(trainer, config, history, position=None) -> TrainingState:
     return TrainingState(
         epoch=trainer.epoch,
         architecture=trainer.model.config(),
@@ -123,6 +131,7 @@ def _capture(trainer, config, history) -> TrainingState:
         base_lr=trainer.base_lr,
         config=dict(config or {}),
         callbacks=[[type(cb).__name__, cb.state_dict()] for cb in trainer.callbacks if hasattr(cb, "state_dict")],
+        position=position,
     )
 
 
@@ -135,6 +144,11 @@ def save(directory, state: TrainingState):
     for key, arrays in optimizer.pop("state", {}).items():
         for i, a in enumerate(arrays):
             tensors[f"optimizer.{key}.{i}"] = a
+    position = None
+    if state.position is not None:  # its starting weights as tensors, the rest as metadata
+        position = {k: v for k, v in state.position.items() if k != "start_weights"}
+        for i, a in enumerate(state.position["start_weights"]):
+            tensors[f"position.start.{i}"] = a
     callbacks = []
     for i, (name, cb_state) in enumerate(state.callbacks):
         arrays = cb_state.get("arrays") or {}
@@ -147,7 +161,7 @@ def save(directory, state: TrainingState):
         # Bit-generator states hold 128-bit integers: JSON numbers of any size, as Python writes them.
         "rng_state": state.rng_state, "dropout_states": state.dropout_states, "history": state.history,
         "start_loss": state.start_loss, "lr_factor": state.lr_factor, "base_lr": state.base_lr,
-        "config": state.config,
+        "config": state.config, "position": position,
     }
     metadata = finite_json(metadata)
     metadata[CHECKSUM_KEY] = content_checksum(tensors, metadata)
@@ -189,10 +203,19 @@ def load(directory) -> TrainingState:
             history=history, start_loss=meta["start_loss"], lr_factor=float(meta["lr_factor"]),
             base_lr=float(meta["base_lr"]), config=dict(meta.get("config") or {}),
             callbacks=[[name, {**cb_state, "arrays": {k: tensors[f"callback.{i}.{k}"] for k in keys} or None}]
-                       for i, (name, cb_state, keys) in enumerate(meta.get("callbacks") or [])]), path)
+                       for i, (name, cb_state, keys) in enumerate(meta.get("callbacks") or [])],
+            position=_position(meta.get("position"), tensors)), path)
     # AttributeError too: a "history" or "optimizer" that is not a JSON object has no .items().
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete or malformed ({exc})") from exc
+
+
+def _position(meta, tensors):
+    """The position inside an epoch from the metadata and its starting weights' tensors (None: none)."""
+    if meta is None:
+        return None
+    starts = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tensors.items() if k.startswith("position.start."))
+    return {**meta, "start_weights": [v for _, v in starts]}
 
 
 def _validated(state, path):
@@ -233,11 +256,37 @@ def _validated(state, path):
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
                for x in (state.lr_factor, state.base_lr)) or state.lr_factor <= 0:
         raise bad("its learning-rate factor and base must be finite, the factor positive")
+    if state.position is not None:
+        _check_position(state, bad)
     start = state.start_loss
     if start is not None and not (isinstance(start, (int, float)) and not isinstance(start, bool)
                                   and np.isfinite(start) and start >= 0):
         raise bad("its starting loss must be a finite non-negative number or null")
     return state
+
+
+def _check_position(state, bad):
+    """A position inside an epoch: the epoch after the last complete one, a positive block count,
+    a finite loss total, a batch count, the report's head (or null), a PCG64 state and the epoch's
+    starting weights, shaped as the parameters."""
+    p = state.position
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    try:
+        np.random.PCG64().state = p["epoch_rng"]
+        ok = (whole(p["epoch"]) and p["epoch"] == state.epoch + 1 and whole(p["blocks"]) and p["blocks"] > 0
+              and whole(p["batches"]) and p["batches"] >= 0 and isinstance(p["total"], (int, float))
+              and np.isfinite(p["total"]) and (p["head"] is None or isinstance(p["head"], list))
+              and state.rng_state is not None
+              and [(a.shape, a.dtype) for a in p["start_weights"]] == _parameter_layout(state.parameters))
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+        ok = False
+    if not ok:
+        raise bad(f"its position inside epoch {state.epoch + 1} is malformed")
+
+
+def _parameter_layout(parameters):
+    """(shape, dtype) of each parameter, in the model's order."""
+    return [(v.shape, v.dtype) for _, v in sorted(parameters.items(), key=lambda kv: _parameter_order(kv[0]))]
 
 
 def _parameter_order(name):
@@ -310,6 +359,9 @@ class FolderLock:
 class CheckpointWriter(Callback):
     """Save the run every ``every`` epochs (and when training ends) into ``directory``.
 
+    Mini-batches from a source: also every ``every_blocks`` blocks inside an epoch, and where the
+    run stopped between two blocks.
+
     ``config`` (JSON-friendly) is stored with it, for a resuming caller to
     check that the data and options match. The folder is locked (:class:`FolderLock`)
     from train begin to train end; ``lock``: a FolderLock the caller already holds.
@@ -317,8 +369,9 @@ class CheckpointWriter(Callback):
 
     wants_records = False
 
-    def __init__(self, directory, every=1, config=None, lock=None):
+    def __init__(self, directory, every=1, config=None, lock=None, every_blocks=None):
         self.directory, self.every, self.config = directory, check("checkpoint_every", every), config
+        self.every_blocks = None if every_blocks is None else check("checkpoint_every", every_blocks)
         self.path = None
         self._saved_epoch = self._pending = None
         self._lock, self._own_lock = lock, None
@@ -349,6 +402,18 @@ class CheckpointWriter(Callback):
             # Kept for train end: by then other callbacks (EarlyStopping restoring its best
             # weights) may have changed the model, and the checkpoint must be this epoch's.
             self._pending = state
+
+    def on_block_end(self, position, trainer):
+        """Between two blocks of a source's epoch: write the position every ``every_blocks`` blocks, and
+        keep it for train end when the run stops here (Ctrl-C)."""
+        due = self.every_blocks is not None and position["blocks"] % self.every_blocks == 0
+        if due or trainer.stop_training:
+            history = {k: list(v) for k, v in trainer.history.history.items()}
+            state = _capture(trainer, self.config, history, dict(position))
+            if due:
+                self._write(state)
+            else:
+                self._pending = state
 
     def on_train_end(self, history, trainer):
         # However training ended (finished, stopped, interrupted, diverged): the last complete epoch.

@@ -100,6 +100,7 @@ class Trainer:
     rng: object = None
     schedule: object = None
     dropout_states: list | None = None  # full batch: dropout generators before the last evaluation
+    position: dict | None = None  # a checkpoint's place inside an epoch, until the run reaches it
     has_validation: bool = False
     callbacks: list = field(default_factory=list)
 

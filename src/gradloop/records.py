@@ -106,6 +106,7 @@ class History:
         self.start_loss = None  # loss of the very first weights: the divergence threshold's base
         self.stop_message = None  # why a run stopped before its last epoch, when a callback says
         self.stopped_early = False
+        self.stopped_inside = None  # a run from a source stopped between two blocks: the position there
 
     @property
     def history(self):

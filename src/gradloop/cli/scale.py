@@ -39,7 +39,8 @@ from ..sums import SourceSums, fit_standardizer
 from ..validation import split_source_validation
 from .options import check_fingerprint, run_config
 from .train import (CLASSIFICATION_LOSSES, _build_model, _callbacks, _found_lr, _schedule, _SignalStop,
-                    checkpoint_lock, command_line_divergence, finished_report, metrics_line, model_summary, stopped, train_places)
+                    checkpoint_lock, command_line_divergence, finished_report, metrics_line, model_summary, stopped,
+                    train_places)
 
 # A data file larger than this share of physical memory is streamed from disk even without
 # --out-of-core: reading it whole (and its float64 copy) would leave too little for the rest.

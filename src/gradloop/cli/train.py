@@ -215,7 +215,9 @@ def command_line_divergence(exc, done):
 def stopped(stopper, history, args):
     """What a run that stopped early says: the exit status when a signal stopped it (None otherwise)."""
     if stopper.signum is not None:
-        where = f"; the run up to epoch {history.epochs_run} is checkpointed in {args.checkpoint} " \
+        inside = history.stopped_inside  # a run from a source stops between two blocks
+        upto = f"block {inside['blocks']} of epoch {inside['epoch']}" if inside else f"epoch {history.epochs_run}"
+        where = f"; the run up to {upto} is checkpointed in {args.checkpoint} " \
                 f"(continue with --resume {args.checkpoint})" if args.checkpoint else "; nothing was saved"
         print(f"gradloop: interrupted by {stopper.name}{where}", file=sys.stderr)
         return 128 + stopper.signum
@@ -260,7 +262,8 @@ def _callbacks(args, trace_first, progress, config, lock, feature_names=None, cl
 
 
 class _SignalStop:
-    """Ctrl-C (SIGINT) or SIGTERM: finish the current epoch, let the checkpoint be written, then stop.
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current epoch (mini-batches from a source: the current
+    block), let the checkpoint be written, then stop.
 
     A second signal interrupts at once (the last complete checkpoint is still on disk).
     """
