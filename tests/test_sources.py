@@ -94,6 +94,21 @@ def test_chapter_train_accepts_a_memory_mapped_array_and_a_source(data, tmp_path
     assert _close(from_npy, ref)
 
 
+def test_memory_mapped_x_and_y_stream_as_the_same_arrays_in_memory_bit_for_bit(data, tmp_path):
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y.reshape(-1, 1))
+    source = open_npy(tmp_path / "X.npy", y=tmp_path / "y.npy", block_rows=700)
+    assert source.mapped_arrays() is not None and ArraySource(X, y).mapped_arrays() is None
+    mapped = gradloop.fit_linear(source, None, np.zeros(D), 0.01, 30, bias=0.0, gradient="stream")
+    memory = gradloop.fit_linear(X, y, np.zeros(D), 0.01, 30, bias=0.0, gradient="stream")
+    assert np.array_equal(mapped.weights, memory.weights) and mapped.bias == memory.bias
+    assert mapped.history.history["loss"] == memory.history.history["loss"]
+    blocks = gradloop.fit_linear(ArraySource(X, y, block_rows=700), None, np.zeros(D), 0.01, 30, bias=0.0,
+                                 gradient="stream")
+    assert _close(blocks.weights, memory.weights)
+
+
 def test_npy_with_every_column_is_memory_mapped_and_split_by_name(data, tmp_path):
     X, y = data
     np.save(tmp_path / "all.npy", np.column_stack([X, y]))

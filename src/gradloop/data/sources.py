@@ -282,6 +282,15 @@ class ArraySource(Source):
         return (np.ascontiguousarray(self.X[a:b], dtype=self.dtype),
                 np.ascontiguousarray(self.Y[a:b], dtype=self.y_dtype))
 
+    def mapped_arrays(self):
+        """(X, Y) when both are memory maps a kernel can read whole without a copy (row order, the
+        source's dtype), else None. The OS pages a map in and out: reading it whole holds no more
+        of it in this process's own memory than reading it block by block."""
+        X, Y = self.X, self.Y
+        if all(isinstance(a, np.memmap) and a.flags.c_contiguous and a.dtype == self.dtype for a in (X, Y)):
+            return X, Y
+        return None
+
 
 class _ColumnsSource(Source):
     """A 2-D or structured memory-mapped array whose columns are split into features and target by name."""
