@@ -292,8 +292,8 @@ class SourceMiniBatches(MiniBatches):
     def part_done(self, epoch, head, total, batch):
         trainer = self.run.trainer
         self._blocks_done += 1
-        if self._blocks_done == self.source.n_blocks:
-            return False  # the epoch's end: its record and checkpoint
+        if self._blocks_done == self.source.n_blocks or not (self.block_callbacks or trainer.stop_training):
+            return False  # the epoch's end (its record and checkpoint), or nobody to tell
         position = {"epoch": epoch, "blocks": self._blocks_done, "total": float(total), "batches": batch,
                     "head": None if head is None else np.asarray(head, dtype=np.float64).tolist(),
                     "epoch_rng": self._epoch_rng, "start_weights": [w.copy() for w in self.run.last_good]}
