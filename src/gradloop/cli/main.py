@@ -171,7 +171,7 @@ def build_parser():
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     evaluate.add_argument("--out-of-core", action="store_true",
                           help="read DATA block by block (automatic for a Parquet folder or glob, or a file "
-                               "larger than a quarter of the memory); regression models")
+                               "larger than a quarter of the memory); a classifier's confusion matrix too")
 
     predict = sub.add_parser("predict", help="one prediction per row of a data file")
     _model_and_data(predict, "a data file as for train (the target column is not needed)")
