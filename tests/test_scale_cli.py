@@ -178,18 +178,18 @@ def test_lr_find_on_a_source_sweeps_a_sample_and_leaves_no_trace(cli, folder):
 def test_csv_on_dask_reads_the_out_of_core_chunks_and_gives_their_bits(cli, folder, monkeypatch):
     pytest.importorskip("distributed", reason="Dask is the dask extra")
     monkeypatch.setattr("gradloop.data.files.CSV_CHUNK_ROWS", 700)  # 6 chunks, the last one short
-    common = [*CLASSIFIER, "--test-size", "0.3", "--epochs", "5"]
+    common = [*CLASSIFIER, "--test-size", "0.3", "--epochs", "5", "--val-split", "0.25"]
     status, local_out, err = cli("train", "labels.csv", *common, "--out", "local.json", "--out-of-core")
     assert status == 0, err
     status, out, err = cli("train", "labels.csv", *common, "--out", "dask.json", "--dask", "local:2")
     assert status == 0, err
-    assert "Dask (2 workers)" in out and "in 4 block(s) (1200 test rows)" in out
+    assert "Dask (2 workers)" in out and "in 3 block(s) (1200 test rows; 700 rows in 1 block(s) for validation)" in out
     local, dask = ModelBundle.load("local.json"), ModelBundle.load("dask.json")
     assert local.classes == dask.classes
     for a, b in zip(local.model.parameters(), dask.model.parameters()):
         assert np.array_equal(a, b)
-    assert [line for line in out.splitlines() if "accuracy" in line] == \
-        [line for line in local_out.splitlines() if "accuracy" in line]  # training and test rows
+    lines = [line for line in out.splitlines() if "accuracy" in line]  # training, validation and test rows
+    assert lines == [line for line in local_out.splitlines() if "accuracy" in line] and len(lines) == 3
 
 
 def test_a_classifier_evaluates_block_by_block_as_in_memory(cli, folder):
@@ -204,6 +204,15 @@ def test_a_classifier_evaluates_block_by_block_as_in_memory(cli, folder):
         assert np.isclose(blocks[key], memory[key], rtol=1e-12), key
     status, out, err = cli("evaluate", "m.json", "labels", "--out-of-core")
     assert status == 0 and "confusion matrix (rows: true class, columns: predicted), classes high, low, mid" in out
+    for proba in ([], ["--proba"]):  # predictions written block by block: the labels, and their probabilities
+        assert cli("predict", "m.json", "labels.csv", *proba, "--out", "memory.csv")[0] == 0
+        assert cli("predict", "m.json", "labels", *proba, "--out", "blocks.csv")[0] == 0
+        memory, blocks = pd.read_csv("memory.csv"), pd.read_csv("blocks.csv")
+        assert list(blocks.columns) == list(memory.columns) == (["p_high", "p_low", "p_mid"] if proba else ["y"])
+        if proba:
+            assert np.allclose(blocks, memory, rtol=1e-12, atol=1e-15)
+        else:
+            assert blocks["y"].tolist() == memory["y"].tolist() and set(blocks["y"]) == {"high", "low", "mid"}
     frame = pd.read_parquet(folder / "labels" / "part2.parquet")
     frame.loc[frame.index[600], "y"] = "unheard"
     frame.to_parquet(folder / "labels" / "part2.parquet", row_group_size=500)

@@ -444,6 +444,18 @@ class DaskSource(Source):
                                  np.ascontiguousarray(Y, dtype=self.y_dtype))
         return kept[0][:rows].copy(), kept[1][:rows].copy()
 
+    def persisted(self):
+        """This source with its chunks computed once and kept in the workers' memory (with a
+        distributed Client; else in this process). Sources derived from it (subsets, scaling) then
+        refer to those chunks: passes that persist two of them (the training and the validation
+        blocks) never resubmit the reads they share, which the scheduler can take for two different
+        tasks under one key (seen: "Detected different run_spec", then a failed gather)."""
+        import dask
+
+        X, Y = dask.persist(self.X, self.Y)
+        return DaskSource(X, Y, feature_names=self.feature_names, target_names=self.target_names, name=self.name,
+                          classes=self.classes)
+
     def scaled(self, scaler):
         """X standardized lazily, chunk by chunk on the workers."""
         mean, scale = (np.asarray(v, dtype=self.dtype) for v in (scaler.mean_, scaler.scale_))
