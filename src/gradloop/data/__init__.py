@@ -5,7 +5,9 @@
 - :mod:`gradloop.data.sources`: data bigger than memory or spread over a Dask cluster, as
   row blocks of (X, Y) with names, dtype and row count known before training:
   :class:`ArraySource` (memory-mapped arrays too), :func:`open_npy`, :class:`DaskSource`;
-  :mod:`gradloop.data.files`: :class:`ParquetSource`, :class:`CSVSource`.
+  :mod:`gradloop.data.files`: :class:`ParquetSource`, :class:`CSVSource`. A classifier's labels
+  are listed in one pass and read as class indices by ``source.labelled()``
+  (:mod:`gradloop.data.labels`).
 - The split and the scaling (:mod:`gradloop.preprocessing`), importable from here too.
 """
 
