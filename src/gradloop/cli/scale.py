@@ -155,8 +155,6 @@ def open_source(data, target, features, dtype, on_dask=False, labels=False, clas
 def _train(args, resume, loss, client, lock, trace_first, progress):
     classify = loss.name in CLASSIFICATION_LOSSES
     source = open_source(args.data, args.target, args.features, args.dtype, client is not None, labels=classify)
-    if client is not None:  # read once; the test, validation and training blocks are then its chunks
-        source = source.persisted()
     fingerprint = source.fingerprint()
     if resume is not None:
         check_fingerprint(resume, args, fingerprint)
