@@ -259,9 +259,10 @@ class SourceMiniBatches(MiniBatches):
     def epoch_start(self):
         trainer = self.run.trainer
         self._resume, trainer.position = trainer.position, None
-        self._epoch_rng = trainer.rng.bit_generator.state
         if self._resume is None:
+            self._epoch_rng = trainer.rng.bit_generator.state
             return super().epoch_start()
+        self._epoch_rng = self._resume["epoch_rng"]
         for keep, start in zip(self.run.last_good, self._resume["start_weights"]):
             keep[...] = start  # the epoch's starting weights: its update ratio, and what a divergence restores
         head = self._resume["head"]
@@ -270,15 +271,10 @@ class SourceMiniBatches(MiniBatches):
     def parts(self):
         run, source = self.run, self.source
         rng = run.trainer.rng
-        skip = 0
-        if self._resume is not None:
-            rng.bit_generator.state = self._epoch_rng = self._resume["epoch_rng"]
-            skip = self._resume["blocks"]
-        self._blocks_done = skip
-        if source.random_access:
-            order = [int(i) for i in (rng.permutation(source.n_blocks) if self.shuffle else range(source.n_blocks))]
-        else:
-            order = list(range(source.n_blocks))
+        rng.bit_generator.state = self._epoch_rng  # (a resumed epoch: its start, drawn again)
+        skip = self._blocks_done = 0 if self._resume is None else self._resume["blocks"]
+        shuffled = source.random_access and self.shuffle
+        order = [int(i) for i in rng.permutation(source.n_blocks)] if shuffled else list(range(source.n_blocks))
         for i in order[:skip]:  # done before the checkpoint: their row orders drawn again, the rows not read
             if self.shuffle:
                 rng.permutation(source.bounds[i][1] - source.bounds[i][0])

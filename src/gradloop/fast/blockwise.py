@@ -147,12 +147,9 @@ class LocalBlocks:
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self._reader = ThreadPoolExecutor(1)  # reads the next block of a sequential source
 
-    def map(self, fn, *args, parallel=True, first_rows=False):
-        """``fn(X, Y, *args)`` of every block, in block order (``first_rows``: with ``first_row=`` the
-        block's first row in the source)."""
+    def map(self, fn, *args, parallel=True):
+        """``fn(X, Y, *args)`` of every block, in block order."""
         source = self.source
-        if first_rows:
-            return [fn(X, Y, *args, first_row=source.bounds[i][0]) for i, (X, Y) in enumerate(self._read_ahead())]
         if source.random_access and parallel and self._pool is not None and source.n_blocks > 1:
             # One BLAS thread per block thread while they run (a process-wide limit, as the Gram pass
             # in memory has): two threads each running a two-thread BLAS product fought for the cores.
