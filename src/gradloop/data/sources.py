@@ -80,10 +80,16 @@ class Source:
     def head(self, rows):
         """The first ``rows`` rows (or fewer) of X and Y, for the report's heads (read once, kept)."""
         kept = self.__dict__.get("_head")
-        if kept is None or len(kept[0]) < rows <= kept[2]:
-            X, Y = self.block(0) if self.random_access else next(iter(self))
-            kept = self._head = (X[:rows].copy(), Y[:rows].copy(), len(X))
+        first_block = self.bounds[0][1] - self.bounds[0][0]
+        if kept is None or len(kept[0]) < min(rows, first_block):
+            X, Y = self.block_head(0, rows) if self.random_access else next(iter(self))
+            kept = self._head = (X[:rows].copy(), Y[:rows].copy())
         return kept[0][:rows].copy(), kept[1][:rows].copy()
+
+    def block_head(self, i, rows):
+        """The first ``rows`` rows (or fewer) of block i, (X, Y); a source may read fewer than the block."""
+        X, Y = self.block(i)
+        return X[:rows], Y[:rows]
 
     def find_bad_value(self):
         """DataError naming the first non-finite value, block by block; None when all are finite."""
@@ -186,6 +192,14 @@ class _Derived(Source):
 
     def _read(self, i):
         return self._scale(self.base.block(self.picks[i]))
+
+    def block_head(self, i, rows):
+        return self._scale(self.base.block_head(self.picks[i], rows))
+
+    def block_gram(self, i):
+        """The base's in-place Gram of block i (see ``ParquetSource.block_gram``) when not scaled, or None."""
+        own = getattr(self.base, "block_gram", None)
+        return own(self.picks[i]) if own is not None and self.scaler is None else None
 
     def __iter__(self):
         if self.random_access:

@@ -35,6 +35,7 @@ from ..errors import ConfigError
 from ..layers import Dropout
 from ..losses import fit_targets
 from ..records import HEAD
+from .columns import column_gram
 from .kernels import GramKernel, StreamKernel, _cores, _LinearKernel, augmented_gram, is_linear_mse
 from .rowloop import BLOCK_ROWS, row_sums
 
@@ -127,8 +128,27 @@ def merge_moments(a, b):
 
 
 def gram_partial(X, Y):
-    """``A^T A`` for ``A = [X, Y, 1]`` of one block, float64 (d+k+1, d+k+1)."""
-    return augmented_gram(X, np.asarray(Y).reshape(len(X), -1), threads=1)
+    """``A^T A`` for ``A = [X, Y, 1]`` of one block, float64 (d+k+1, d+k+1).
+
+    A column-ordered float64 block (a Parquet row group's, scaled or not) is summed where its
+    columns lie (:func:`~gradloop.fast.columns.column_gram`, the same bits as the Parquet source's
+    own :meth:`block_gram`); a row-ordered one through BLAS on row tiles. The layout of a block is
+    the same on every executor, so the same block gives the same bits on each.
+    """
+    Y = np.asarray(Y).reshape(len(X), -1)
+    if X.dtype == np.float64 and X.flags.f_contiguous:
+        columns = [X[:, j] for j in range(X.shape[1])]
+        columns += [np.ascontiguousarray(Y[:, j], dtype=np.float64) for j in range(Y.shape[1])]
+        return column_gram(columns, len(X))
+    return augmented_gram(X, Y, threads=1)
+
+
+def _own_block_gram(source, i):
+    """Block i's :func:`gram_partial`, from the source's own buffers where it sums them in place
+    (``source.block_gram(i)`` not None: a Parquet row group of float64 columns, no array built)."""
+    own = getattr(source, "block_gram", None)
+    gram = own(i) if own is not None else None
+    return gram if gram is not None else gram_partial(*source.block(i))
 
 
 # ------------------------------------------------------------------ executors
@@ -156,6 +176,14 @@ class LocalBlocks:
             with _one_blas_thread():
                 return list(self._pool.map(lambda i: fn(*source.block(i), *args), range(source.n_blocks)))
         return [fn(X, Y, *args) for X, Y in self._read_ahead()]
+
+    def map_index(self, fn):
+        """``fn(i)`` for every block number i, in block order: on the block threads when the source
+        is read in any order, else one after another."""
+        if self.source.random_access and self._pool is not None and self.source.n_blocks > 1:
+            with _one_blas_thread():
+                return list(self._pool.map(fn, range(self.source.n_blocks)))
+        return [fn(i) for i in range(self.source.n_blocks)]
 
     def _read_ahead(self):
         return read_ahead(iter(self.source), self._reader)
@@ -438,7 +466,11 @@ def source_gram(blocks):
     """
     source = blocks.source
     if source.gram_sums is None:
-        source.gram_sums = tree_sum(blocks.map(gram_partial))
+        if isinstance(blocks, LocalBlocks) and source.random_access and hasattr(source, "block_gram"):
+            parts = blocks.map_index(lambda i: _own_block_gram(source, i))
+        else:
+            parts = blocks.map(gram_partial)
+        source.gram_sums = tree_sum(parts)
     return source.gram_sums
 
 

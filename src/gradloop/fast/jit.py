@@ -12,12 +12,14 @@ given here: after changing an option, delete ``__pycache__/*.nbi`` and ``*.nbc``
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import threading
 
+import numpy as np
 
 _JITABLE = set()  # plain functions numba already knows how to call from compiled code
-_PREFETCH_READY = False
+_INTRINSICS_READY = False
 
 
 def prefetch(array, row, col):
@@ -25,12 +27,23 @@ def prefetch(array, row, col):
     no result. Compiled, it is LLVM's prefetch instruction; in plain Python it does nothing."""
 
 
-def _compile_prefetch():
-    """Teach numba :func:`prefetch`: an ``llvm.prefetch`` (read, keep in every cache level) of the
-    element's address, which the compiled loops call a few kilobytes ahead of the rows they read."""
-    global _PREFETCH_READY
-    if _PREFETCH_READY:
+def column_at(address, start, length):
+    """The ``length`` float64 values at memory ``address`` from the ``start``-th on, as a 1-D array
+    (a view, no copy). ``address``: the data of a contiguous float64 array that the caller keeps
+    alive, e.g. one of several separate column buffers, which a compiled loop takes as one int64
+    array of addresses (one compiled form for any number of columns). Compiled, a pointer cast;
+    in plain Python, through ctypes."""
+    return np.ctypeslib.as_array((ctypes.c_double * int(length)).from_address(int(address) + 8 * int(start)))
+
+
+def _compile_intrinsics():
+    """Teach numba :func:`prefetch` (an ``llvm.prefetch``, read, keep in every cache level, of the
+    element's address, which the compiled loops call a few kilobytes ahead of the rows they read)
+    and :func:`column_at`."""
+    global _INTRINSICS_READY
+    if _INTRINSICS_READY:
         return
+    import numba
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
@@ -57,7 +70,18 @@ def _compile_prefetch():
     def _prefetch_overload(array, row, col):
         return lambda array, row, col: _prefetch(array, row, col)
 
-    _PREFETCH_READY = True
+    @intrinsic
+    def _float64_pointer(typingctx, address):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return types.CPointer(types.float64)(types.intp), codegen
+
+    @overload(column_at)
+    def _column_at_overload(address, start, length):
+        return lambda address, start, length: numba.carray(_float64_pointer(address + 8 * start), length)
+
+    _INTRINSICS_READY = True
 
 
 def compiled(uses=(), **options):
@@ -81,7 +105,7 @@ def compiled(uses=(), **options):
                     import numba  # lazy, on purpose: heavy (~0.4 s), and small models never need it
                     from numba.extending import register_jitable
 
-                    _compile_prefetch()
+                    _compile_intrinsics()
                     for helper in uses:
                         if helper not in _JITABLE:
                             register_jitable(helper)
