@@ -1,7 +1,8 @@
 """Run the benchmarks: ``python -m bench [--quick] [--only NAME ...] [--repeats N] [--out DIR]``.
 
 Every contender of a workload runs in this one process, interleaved repetition
-by repetition so that drift hits all of them alike; the table reports the
+by repetition so that drift hits all of them alike (each repetition in another
+order, so that no contender always follows the same one); the table reports the
 median per unit (epoch), gradloop's ratio to each peer and to the limit, and
 the versions and BLAS in use. Results go to DIR/bench.json and DIR/bench.md.
 """
@@ -71,8 +72,11 @@ def measure(work, repeats):
     times = {name: [] for name in work.contenders}
     for fn in work.contenders.values():
         fn()  # warm-up: imports, allocations, BLAS thread start
-    for _ in range(repeats):
-        for name, fn in work.contenders.items():
+    contenders = list(work.contenders.items())
+    for rep in range(repeats):
+        # Each repetition starts one contender further on, so each follows every other in turn: what
+        # one leaves behind (a BLAS's threads still spinning, caches full of its data) hits all alike.
+        for name, fn in contenders[rep % len(contenders):] + contenders[:rep % len(contenders)]:
             start = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - start) / work.units)
