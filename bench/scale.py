@@ -21,6 +21,7 @@ import tempfile
 import numpy as np
 
 import gradloop
+from gradloop.cli.scale import local_cluster
 from gradloop.data import ArraySource, ParquetSource, open_npy
 from gradloop.fast.blockwise import BlockStreamKernel, LocalBlocks, executor_for, make_source_kernel, source_gram
 from gradloop.losses import MSE
@@ -122,8 +123,7 @@ def outofcore_parquet_gram(quick):
 def _cluster():
     import distributed
 
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address="127.0.0.1:0", silence_logs=50)
+    cluster = local_cluster(2)  # the cluster `gradloop train --dask local:2` starts
     return cluster, distributed.Client(cluster)
 
 

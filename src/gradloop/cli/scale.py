@@ -93,6 +93,21 @@ def train_from_source(args, resume, trace_first=None, progress=True):
                                 f"({exc.__class__.__name__}: {exc}){kept}") from exc
 
 
+def local_cluster(workers=None):
+    """The ``distributed.LocalCluster`` that ``--dask local[:WORKERS]`` starts: worker processes of one
+    thread each, every port on 127.0.0.1 (the status page's too: left to itself it takes 8787, which a
+    second cluster on the machine then finds taken), and no work stealing. Every task of a run goes
+    where its chunk already lies; stealing's bookkeeping runs in the scheduler, in this process, on
+    the cores the workers use: a stream epoch over 8 chunks on 2 workers took 77-81 ms without it and
+    89-95 ms with it."""
+    import dask
+    import distributed
+
+    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+        return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                        dashboard_address="127.0.0.1:0", silence_logs=50)
+
+
 @contextlib.contextmanager
 def dask_client(spec):
     """A distributed Client for ``--dask`` (None without it): ``local[:WORKERS]`` starts a LocalCluster on
@@ -109,11 +124,7 @@ def dask_client(spec):
         workers = spec.partition(":")[2]
         if workers and (not workers.isdigit() or int(workers) < 1):
             raise ConfigError(f"--dask {spec}: the number of workers must be a positive integer, e.g. local:2")
-        # Every port on 127.0.0.1, the status page's too (left to itself it takes 8787, which a second
-        # cluster on the machine then finds taken).
-        with distributed.LocalCluster(n_workers=int(workers) if workers else None, threads_per_worker=1,
-                                      processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                      silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        with local_cluster(int(workers) if workers else None) as cluster, distributed.Client(cluster) as client:
             yield client
     elif spec.startswith("tcp://"):
         try:
