@@ -1,6 +1,7 @@
 """The Gram sums of column-ordered data: the compiled loop against the formula, Parquet row
-groups summed from Arrow's buffers in place with the bits of their blocks, and the memory a
-Parquet pass holds (each row group through a map of its own)."""
+groups summed from Arrow's buffers in place (standardized a tile at a time, or not) with the
+bits of their blocks, and the memory a Parquet pass holds (each row group through a map of
+its own)."""
 
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from gradloop.errors import DataError
 from gradloop.fast.blockwise import gram_partial
 from gradloop.fast.columns import TILE_ROWS, _upper_gram, column_gram
 from gradloop.fast.kernels import augmented_gram
+from gradloop.preprocessing import Standardizer
 
 pq = pytest.importorskip("pyarrow.parquet", reason="Parquet sources need pyarrow")
 
@@ -40,14 +42,20 @@ def test_column_gram_is_the_augmented_product_for_every_width_and_tile_edge(widt
     assert gram[-1, -1] == rows  # the ones column counts the rows
 
 
-def test_the_compiled_loop_sums_what_its_plain_python_source_sums():
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_compiled_loop_sums_what_its_plain_python_source_sums(scaled):
     rng = np.random.default_rng(1)
-    columns = [rng.standard_normal(TILE_ROWS + 37) for _ in range(8)]
+    columns = [rng.standard_normal(TILE_ROWS + 37) + 2.0 for _ in range(8)]
     addresses = np.array([c.ctypes.data for c in columns], dtype=np.intp)
+    shift, scale = rng.standard_normal(8), rng.uniform(0.5, 2.0, 8)
+    buffer = np.empty((8, TILE_ROWS))
     compiled, plain = np.zeros((8, 8)), np.zeros((8, 8))
-    _upper_gram(addresses, len(columns[0]), compiled)
-    _upper_gram.python(addresses, len(columns[0]), plain)
+    _upper_gram(addresses, shift, scale, scaled, len(columns[0]), buffer, compiled)
+    _upper_gram.python(addresses, shift, scale, scaled, len(columns[0]), buffer, plain)
     assert _close(compiled, plain, 1e-14) and np.count_nonzero(np.triu(plain)) == 36
+    A = np.column_stack(columns)
+    expected = ((A - shift) / scale if scaled else A).T @ ((A - shift) / scale if scaled else A)
+    assert _close(np.triu(plain), np.triu(expected))
 
 
 def test_a_nan_or_an_infinity_reaches_its_columns_diagonal():
@@ -107,8 +115,29 @@ def test_a_row_group_summed_in_arrows_buffers_is_its_blocks_gram_bit_for_bit(tab
         assert _close(source.block_gram(i), _formula(X[a:b], y[a:b]))
     subset = source.subset([3, 1])
     assert np.array_equal(subset.block_gram(0), source.block_gram(3))
-    scaler = gradloop.preprocessing.Standardizer().fit(X)
-    assert source.scaled(scaler).block_gram(0) is None  # scaled blocks take the general path
+
+
+def test_a_row_group_scaled_a_tile_at_a_time_is_its_scaled_blocks_gram_bit_for_bit(table):
+    X, y, path = table
+    scaler = Standardizer().fit(X)
+    source = ParquetSource(path, "y")
+    for scaled in (source.scaled(scaler), source.subset([3, 0]).scaled(scaler), source.scaled(scaler).subset([2])):
+        for i in range(scaled.n_blocks):
+            Xb, Yb = scaled.block(i)  # Standardizer.transform of the block
+            assert Xb.flags.f_contiguous
+            assert np.array_equal(scaled.block_gram(i), gram_partial(Xb, Yb))
+    a, b = source.bounds[1]
+    assert _close(source.scaled(scaler).block_gram(1), _formula(scaler.transform(X[a:b]), y[a:b]))
+
+
+def test_column_gram_scales_each_value_as_the_standardizer_does():
+    rng = np.random.default_rng(8)
+    X = np.asfortranarray(rng.standard_normal((3 * TILE_ROWS + 5, 6)) * [1, 1e3, 1e-3, 5, 7, 0.5] + 40.0)
+    scaler = Standardizer().fit(X)
+    scaled = np.asfortranarray(scaler.transform(X))
+    by_tiles = column_gram([X[:, j] for j in range(6)], len(X), scaler.mean_, scaler.scale_)
+    assert np.array_equal(by_tiles, column_gram([scaled[:, j] for j in range(6)], len(X)))
+    assert _close(by_tiles, _formula(scaled))
 
 
 def test_a_gram_run_from_parquet_is_the_in_memory_run(table):

@@ -98,10 +98,11 @@ def test_mini_batches_from_parquet_blocks_train_a_network(cli, folder):
     assert r2 > 0.9
 
 
-@pytest.mark.parametrize("options", [["--gradient", "stream", "--standardize"], ["--gradient", "gram"]])
+@pytest.mark.parametrize("options", [["--gradient", "stream", "--standardize"], ["--gradient", "gram"],
+                                     ["--gradient", "gram", "--standardize"]])
 def test_dask_local_cluster_gives_the_bits_of_the_out_of_core_run(cli, folder, options):
-    """Gram without scaling: the local pass sums each row group in Arrow's buffers, the workers sum the
-    chunks built from them; the same bits."""
+    """Gram: the local pass sums each row group in Arrow's buffers (scaled a tile at a time), the
+    workers sum the (scaled) chunks built from them; the same bits."""
     pytest.importorskip("distributed", reason="Dask is the dask extra")
     common = ["--target", "y", "--epochs", "50", "--test-size", "0", *options]
     assert cli("train", "pq", *common, "--out", "local.safetensors", "--out-of-core")[0] == 0

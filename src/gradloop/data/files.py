@@ -115,10 +115,12 @@ class ParquetSource(Source):
         holds a whole column here), but only those rows are converted and checked."""
         return self._read(i, rows)
 
-    def block_gram(self, i):
+    def block_gram(self, i, scaler=None):
         """Block i's ``[X, Y, 1]^T [X, Y, 1]`` (float64), summed straight from the row group's Arrow
         buffers, no array built: 6 ms for a 125,000 x 33 row group, where building the block took 5 ms
-        and its product 12 ms. The same bits as the product of :meth:`block` (a column-ordered block).
+        and its product 12 ms. ``scaler`` (a fitted Standardizer): of X scaled by it, a tile of rows at
+        a time, never a scaled copy (8 ms, where scaling the block took 15 ms more). The same bits as
+        the product of :meth:`block` (a column-ordered block), scaled or not.
 
         None where the general path must run: a column not float64 (or in several chunks, or with
         missing cells), a float32 source, labels, or a non-finite sum (the block's cell-by-cell check
@@ -126,6 +128,8 @@ class ParquetSource(Source):
         """
         if self.labels or self.dtype != np.float64 or not self.target_names:
             return None
+        if scaler is not None and getattr(scaler, "mean_", None) is None:
+            return None  # not a fitted Standardizer: the general path applies it
         from ..fast.columns import column_gram  # lazy: numba, only for the Gram pass
 
         table = self._row_group(i, self.feature_names + self.target_names)
@@ -135,7 +139,12 @@ class ParquetSource(Source):
             if column.num_chunks != 1 or column.null_count or str(column.type) != "double":
                 return None
             columns.append(column.chunk(0).to_numpy(zero_copy_only=True))
-        gram = column_gram(columns, table.num_rows)
+        if scaler is None:
+            gram = column_gram(columns, table.num_rows)
+        else:
+            unscaled = np.zeros(self.n_outputs), np.ones(self.n_outputs)  # the targets keep their values
+            gram = column_gram(columns, table.num_rows, np.concatenate([scaler.mean_, unscaled[0]]),
+                               np.concatenate([scaler.scale_, unscaled[1]]))
         return gram if np.isfinite(np.diagonal(gram)).all() else None
 
     def _labels(self, i, table):

@@ -196,10 +196,13 @@ class _Derived(Source):
     def block_head(self, i, rows):
         return self._scale(self.base.block_head(self.picks[i], rows))
 
-    def block_gram(self, i):
-        """The base's in-place Gram of block i (see ``ParquetSource.block_gram``) when not scaled, or None."""
+    def block_gram(self, i, scaler=None):
+        """The base's in-place Gram of block i, scaled by this source's scaler (see
+        ``ParquetSource.block_gram``), or None."""
         own = getattr(self.base, "block_gram", None)
-        return own(self.picks[i]) if own is not None and self.scaler is None else None
+        if own is None or (scaler is not None and self.scaler is not None):
+            return None
+        return own(self.picks[i], scaler=self.scaler if scaler is None else scaler)
 
     def __iter__(self):
         if self.random_access:
