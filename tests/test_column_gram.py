@@ -148,6 +148,22 @@ def test_a_gram_run_from_parquet_is_the_in_memory_run(table):
     assert _close(np.array(run.history.history["loss"]), np.array(ref.history.history["loss"]), 1e-12)
 
 
+def test_a_file_system_without_memory_maps_is_read_instead(table, monkeypatch):
+    import pyarrow as pa
+
+    X, y, path = table
+    mapped = ParquetSource(path, "y")
+    expected = [mapped.block_gram(i) for i in range(mapped.n_blocks)], mapped.block(2)
+
+    def no_maps(*args, **kwargs):
+        raise OSError("memory maps are not supported on this file system")
+
+    monkeypatch.setattr(pa, "memory_map", no_maps)
+    read = ParquetSource(path, "y")
+    assert all(np.array_equal(read.block_gram(i), g) for i, g in enumerate(expected[0]))
+    assert all(np.array_equal(a, b) for a, b in zip(read.block(2), expected[1]))
+
+
 def test_columns_not_float64_take_the_general_path_with_the_same_sums(table, tmp_path):
     X, y, _ = table
     path = _parquet(tmp_path / "ints.parquet", np.round(X * 100), y, 700, dtypes={"x1": "int64"})

@@ -92,8 +92,12 @@ class ParquetSource(Source):
             # the block (one map kept open held every page read: 1.4 GB after that pass). A reader
             # per call also lets threads read at once (a ParquetFile is not safe to share), and
             # pre_buffer stays off: with it, a reader kept every row group it had read.
-            with pa.memory_map(file) as mapped:
-                return pq.ParquetFile(mapped, metadata=footer, pre_buffer=False).read_row_group(group, columns=columns)
+            try:
+                handle = pa.memory_map(file)
+            except OSError:  # a file system that cannot map files: pyarrow reads it instead
+                handle = pa.OSFile(file)
+            with handle:
+                return pq.ParquetFile(handle, metadata=footer, pre_buffer=False).read_row_group(group, columns=columns)
         except Exception as exc:
             raise DataError(f"{file}: cannot read row group {group} ({one_line(exc)})") from exc
 
