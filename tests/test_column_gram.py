@@ -13,7 +13,7 @@ import gradloop
 from gradloop.data import ParquetSource
 from gradloop.errors import DataError
 from gradloop.fast.blockwise import gram_partial
-from gradloop.fast.columns import TILE_ROWS, _upper_gram, column_gram
+from gradloop.fast.columns import MAX_WIDTH, TILE_ROWS, _upper_gram, column_gram
 from gradloop.fast.kernels import augmented_gram
 from gradloop.preprocessing import Standardizer
 
@@ -146,6 +146,21 @@ def test_a_gram_run_from_parquet_is_the_in_memory_run(table):
     run = gradloop.fit_linear(ParquetSource(path, "y"), None, np.zeros(5), "auto", 80, bias=0.0, gradient="gram")
     assert _close(run.weights, ref.weights, 1e-12) and _close(run.optimum.weights, ref.optimum.weights, 1e-10)
     assert _close(np.array(run.history.history["loss"]), np.array(ref.history.history["loss"]), 1e-12)
+
+
+def test_blocks_wider_than_the_loop_beats_blas_at_take_blas(tmp_path):
+    rng = np.random.default_rng(9)
+    d = MAX_WIDTH - 1  # [X, y, 1] one column wider than the loop takes
+    X, y = rng.standard_normal((600, d)), rng.standard_normal(600)
+    Xf = np.asfortranarray(X)
+    assert np.array_equal(gram_partial(Xf, y), augmented_gram(Xf, y.reshape(-1, 1), threads=1))
+    narrow = np.asfortranarray(X[:, :-1])
+    assert np.array_equal(gram_partial(narrow, y), column_gram([narrow[:, j] for j in range(d - 1)] + [y], 600))
+    source = ParquetSource(_parquet(tmp_path / "wide.parquet", X, y, 200), "y")
+    assert source.block_gram(0) is None
+    run = gradloop.fit_linear(source, None, np.zeros(d), "auto", 20, bias=0.0, gradient="gram")
+    ref = gradloop.fit_linear(X, y, np.zeros(d), "auto", 20, bias=0.0, gradient="gram")
+    assert _close(run.weights, ref.weights, 1e-12)
 
 
 def test_a_file_system_without_memory_maps_is_read_instead(table, monkeypatch):

@@ -127,14 +127,18 @@ class ParquetSource(Source):
         the product of :meth:`block` (a column-ordered block), scaled or not.
 
         None where the general path must run: a column not float64 (or in several chunks, or with
-        missing cells), a float32 source, labels, or a non-finite sum (the block's cell-by-cell check
-        then names the bad value: a NaN or infinity anywhere makes its column's sum of squares one).
+        missing cells), a float32 source, labels, more columns than the loop beats BLAS at, or a
+        non-finite sum (the block's cell-by-cell check then names the bad value: a NaN or infinity
+        anywhere makes its column's sum of squares one).
         """
+        from ..fast.columns import MAX_WIDTH, column_gram  # lazy: numba, only for the Gram pass
+
         if self.labels or self.dtype != np.float64 or not self.target_names:
+            return None
+        if self.n_features + self.n_outputs + 1 > MAX_WIDTH:
             return None
         if scaler is not None and getattr(scaler, "mean_", None) is None:
             return None  # not a fitted Standardizer: the general path applies it
-        from ..fast.columns import column_gram  # lazy: numba, only for the Gram pass
 
         table = self._row_group(i, self.feature_names + self.target_names)
         columns = []

@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from ..layers import Dropout
 from ..losses import fit_targets
 from ..records import HEAD
-from .columns import column_gram
+from .columns import MAX_WIDTH, column_gram
 from .kernels import GramKernel, StreamKernel, _cores, _LinearKernel, augmented_gram, is_linear_mse
 from .rowloop import BLOCK_ROWS, row_sums
 
@@ -130,13 +130,14 @@ def merge_moments(a, b):
 def gram_partial(X, Y):
     """``A^T A`` for ``A = [X, Y, 1]`` of one block, float64 (d+k+1, d+k+1).
 
-    A column-ordered float64 block (a Parquet row group's, scaled or not) is summed where its
-    columns lie (:func:`~gradloop.fast.columns.column_gram`, the same bits as the Parquet source's
-    own :meth:`block_gram`); a row-ordered one through BLAS on row tiles. The layout of a block is
-    the same on every executor, so the same block gives the same bits on each.
+    A column-ordered float64 block (a Parquet row group's, scaled or not) up to ``MAX_WIDTH`` columns
+    of ``[X, Y, 1]`` is summed where its columns lie (:func:`~gradloop.fast.columns.column_gram`, the
+    same bits as the Parquet source's own :meth:`block_gram`); any other through BLAS on row tiles.
+    The layout and width of a block are the same on every executor, so the same block gives the same
+    bits on each.
     """
     Y = np.asarray(Y).reshape(len(X), -1)
-    if X.dtype == np.float64 and X.flags.f_contiguous:
+    if X.dtype == np.float64 and X.flags.f_contiguous and X.shape[1] + Y.shape[1] + 1 <= MAX_WIDTH:
         columns = [X[:, j] for j in range(X.shape[1])]
         columns += [np.ascontiguousarray(Y[:, j], dtype=np.float64) for j in range(Y.shape[1])]
         return column_gram(columns, len(X))
