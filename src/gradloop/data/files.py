@@ -51,6 +51,7 @@ class ParquetSource(Source):
         self.dtype, self.labels = np.dtype(dtype), bool(labels)
         self.y_dtype = np.dtype(object) if self.labels else self.dtype
         self.bounds, self._groups, self._footers = [], [], {}
+        self._float64_files = set()  # files whose needed columns are all stored as float64
         columns = None
         for file in self.files:
             try:
@@ -66,6 +67,9 @@ class ParquetSource(Source):
                 self.target_names = [columns[j] for j in target_idx]
             else:
                 _pick_columns(names, self.target_names, self.feature_names, file)  # every file has them
+            schema = meta.schema_arrow
+            if all(str(schema.field(n).type) == "double" for n in self.feature_names + self.target_names):
+                self._float64_files.add(file)
             first = 0
             for g in range(meta.num_row_groups):
                 rows = meta.metadata.row_group(g).num_rows
@@ -135,8 +139,8 @@ class ParquetSource(Source):
 
         if self.labels or self.dtype != np.float64 or not self.target_names:
             return None
-        if self.n_features + self.n_outputs + 1 > MAX_WIDTH:
-            return None
+        if self._groups[i][0] not in self._float64_files or self.n_features + self.n_outputs + 1 > MAX_WIDTH:
+            return None  # decided from the schema: such a row group is read once, by the general path
         if scaler is not None and getattr(scaler, "mean_", None) is None:
             return None  # not a fitted Standardizer: the general path applies it
 
@@ -144,15 +148,11 @@ class ParquetSource(Source):
         columns = []
         for name in self.feature_names + self.target_names:
             column = table.column(name)
-            if column.num_chunks != 1 or column.null_count or str(column.type) != "double":
+            if column.num_chunks != 1 or column.null_count:
                 return None
             columns.append(column.chunk(0).to_numpy(zero_copy_only=True))
-        if scaler is None:
-            gram = column_gram(columns, table.num_rows)
-        else:
-            unscaled = np.zeros(self.n_outputs), np.ones(self.n_outputs)  # the targets keep their values
-            gram = column_gram(columns, table.num_rows, np.concatenate([scaler.mean_, unscaled[0]]),
-                               np.concatenate([scaler.scale_, unscaled[1]]))
+        shifts, scales = (None, None) if scaler is None else (scaler.mean_, scaler.scale_)  # X's; Y as stored
+        gram = column_gram(columns, table.num_rows, shifts, scales)
         return gram if np.isfinite(np.diagonal(gram)).all() else None
 
     def _labels(self, i, table):

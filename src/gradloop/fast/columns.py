@@ -36,7 +36,8 @@ def column_gram(columns, n_rows, shifts=None, scales=None):
 
     ``columns``: W 1-D contiguous float64 arrays of ``n_rows`` values each (not copied); W + 1 at
     most :data:`MAX_WIDTH` is where the loop beats BLAS (it sums any width).
-    ``shifts``, ``scales``: (W,) or None; given, column j enters as ``(c_j - shifts[j]) / scales[j]``.
+    ``shifts``, ``scales``: (V,) with V <= W, or None; given, column j < V enters as
+    ``(c_j - shifts[j]) / scales[j]`` (a block's X scaled, its Y columns after them as they are).
     The ones column gives the column sums and the row count, as in
     :func:`gradloop.fast.kernels.augmented_gram`.
     """
@@ -54,7 +55,7 @@ def column_gram(columns, n_rows, shifts=None, scales=None):
     scaled = shifts is not None
     shift, scale = np.zeros(padded), np.ones(padded)  # the ones and zero columns stay as they are
     if scaled:
-        shift[:width - 1], scale[:width - 1] = shifts, scales
+        shift[:len(shifts)], scale[:len(scales)] = shifts, scales
     buffer = np.empty((padded, TILE_ROWS if scaled else 0))
     upper = np.zeros((padded, padded))
     _upper_gram(addresses, shift, scale, scaled, n_rows, buffer, upper)  # ``columns`` keeps the buffers alive
