@@ -101,7 +101,22 @@ PARAMETERS = {
     "checkpoint_every": Interval(int, 1, None, text="a positive integer"),
     "patience": Interval(int, 0, None, text="a non-negative integer"),
     "units": Interval(int, 1, None, text="a positive integer"),
+    # Schedules (gradloop.optimizers).
+    "gamma": Interval(float, 0, None, low_open=True, text="a positive finite number"),
+    "step_size": Interval(int, 1, None, text="a positive integer"),
+    "total_epochs": Interval(int, 1, None, text="a positive integer"),
+    "min_lr": Interval(float, 0, None, text="a non-negative finite number"),
+    # Callbacks (gradloop.callbacks).
+    "factor": Interval(float, 0, 1, low_open=True, high_open=True, text="a number in (0, 1)"),
+    "cooldown": Interval(int, 0, None, text="a non-negative integer"),
+    "min_delta": Interval(float, 0, None, text="a non-negative finite number"),
+    "lines": Interval(int, 1, None, text="a positive integer"),
+    "after": Interval(int, 0, None, text="a non-negative integer"),
+    "interval": Interval(float, 0, None, text="a non-negative finite number (seconds)"),
 }
+# The optimizers' own arguments (momentum, betas, eps, weight_decay) are checked in their
+# constructors with PyTorch's words ("Invalid momentum: -1 (must be in [0.0, 1.0))"), which
+# load_state_dict reuses on what it loads.
 # Command-line spellings whose argument has another name in the library.
 OPTION_OF = {"validation_split": "--val-split", "patience": "--early-stopping", "units": "--hidden",
              "every": "--trace"}
@@ -122,11 +137,12 @@ def option_name(name):
     return OPTION_OF.get(name, "--" + name.replace("_", "-"))
 
 
-def check(name, value):
-    """Return ``value`` if :data:`PARAMETERS` allows it for ``name``, else raise ConfigError naming the argument."""
+def check(name, value, owner=None):
+    """Return ``value`` if :data:`PARAMETERS` allows it for ``name``, else raise ConfigError naming the argument
+    (and ``owner``, the class it was given to: ``ExponentialLR gamma must be ...``)."""
     rule = PARAMETERS[name]
     if not rule.accepts(value):
-        raise ConfigError(f"{name} must be {rule.why_not(value)}, got {value!r}")
+        raise ConfigError(f"{owner + ' ' if owner else ''}{name} must be {rule.why_not(value)}, got {value!r}")
     return value
 
 

@@ -158,6 +158,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
     # Every option is checked here, before anything trains (scikit-learn's validate-at-fit).
     check_all(epochs=epochs, batch_size=batch_size, round_to=round_to, every=every, clip_norm=clip_norm,
               validation_split=validation_split)
+    kernels.check_mode(gradient)  # refused whatever the data and the batches, before anything runs
     if not isinstance(seed, np.random.Generator):
         check("seed", seed)
     epochs = int(epochs)

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .constraints import check
 from .errors import ConfigError
 from .fast.jit import compiled
 
@@ -320,9 +321,8 @@ class StepLR(Schedule):
     name = "step"
 
     def __init__(self, step_size=10, gamma=0.1):
-        if int(step_size) < 1:
-            raise ConfigError(f"step schedule step_size must be >= 1, got {step_size}")
-        self.step_size, self.gamma = int(step_size), float(gamma)
+        self.step_size = int(check("step_size", step_size, "StepLR"))
+        self.gamma = float(check("gamma", gamma, "StepLR"))
 
     def lr(self, base_lr, epoch):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -334,7 +334,7 @@ class ExponentialLR(Schedule):
     name = "exponential"
 
     def __init__(self, gamma=0.95):
-        self.gamma = float(gamma)
+        self.gamma = float(check("gamma", gamma, "ExponentialLR"))
 
     def lr(self, base_lr, epoch):
         return base_lr * self.gamma**epoch
@@ -346,9 +346,8 @@ class CosineLR(Schedule):
     name = "cosine"
 
     def __init__(self, total_epochs, min_lr=0.0):
-        if int(total_epochs) < 1:
-            raise ConfigError(f"cosine schedule total_epochs must be >= 1, got {total_epochs}")
-        self.total_epochs, self.min_lr = int(total_epochs), float(min_lr)
+        self.total_epochs = int(check("total_epochs", total_epochs, "CosineLR"))
+        self.min_lr = float(check("min_lr", min_lr, "CosineLR"))
 
     def lr(self, base_lr, epoch):
         cos = (1 + math.cos(math.pi * min(epoch, self.total_epochs) / self.total_epochs)) / 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from ..constraints import check
 from .base import Callback
 
 
@@ -47,7 +48,7 @@ class LivePlot(Callback):
     wants_records = False  # reads trainer.history: the loop keeps its fast paths
 
     def __init__(self, interval=0.5, display=None):
-        self.interval = float(interval)
+        self.interval = float(check("interval", interval, "LivePlot"))
         self._display = display
         self._handle = None
         self._last_draw = -float("inf")

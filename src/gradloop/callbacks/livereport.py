@@ -14,6 +14,7 @@ import json
 import os
 import time
 
+from ..constraints import check
 from ..modelfile import atomic_write_bytes, json_line
 from ..paths import Place
 from .base import Callback
@@ -47,7 +48,7 @@ class LiveReport(Callback):
     def __init__(self, path, interval=REFRESH_SECONDS, title=None, feature_names=None, records=(),
                  finish_later=False):
         self.path = path
-        self.interval = float(interval)
+        self.interval = float(check("interval", interval, "LiveReport"))
         self.title = title if title is not None else os.path.basename(os.fspath(path))
         self.feature_names = feature_names
         self.records = list(records)

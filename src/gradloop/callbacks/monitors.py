@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..bundle import ModelBundle
+from ..constraints import check
 from ..errors import ConfigError
 from ..paths import Place
 from .base import Callback
@@ -32,7 +33,7 @@ class _Monitor(Callback):
     wants_records = False
 
     def __init__(self, monitor, min_delta):
-        self.monitor, self.min_delta = monitor, float(min_delta)
+        self.monitor, self.min_delta = monitor, float(check("min_delta", min_delta, type(self).__name__))
         self.best, self.best_epoch = math.inf, None
 
     def on_train_begin(self, trainer):
@@ -60,9 +61,8 @@ class EarlyStopping(_Monitor):
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
         super().__init__(monitor, min_delta)
-        if int(patience) < 0:
-            raise ConfigError(f"EarlyStopping patience must be >= 0, got {patience}")
-        self.patience, self.restore_best = int(patience), bool(restore_best)
+        self.patience = int(check("patience", patience, "EarlyStopping"))
+        self.restore_best = bool(restore_best)
         self.best_weights, self.stopped_epoch = None, None
 
     def on_train_begin(self, trainer):
@@ -109,10 +109,9 @@ class ReduceLROnPlateau(_Monitor):
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=0.0, min_lr=0.0, cooldown=0):
         super().__init__(monitor, min_delta)
-        if not 0 < float(factor) < 1:
-            raise ConfigError(f"ReduceLROnPlateau factor must be in (0, 1), got {factor}")
-        self.factor, self.patience = float(factor), int(patience)
-        self.min_lr, self.cooldown = float(min_lr), int(cooldown)
+        owner = "ReduceLROnPlateau"
+        self.factor, self.patience = float(check("factor", factor, owner)), int(check("patience", patience, owner))
+        self.min_lr, self.cooldown = float(check("min_lr", min_lr, owner)), int(check("cooldown", cooldown, owner))
         self._wait = self._cooling = 0
 
     def on_train_begin(self, trainer):

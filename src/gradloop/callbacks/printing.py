@@ -137,9 +137,9 @@ class ProgressPrinter(Callback):
     wants_records = False
 
     def __init__(self, lines=10, file=None, after=0):
-        self.lines = max(1, int(lines))
+        self.lines = int(check("lines", lines, "ProgressPrinter"))
         self.file = file
-        self.after = after  # epochs already shown in full (the demo's first reports): no line for them
+        self.after = int(check("after", after, "ProgressPrinter"))  # epochs already shown in full (the demo's first reports): no line for them
 
     def on_epoch_end(self, record, trainer):
         epoch, total = trainer.history.epochs_run, trainer.epochs

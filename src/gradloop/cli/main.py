@@ -160,7 +160,7 @@ def build_parser():
     train.add_argument("--dask", metavar="local[:WORKERS]|tcp://HOST:PORT",
                        help="train on a Dask cluster: start one on this machine (127.0.0.1) with WORKERS worker "
                             "processes, or connect to a running scheduler (needs pip install 'gradloop[dask]')")
-    train.add_argument("--gradient", choices=GRADIENT_MODES,
+    train.add_argument("--gradient", choices=list(GRADIENT_MODES),
                        help="full-batch gradient executor for the linear model with MSE: gram (X^T X once, "
                             "then O(d^2) per epoch), stream (one compiled pass over X per epoch), fused or "
                             "layers (the layers' arithmetic, with or without the layer calls), "

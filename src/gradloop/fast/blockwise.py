@@ -31,12 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..layers import Dropout
 from ..losses import fit_targets
 from ..records import HEAD
 from .columns import MAX_WIDTH, column_gram
-from .kernels import GramKernel, StreamKernel, _cores, _LinearKernel, augmented_gram, is_linear_mse
+from .kernels import GramKernel, StreamKernel, _cores, _LinearKernel, augmented_gram, choose_mode, is_linear_mse
 from .rowloop import BLOCK_ROWS, row_sums
 
 ALIGNMENT = 64  # bytes: a cache line, and the widest SIMD register
@@ -478,13 +477,7 @@ def source_gram(blocks):
 def make_source_kernel(model, loss, source, mode="auto", epochs=None, client=None):
     """The full-batch kernel over a source: "gram", "stream" or "layers" ("auto": Gram when
     there are more epochs than columns, else stream, for the linear model with MSE; else layers)."""
-    linear = is_linear_mse(model, loss)
-    if mode == "fused":
-        mode = "stream"  # the fused kernel is the in-memory form of the same sums
-    if mode in ("gram", "stream") and not linear:
-        raise ConfigError(f"gradient={mode!r} needs the linear model with MSE loss (full batch)")
-    if mode == "auto":
-        mode = ("gram" if epochs is not None and epochs > source.n_features else "stream") if linear else "layers"
+    mode = choose_mode(mode, is_linear_mse(model, loss), epochs, source.n_features)
     blocks = executor_for(source, client)
     if mode == "layers":
         return BlockLayerKernel(model, loss, source, blocks)

@@ -262,32 +262,57 @@ def augmented_gram(X, Y, threads=None, block_rows=GRAM_BLOCK_ROWS):
         return sum(pool.map(partial, ranges))
 
 
-GRADIENT_MODES = ("auto", "gram", "stream", "fused", "layers")
+#: The one registry of the ``gradient=`` names (the loop's, the chapter's, the estimators' and
+#: ``--gradient``): what each means; :func:`choose_mode` decides what "auto" picks.
+GRADIENT_MODES = {
+    "auto": "the fastest executor for the model, the data and the number of epochs",
+    "gram": "linear model with MSE: X^T X once, then O(d^2) an epoch",
+    "stream": "linear model with MSE: one compiled pass over X an epoch",
+    "fused": "linear model with MSE: the layers' arithmetic without their calls",
+    "layers": "any model: forward, loss gradient, backward",
+}
+LINEAR_ONLY = ("gram", "stream", "fused")
 
 
-def make_kernel(model, loss, X, y, mode="auto", epochs=None):
-    """The kernel for a full-batch run: ``mode`` one of auto, gram, stream, fused, layers.
-
-    auto, for the linear model with MSE: Gram when there are more epochs than
-    columns (forming X^T X is one BLAS-3 pass, repaid once the O(N d) epochs it
-    saves outnumber d) and X is not tiny (there a plain pass is a handful of
-    microseconds, fewer NumPy calls than the Gram algebra); else streaming for
-    large row-major X, else the fused layer arithmetic; the layers for every
-    other model.
-    """
-    if mode not in GRADIENT_MODES:
+def check_mode(mode):
+    """Refuse a ``gradient=`` name that is not in :data:`GRADIENT_MODES`, listing the names."""
+    if not isinstance(mode, str) or mode not in GRADIENT_MODES:
         raise ConfigError(f"unknown gradient mode {mode!r}; known: {', '.join(GRADIENT_MODES)}")
-    linear = is_linear_mse(model, loss) and y.ndim == 2
-    if mode in ("gram", "stream", "fused") and not linear:
+    return mode
+
+
+def choose_mode(mode, linear, epochs, n_columns, X=None):
+    """The executor's name for a full-batch run, for arrays and sources alike.
+
+    mode: a name of :data:`GRADIENT_MODES`; linear: the model is linear with MSE; epochs: the run's
+    (None: unknown); n_columns: X's; X: the array in memory, None for a source read block by block.
+
+    auto, for the linear model with MSE: Gram when there are more epochs than columns (forming
+    X^T X is one BLAS-3 pass, repaid once the O(N d) epochs it saves outnumber d) and, in memory,
+    X is not tiny (there a plain pass is a handful of microseconds, fewer NumPy calls than the
+    Gram algebra); else streaming for large row-major X and every source, else the fused layer
+    arithmetic; the layers for every other model. A source has no fused form: "fused" streams.
+    """
+    check_mode(mode)
+    if mode in LINEAR_ONLY and not linear:
         raise ConfigError(f"gradient={mode!r} needs the linear model with MSE loss (full batch)")
     if mode == "auto":
         if not linear:
-            mode = "layers"
-        elif epochs is not None and epochs > X.shape[1] and X.size >= GRAM_MIN_SIZE:
-            mode = "gram"
-        else:
-            # The row loop walks rows: for a column-major X one BLAS pass per product reads it better.
-            mode = "stream" if X.nbytes >= STREAM_MIN_BYTES and X.flags.c_contiguous else "fused"
+            return "layers"
+        many_epochs = epochs is not None and epochs > n_columns
+        if X is None:
+            return "gram" if many_epochs else "stream"
+        if many_epochs and X.size >= GRAM_MIN_SIZE:
+            return "gram"
+        # The row loop walks rows: for a column-major X one BLAS pass per product reads it better.
+        return "stream" if X.nbytes >= STREAM_MIN_BYTES and X.flags.c_contiguous else "fused"
+    return "stream" if mode == "fused" and X is None else mode
+
+
+def make_kernel(model, loss, X, y, mode="auto", epochs=None):
+    """The kernel for a full-batch run on arrays: ``mode`` one of :data:`GRADIENT_MODES`
+    (see :func:`choose_mode`)."""
+    mode = choose_mode(mode, is_linear_mse(model, loss) and y.ndim == 2, epochs, X.shape[1], X)
     if mode == "layers":
         return LayerKernel(model, loss, X, y)
     if mode == "fused":
