@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 
 import gradloop
-from gradloop.cli.scale import local_cluster
+from gradloop.cli.cluster import local_cluster
 from gradloop.data import ArraySource, ParquetSource, open_npy
 from gradloop.fast.blockwise import BlockStreamKernel, LocalBlocks, executor_for, make_source_kernel, source_gram
 from gradloop.losses import MSE

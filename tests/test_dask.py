@@ -153,7 +153,7 @@ def test_a_lost_scheduler_ends_the_run_in_one_line_and_its_checkpoint_resumes(cl
     import dask
     import pandas as pd
 
-    import gradloop.cli.scale as scale
+    import gradloop.cli.train as train_module
     from gradloop.bundle import ModelBundle
 
     rng = np.random.default_rng(2)
@@ -178,14 +178,14 @@ def test_a_lost_scheduler_ends_the_run_in_one_line_and_its_checkpoint_resumes(cl
             def on_train_end(self, history, trainer):
                 pass
 
-        callbacks = scale._callbacks
-        monkeypatch.setattr(scale, "_callbacks", lambda *a: callbacks(*a) + [CloseTheScheduler()])
+        callbacks = train_module.run_callbacks
+        monkeypatch.setattr(train_module, "run_callbacks", lambda *a: callbacks(*a) + [CloseTheScheduler()])
         status, out, err = cli("train", *common, "--dask", cluster.scheduler_address, "--checkpoint", "ck",
                                "--out", "never.safetensors")
     assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "the Dask scheduler or a worker could not be reached" in err and "continue with --resume ck" in err
     assert not (tmp_path / "never.safetensors").exists()
-    monkeypatch.setattr(scale, "_callbacks", callbacks)
+    monkeypatch.setattr(train_module, "run_callbacks", callbacks)
     status, out, err = cli("train", "--resume", "ck", "--out-of-core", "--out", "resumed.safetensors")
     assert status == 0, err
     assert "resuming at epoch 3" in out

@@ -107,6 +107,7 @@ class History:
         self.stop_message = None  # why a run stopped before its last epoch, when a callback says
         self.stopped_early = False
         self.stopped_inside = None  # a run from a source stopped between two blocks: the position there
+        self.restored_epoch = None  # the epoch whose weights EarlyStopping(restore_best) gave back
 
     @property
     def history(self):

@@ -54,6 +54,7 @@ except ImportError as exc:
 
 from .chapter import lipschitz
 from .data import Standardizer
+from .defaults import ESTIMATOR_EPOCHS, estimator_lr
 from .errors import ConfigError, DataError
 from .layers import Dense
 from .loop import History, fit as loop_fit
@@ -70,8 +71,6 @@ DTYPES = ("float64", "float32")
 # the second derivative of the loss in the prediction (2 for MSE, 1 for Huber,
 # 1/2 for softmax cross-entropy, 1/4 for the logistic loss). MAE has none; it
 # takes Huber's step.
-_SMOOTHNESS = {"mse": 1.0, "huber": 0.5, "mae": 0.5, "cross-entropy": 0.25, "bce": 0.125}
-_ADAPTIVE = ("adam", "adamw")
 
 
 class _ContinuedSchedule(Schedule):
@@ -93,7 +92,8 @@ def _constructor(default_loss):
     its rules want each argument stored unchanged under its own name, nothing more.
     """
     def __init__(self, *, model="linear", hidden_layer_sizes=(64,), activation="relu", dropout=0.0,
-                 loss=default_loss, optimizer=None, lr=None, epochs=200, batch_size=None, weight_decay=0.0,
+                 loss=default_loss, optimizer=None, lr=None, epochs=ESTIMATOR_EPOCHS, batch_size=None,
+                 weight_decay=0.0,
                  clip_norm=None, schedule=None, round_to=None, gradient="auto", standardize=True,
                  dtype="float64", random_state=None, shuffle=True, validation_split=None, callbacks=None,
                  keep_records=False, verbose=False):
@@ -161,14 +161,9 @@ class _GradloopEstimator(BaseEstimator):
         return self.optimizer
 
     def _default_lr(self, X, loss, n_outputs):
-        """The learning rate for lr=None (see the module docstring's table)."""
+        """The learning rate for lr=None (see the module docstring's table, and :mod:`gradloop.defaults`)."""
         name = self.optimizer.name if isinstance(self.optimizer, Optimizer) else self._optimizer_name()
-        if name in _ADAPTIVE:
-            return 1e-2 if self.model == "linear" else 1e-3
-        if self.model == "mlp":
-            return 1e-2 if name == "sgd" else 1e-3  # momentum 0.9 steps ~10 times further
-        per_output = n_outputs if loss.task == "regression" else 1
-        return per_output / (lipschitz(X, bias=True) * _SMOOTHNESS.get(loss.name, 1.0))
+        return estimator_lr(self.model, name, loss, n_outputs, lambda: lipschitz(X, bias=True))
 
     def _build_optimizer(self, X, loss, n_outputs):
         if isinstance(self.optimizer, Optimizer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -9,14 +10,14 @@ import sys
 import numpy as np
 
 from ..bundle import ModelBundle
-from ..data.tables import _listing, encode_labels, read_table, select_features, select_xy
+from ..data.tables import _listing, _pandas, encode_labels, read_table, select_features, select_xy
 from ..errors import ConfigError, DataError
 from ..explain_network import explain_network
-from ..modelfile import atomic_write_bytes, json_line
+from ..modelfile import atomic_file, atomic_write_bytes, json_line
 from ..paths import Place, check_places
 from ..report import PLOT_FILES, figures, left_out, png_bytes, read_log, render_html, write_pngs
-from .scale import evaluate_from_source, predict_from_source, wants_source
-from .train import metrics_of
+from .cluster import data_files, open_source, wants_source
+from .results import metrics_of, source_metrics
 
 
 def _load_for(model_path, data_path, *, need_target):
@@ -143,3 +144,36 @@ def cmd_report(args):
         print(f"Wrote the report of {len(records)} epoch{'s' * (len(records) != 1)} "
               f"({len(pngs)} plot{'s' * (len(pngs) != 1)}) to {out}")
     return 0
+
+
+# ---------------------------------------------------------------- block by block
+def predict_from_source(args):
+    """``gradloop predict`` block by block: the model's features by name, predictions written as each
+    block is read (a temporary file renamed at the end, or stdout), never the whole data in memory."""
+    check_places([Place("MODEL file", args.model), *(Place("DATA file", f) for f in data_files(args))],
+                 [Place("--out", args.out)])
+    bundle = ModelBundle.load(args.model)
+    if args.proba and bundle.classes is None:
+        raise ConfigError("--proba needs a classifier; this model does regression")
+    source = open_source(args.data, None, bundle.feature_names, np.float64)
+    columns = [f"p_{c}" for c in bundle.classes] if args.proba else [bundle.target]
+    with (atomic_file(args.out, "predictions") if args.out else contextlib.nullcontext(sys.stdout.buffer)) as out:
+        for i, (X, _) in enumerate(source):
+            values = bundle.predict_proba(X) if args.proba else bundle.predict(X)
+            block = _pandas().DataFrame(np.asarray(values).reshape(len(X), -1), columns=columns)
+            out.write(block.to_csv(index=False, header=i == 0).encode("utf-8"))
+    if args.out:
+        print(f"Wrote {source.n_rows} predictions to {args.out}")
+    return 0
+
+
+def evaluate_from_source(args):
+    """``gradloop evaluate`` block by block: (the model's metrics in one streaming pass, rows, the model)."""
+    check_places([Place("MODEL file", args.model), *(Place("DATA file", f) for f in data_files(args))], [])
+    bundle = ModelBundle.load(args.model)
+    classifier = bundle.classes is not None
+    source = open_source(args.data, bundle.target, bundle.feature_names, bundle.model.dtype, labels=classifier,
+                         classes=bundle.classes)
+    if bundle.scaler is not None:
+        source = source.scaled(bundle.scaler)
+    return source_metrics(bundle.model, source), source.n_rows, bundle

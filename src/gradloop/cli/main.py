@@ -28,8 +28,7 @@ from ..optimizers import OPTIMIZERS, SCHEDULES
 from ..version import __version__
 from .commands import cmd_evaluate, cmd_explain, cmd_predict, cmd_report
 from .options import resolve
-from .scale import train_from_source, wants_source
-from .train import train_in_memory
+from .train import train_command
 
 EXIT_ERROR, EXIT_DIVERGED = 2, 3
 
@@ -250,13 +249,12 @@ def cmd_train(args, *, trace_first=None, progress=True):
     """``gradloop train``: in memory, or block by block (--out-of-core, --dask, data beyond memory);
     with --quiet everything but errors (stderr) is silenced."""
     resume = resolve(args)  # the options, from the command and a checkpoint to resume
-    run = train_from_source if wants_source(args) else train_in_memory
     if not args.quiet:
-        return run(args, resume, trace_first, progress)
+        return train_command(args, resume, trace_first, progress)
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):
-        return run(args, resume, trace_first, progress)
+        return train_command(args, resume, trace_first, progress)
 
 
 # ---------------------------------------------------------------- demo
