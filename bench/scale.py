@@ -23,12 +23,13 @@ import numpy as np
 import gradloop
 from gradloop.cli.cluster import local_cluster
 from gradloop.data import ArraySource, ParquetSource, open_npy
-from gradloop.fast.blockwise import BlockStreamKernel, LocalBlocks, executor_for, make_source_kernel, source_gram
+from gradloop.fast.blockwise import BlockStreamKernel, make_source_kernel, source_gram
+from gradloop.fast.executors import LocalBlocks, executor_for
 from gradloop.losses import MSE
 from gradloop.models import linear
 from gradloop.optimizers import SGD
 
-from .workloads import Workload
+from .contenders import Workload
 
 
 def _data(n, d, seed=0):
@@ -53,7 +54,7 @@ def _stream_epochs(source, epochs, blocks=None):
 
 def outofcore_npy(quick):
     """The stream epoch from a memory-mapped .npy in the page cache, against one in-memory read."""
-    n, d = (200_000, 64) if quick else (2_000_000, 64)
+    n, d = (20_000, 64) if quick else (2_000_000, 64)
     # Epochs per timed call, as a run's follow each other: after another contender's sweep of its own
     # gigabyte the map's first epoch or two are slower (measured: 61-74 ms, then 41-53 ms), which 5
     # epochs a call charged at 40% (1.31-1.36x the limit) and 20 charge at 10%.
@@ -92,7 +93,7 @@ def outofcore_parquet_gram(quick):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    n, d = (200_000, 32) if quick else (2_000_000, 32)
+    n, d = (20_000, 32) if quick else (2_000_000, 32)
     epochs = 100
     X, Y = _data(n, d)
     folder = tempfile.mkdtemp(prefix="gradloop-bench-")
@@ -145,8 +146,8 @@ def _dask_data(n, d, chunk):
 
 def dask_stream(quick):
     """The stream epoch on a LocalCluster of 2 workers, against the same blocks in this process."""
-    n, d = (200_000, 64) if quick else (2_000_000, 64)
-    epochs, chunk = 10, (50_000 if quick else 250_000)
+    n, d = (20_000, 64) if quick else (2_000_000, 64)
+    epochs, chunk = 10, (5_000 if quick else 250_000)
     cluster, client = _cluster()
     Xd, Yd = _dask_data(n, d, chunk)
     X, Y = Xd.compute(), Yd.compute()
@@ -174,8 +175,8 @@ def dask_stream(quick):
 
 def dask_gram(quick):
     """100 Gram epochs on a LocalCluster of 2 workers, against one Gram pass over the chunks."""
-    n, d = (200_000, 64) if quick else (2_000_000, 64)
-    chunk = 50_000 if quick else 250_000
+    n, d = (20_000, 64) if quick else (2_000_000, 64)
+    chunk = 5_000 if quick else 250_000
     cluster, client = _cluster()
     Xd, Yd = _dask_data(n, d, chunk)
 
@@ -204,8 +205,8 @@ def dask_ml(quick):
     """dask-ml's LinearRegression (lbfgs) against gradloop to the same training loss, on one Dask array."""
     from dask_ml.linear_model import LinearRegression
 
-    n, d = (200_000, 16) if quick else (2_000_000, 16)
-    chunk = 50_000 if quick else 250_000
+    n, d = (20_000, 16) if quick else (2_000_000, 16)
+    chunk = 5_000 if quick else 250_000
     cluster, client = _cluster()
     Xd, Yd = _dask_data(n, d, chunk)  # generated and persisted on the workers, for both contenders
     yd = Yd[:, 0].persist()

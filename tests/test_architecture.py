@@ -70,3 +70,44 @@ def test_the_callbacks_do_not_import_the_loop_and_no_module_imports_the_package(
     graph = import_graph()
     assert "gradloop.loop" not in graph["gradloop.callbacks"]
     assert [m for m, targets in graph.items() if "gradloop" in targets] == []
+
+
+# ---------------------------------------------------------------- size
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+ROOT = SRC.parent.parent  # the repository: src/, tests/, bench/
+CHECKED = [ROOT / "src", ROOT / "tests", ROOT / "bench"]
+
+
+def python_files():
+    return sorted(p for folder in CHECKED if folder.is_dir() for p in folder.rglob("*.py"))
+
+
+def oversized(paths, max_module=MAX_MODULE_LINES, max_function=MAX_FUNCTION_LINES):
+    """["path: N lines" for a module over max_module lines, "path:line name: N lines" for a function
+    (or method) over max_function], in file order."""
+    found = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        if (lines := len(text.splitlines())) > max_module:
+            found.append(f"{path}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > max_function:
+                    found.append(f"{path}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_no_module_over_500_lines_and_no_function_over_80():
+    assert SRC.is_relative_to(ROOT / "src"), "the size check reads the source tree, not an installed copy"
+    assert oversized(python_files()) == []
+
+
+def test_the_size_check_finds_a_long_module_and_a_long_function(tmp_path):
+    long_function = "def f():\n" + "    x = 1\n" * 80
+    (tmp_path / "a.py").write_text(long_function)
+    (tmp_path / "b.py").write_text("x = 1\n" * 501)
+    (tmp_path / "c.py").write_text("def g():\n" + "    x = 1\n" * 79)
+    found = oversized(sorted(tmp_path.glob("*.py")))
+    assert found == [f"{tmp_path / 'a.py'}:1 f: 81 lines", f"{tmp_path / 'b.py'}: 501 lines"]

@@ -12,7 +12,7 @@ import pytest
 import gradloop
 from gradloop.data import ParquetSource
 from gradloop.errors import DataError
-from gradloop.fast.blockwise import gram_partial
+from gradloop.fast.blocksums import gram_partial
 from gradloop.fast.columns import MAX_WIDTH, TILE_ROWS, _upper_gram, column_gram
 from gradloop.fast.kernels import augmented_gram
 from gradloop.preprocessing import Standardizer

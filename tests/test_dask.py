@@ -101,7 +101,7 @@ class _KillAWorker(Callback):
 @pytest.mark.parametrize("weights_travel", ["inside each task", "as a task of their own"])
 def test_a_worker_killed_mid_training_changes_no_bit(data, monkeypatch, weights_travel):
     if weights_travel == "as a task of their own":
-        monkeypatch.setattr("gradloop.fast.blockwise.EMBED_BYTES", 0)
+        monkeypatch.setattr("gradloop.fast.executors.EMBED_BYTES", 0)
     X, y = data
     Xd, yd = _dask(X, y)
     with _cluster(2) as cluster, distributed.Client(cluster) as client:

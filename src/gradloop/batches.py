@@ -18,7 +18,8 @@ import numpy as np
 
 from .callbacks import BatchRecord
 from .fast import silent
-from .fast.blockwise import read_ahead, source_loss
+from .fast.blockwise import source_loss
+from .fast.executors import read_ahead
 from .losses import fit_targets
 from .optimizers import SGD
 from .records import HEAD

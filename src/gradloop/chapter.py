@@ -14,7 +14,7 @@ import contextlib
 import numpy as np
 
 from .constraints import check_all, check_lr
-from .data.sources import as_source, is_source_input
+from .data.convert import as_source, is_source_input
 from .display import table
 from .errors import DataError, DivergenceError
 from .fast.kernels import STREAM_MIN_BYTES, augmented_gram

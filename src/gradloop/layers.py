@@ -225,6 +225,27 @@ class Dropout(Layer):
     def backward(self, grad_out):
         return grad_out if self._mask is None else grad_out * self._mask
 
+    # The mask generator: its state is what the next masks are drawn from. Checkpoints keep it, and
+    # a block of a pass run apart (on Dask) draws its own part of the pass's stream from it.
+    def generator_state(self):
+        return self._rng.bit_generator.state
+
+    def set_generator_state(self, state):
+        """Draw the next masks from ``state`` (this generator, set in place)."""
+        self._rng.bit_generator.state = state
+
+    def draw_from(self, state, skip=0):
+        """Draw the next masks from a generator of its own at ``state``, ``skip`` draws on (one 64-bit
+        draw per mask entry: ``Generator.random`` in float64)."""
+        bits = type(self._rng.bit_generator)()
+        bits.state = state
+        bits.advance(skip)
+        self._rng = np.random.Generator(bits)
+
+    def skip(self, draws):
+        """Move this generator past ``draws`` draws, as drawing that many mask entries would."""
+        self._rng.bit_generator.advance(draws)
+
     def _forward_chain(self, x, free):
         out = self.forward(x)  # the layer keeps its mask, not its output
         return out, free if out is x else True

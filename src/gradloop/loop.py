@@ -24,6 +24,7 @@ some callback consumes them, so a silent run pays nothing for them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -32,21 +33,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .batches import FullBatch, MiniBatches, SourceMiniBatches
-from .callbacks import BatchRecord, Callback, TracePrinter
-from .constraints import check, check_all
-from .data.sources import Source, is_source_input, source_for
-from .errors import ConfigError, DivergenceError
+from .callbacks import BatchRecord, Callback
+from .errors import DivergenceError
 from .fast import kernels
 from .fast.blockwise import make_source_kernel
 from .gradcheck import check_before_training
+from .inputs import check_epochs, checked_options, training_data
 from .losses import fit_targets, get_loss
 from .optimizers import Optimizer, clip_grad_norm
-from .paths import callback_places
 from .records import HEAD, EpochRecord, History
-from .validation import split_source_validation, split_validation, validation_for
+from .validation import split_validation, validation_for
 
-# Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py; they stay
-# importable from here.
+# Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py, check_epochs in
+# inputs.py and split_validation in validation.py; they stay importable from here.
 __all__ = ["BatchRecord", "Callback", "EpochRecord", "FitOptions", "History", "Trainer", "check_epochs", "fit",
            "fit_targets", "split_validation"]
 
@@ -155,73 +154,61 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
         >>> history = fit(model, X, y, loss="mse", optimizer=Adam(1e-2), epochs=100)
     """
     loss = get_loss(loss)
-    # Every option is checked here, before anything trains (scikit-learn's validate-at-fit).
-    check_all(epochs=epochs, batch_size=batch_size, round_to=round_to, every=every, clip_norm=clip_norm,
-              validation_split=validation_split)
-    kernels.check_mode(gradient)  # refused whatever the data and the batches, before anything runs
-    if not isinstance(seed, np.random.Generator):
-        check("seed", seed)
-    epochs = int(epochs)
-    callbacks = list(callbacks)
-    if verbose:
-        callbacks.insert(0, TracePrinter(every=every))
-    if keep_records:
-        callbacks.append(_KeepRecords())
-    callback_places(callbacks)  # two loggers on one file, a logger aimed at a folder: refused before epoch 1
-    source = source_for(model, X, y) if is_source_input(X, y) else None
-    if validation_split is not None and validation_data is not None:
-        raise ConfigError("give validation_data or validation_split, not both")
-    if source is not None:
-        if validation_split is not None:  # whole blocks, as the source's test set
-            source, validation_data = split_source_validation(source, validation_split, seed)
-        X, y = None, None  # the loop reads the source through its kernel, never whole
-    else:
-        X = _inputs_for(model, X, "X")
-        y = fit_targets(model, loss, y)
-        if validation_split is not None:
-            X, y, validation_data = split_validation(X, y, validation_split, seed, loss.task != "regression")
-    if validation_data is not None and not isinstance(validation_data, Source):
-        validation_data = (_inputs_for(model, validation_data[0], "validation X"), validation_data[1])
+    callbacks = checked_options(epochs, batch_size, round_to, every, clip_norm, validation_split, gradient, seed,
+                                callbacks, verbose, keep_records)
+    source, X, y, validation_data = training_data(model, loss, X, y, validation_split, validation_data, seed)
     if check_gradients:
         rows_X, rows_y = (X[:CHECK_ROWS], y[:CHECK_ROWS]) if source is None else source.head(CHECK_ROWS)
         check_before_training(model, loss, rows_X, rows_y)
-    history = History()
+    epochs, history = int(epochs), History()
     mini_batch = batch_size is not None and batch_size < (len(X) if source is None else source.n_rows)
     trainer = Trainer(model, optimizer, loss, history, epochs, base_lr=optimizer.lr, schedule=schedule,
-                      rng=np.random.default_rng(seed) if mini_batch else None)
-    trainer.has_validation = validation_data is not None
+                      rng=np.random.default_rng(seed) if mini_batch else None, callbacks=callbacks,
+                      has_validation=validation_data is not None)
     if resume is not None:
         resume.restore(trainer)
     options = FitOptions(epochs, batch_size if mini_batch else None, shuffle, round_to, schedule, clip_norm,
                          gradient, stable_lr)
-    trainer.callbacks = callbacks
     target_head = y[:HEAD] if source is None else fit_targets(model, loss, source.head(HEAD)[1])
     run = _Run(trainer, X, y, options, validation_data, target_head)
+    plan = functools.partial(_batches, run, source, mini_batch, batch_size, shuffle, gradient, epochs)
+    _train(run, plan, source, resume, quiet=source is not None and not mini_batch)
+    return history
+
+
+def _train(run, plan, source, resume, quiet):
+    """Train begin, the epochs over the batches ``plan()`` makes, train end (however training ends: see
+    :func:`_end_training`); ``quiet``: a full batch over a source, whose blocks are checked as read."""
+    model, trainer, callbacks = run.model, run.trainer, run.callbacks
     model.train()
     for cb in callbacks:
         cb.on_train_begin(trainer)
     if resume is not None:
         resume.restore_callbacks(callbacks)  # after train begin, which resets their counters
     try:
-        if mini_batch:
-            run.run(MiniBatches(run, int(batch_size), shuffle) if source is None
-                    else SourceMiniBatches(run, source, int(batch_size), shuffle))
-        elif source is not None:
-            # Unchecked blocks may hold a NaN or infinity until the starting loss shows it (then
-            # find_bad_value names it): no warnings on the way.
-            with np.errstate(invalid="ignore", over="ignore"):
-                run.run(FullBatch(run, make_source_kernel(model, loss, source, gradient, epochs)))
-        else:
-            run.run(FullBatch(run, kernels.make_kernel(model, loss, X, y, gradient, epochs)))
+        # Unchecked blocks may hold a NaN or infinity until the starting loss shows it (then
+        # find_bad_value names it): no warnings on the way.
+        with np.errstate(invalid="ignore", over="ignore") if quiet else contextlib.nullcontext():
+            run.run(plan())
     except BaseException as exc:
-        _end_training(model, callbacks, history, trainer, failing=True)
+        _end_training(model, callbacks, run.history, trainer, failing=True)
         if source is not None and isinstance(exc, DivergenceError) and exc.epoch == 0:
             # A source is read, never checked whole in advance: a non-finite starting loss is
             # first of all a question about the data.
             source.find_bad_value()
         raise
-    _end_training(model, callbacks, history, trainer, failing=False)
-    return history
+    _end_training(model, callbacks, run.history, trainer, failing=False)
+
+
+def _batches(run, source, mini_batch, batch_size, shuffle, gradient, epochs):
+    """The run's batch plan: mini-batches of arrays or of a source's blocks, or the full batch a kernel
+    computes (the one chooser, :func:`gradloop.fast.kernels.choose_mode`, picks it)."""
+    if mini_batch:
+        return (MiniBatches(run, int(batch_size), shuffle) if source is None
+                else SourceMiniBatches(run, source, int(batch_size), shuffle))
+    if source is not None:
+        return FullBatch(run, make_source_kernel(run.model, run.loss, source, gradient, epochs))
+    return FullBatch(run, kernels.make_kernel(run.model, run.loss, run.X, run.y, gradient, epochs))
 
 
 def _end_training(model, callbacks, history, trainer, failing):
@@ -239,26 +226,6 @@ def _end_training(model, callbacks, history, trainer, failing):
             first = first or exc
     if first is not None and not failing:
         raise first
-
-
-def check_epochs(epochs):
-    return int(check("epochs", epochs))
-
-
-def _inputs_for(model, X, name):
-    """Inputs must already have the model's dtype: gradloop never mixes precisions silently."""
-    X = np.asarray(X)
-    if X.dtype != model.dtype:
-        raise ConfigError(f"{name} is {X.dtype} but the model is {model.dtype}: convert one of them "
-                          f"(e.g. X.astype(np.{model.dtype})) so the arithmetic runs in one precision")
-    if X.ndim != 2 or X.shape[1] != model.n_inputs:
-        raise ConfigError(f"{name} has shape {X.shape}; the model reads (n_samples, {model.n_inputs})")
-    return X
-
-
-class _KeepRecords(Callback):
-    def on_epoch_end(self, record, trainer):
-        trainer.history.records.append(record)
 
 
 class _Run:

@@ -110,12 +110,12 @@ class Sequential:
 
     def dropout_states(self):
         """Each Dropout layer's generator state, in order: what its next masks are drawn from."""
-        return [layer._rng.bit_generator.state for layer in self.dropouts]
+        return [layer.generator_state() for layer in self.dropouts]
 
     def set_dropout_states(self, states):
         """Put back states from :meth:`dropout_states` (one per Dropout layer, in order)."""
         for layer, state in zip(self.dropouts, states):
-            layer._rng.bit_generator.state = state
+            layer.set_generator_state(state)
 
     def train(self):
         for layer in self.layers:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DataError
-from .fast.blockwise import executor_for, linear_partial, merge_moments, moments_partial, source_gram, tree_sum
+from .fast.blocksums import linear_partial, merge_moments, moments_partial, tree_sum
+from .fast.blockwise import source_gram
+from .fast.executors import executor_for
 from .preprocessing import Standardizer
 
 
@@ -133,7 +135,7 @@ def fit_standardizer(source, client=None):
     """A :class:`~gradloop.preprocessing.Standardizer` of a source's columns, in one streaming pass.
 
     Each block gives its rows, means and squared deviations; they merge pairwise in a fixed
-    tree (:func:`gradloop.fast.blockwise.merge_moments`), so the statistics never depend on
+    tree (:func:`gradloop.fast.blocksums.merge_moments`), so the statistics never depend on
     how many threads or workers computed them. Constant columns as in ``Standardizer.fit``.
     """
     blocks = executor_for(source, client)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from .constraints import check
-from .data.sources import Source, source_for
+from .data.convert import source_for
+from .data.sources import Source
 from .errors import ConfigError
-from .fast.blockwise import executor_for, source_loss
+from .fast.blockwise import source_loss
+from .fast.executors import executor_for
 from .losses import fit_targets
 
 # The validation draw's own generator, apart from the mini-batch order drawn from the same seed.

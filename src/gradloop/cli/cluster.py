@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..constraints import machine_memory
-from ..data import CSVSource, ParquetSource, open_npy
+from ..data import CSVSource, ParquetSource, open_npy, to_dask
 from ..data.files import parquet_files
 from ..errors import ConfigError, DataError
 
@@ -115,4 +115,4 @@ def open_source(data, target, features, dtype, on_dask=False, labels=False, clas
         raise DataError(f"{data}: --out-of-core reads Parquet (a file, a folder or a glob), CSV or .npy")
     if labels:
         source = source.labelled(classes)
-    return source.to_dask() if on_dask else source
+    return to_dask(source) if on_dask else source

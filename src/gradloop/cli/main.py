@@ -84,6 +84,14 @@ def build_parser():
     parser.commands = sub.choices  # a mistyped option is compared with every command's options
 
     train = sub.add_parser("train", help="train a model on a data file")
+    _run_options(train)
+    _model_options(train)
+    _other_commands(sub)
+    return parser
+
+
+def _run_options(train):
+    """train's options for the data, the run, its files and its resumption."""
     train.add_argument("data", nargs="?", help="CSV (with a header), Parquet, .npy or .npz file, or sklearn:NAME for "
                                     "scikit-learn's bundled diabetes, digits, iris, wine, breast_cancer")
     train.add_argument("--target", help="name of the target column (required unless --resume)")
@@ -126,6 +134,10 @@ def build_parser():
                             "--epochs (the total), --early-stopping, output paths and verbosity may change")
     train.add_argument("--quiet", action="store_true", default=None, help="print nothing but errors")
     train.add_argument("--out", metavar="MODEL", help="save the trained model (safetensors + JSON metadata)")
+
+
+def _model_options(train):
+    """train's options for the model, its optimization, the glass box and where the arithmetic runs."""
     train.add_argument("--model", choices=("linear", "mlp"),
                        help="linear (the chapter's model, default) or mlp (a network of --hidden layers)")
     train.add_argument("--hidden", type=_hidden, help="hidden layer sizes of the MLP, e.g. 64,32")
@@ -165,6 +177,9 @@ def build_parser():
                             "layers (the layers' arithmetic, with or without the layer calls), "
                             "or auto (default: by cost)")
 
+
+def _other_commands(sub):
+    """evaluate, predict, report, explain and demo, beside train."""
     evaluate = sub.add_parser("evaluate", help="metrics of a saved model on a data file")
     _model_and_data(evaluate, "a data file as for train, with the target column")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -193,7 +208,6 @@ def build_parser():
                          help="the row (from 0) whose numbers are written out (default 0)")
 
     sub.add_parser("demo", help="train on the bundled diabetes data and show every number")
-    return parser
 
 
 def main(argv=None):

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ..fast.blockwise import executor_for, merge_moments, shipping_copy, tree_sum
+from ..fast.blocksums import merge_moments, shipping_copy, tree_sum
+from ..fast.executors import executor_for
 from ..layers import Dense
 from ..metrics import classification_metrics, confusion_matrix, confusion_metrics, regression_metrics
 

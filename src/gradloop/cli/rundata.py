@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 from ..chapter import gap_to_optimum, least_squares, lipschitz
-from ..data import ArraySource, DEFAULT_TEST_SIZE, Standardizer, fingerprint, load_xy, train_test_split
+from ..data import (DEFAULT_TEST_SIZE, ArraySource, Standardizer, fingerprint, load_xy, to_dask,
+                    train_test_split)
 from ..errors import ConfigError, DataError
 from ..fast.blockwise import source_loss
 from ..losses import fit_targets
@@ -190,7 +191,7 @@ class BlockByBlock:
         test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
         train, test = split_test_blocks(self.source, test_size, args.seed)
         if train.n_blocks == 1 and self.client is not None:
-            train, test = train.to_dask(), None if test is None else test.to_dask()
+            train, test = to_dask(train), None if test is None else to_dask(test)
         self.scaler = None
         if args.standardize:
             self.scaler = fit_standardizer(train, self.client)
