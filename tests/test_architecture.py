@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import gradloop
@@ -111,3 +112,25 @@ def test_the_size_check_finds_a_long_module_and_a_long_function(tmp_path):
     (tmp_path / "c.py").write_text("def g():\n" + "    x = 1\n" * 79)
     found = oversized(sorted(tmp_path.glob("*.py")))
     assert found == [f"{tmp_path / 'a.py'}:1 f: 81 lines", f"{tmp_path / 'b.py'}: 501 lines"]
+
+
+# ---------------------------------------------------------------- declared protocols
+# hasattr(x, ...) or getattr(x, name, default) on a callback, a source, a kernel or a layer: probing.
+PROBES = re.compile(r"\bhasattr\((cb|callback|source|self\.source|base|self\.base|kernel|self\.kernel|layer|light)\b"
+                    r"|\bgetattr\((cb|callback|source|self\.source|base|self\.base|kernel|self\.kernel|layer|light),"
+                    r"[^,()]+,")
+
+
+def test_the_loop_asks_callbacks_sources_and_layers_only_what_they_declare():
+    """Everything the loop asks of a callback is on Callback, of a source on Source: no probing."""
+    found = [f"{p.relative_to(SRC)}:{n}: {line.strip()}" for p in SRC.rglob("*.py")
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if PROBES.search(line)]
+    assert found == []
+
+
+def test_no_module_reaches_into_another_class_for_the_generators_or_chunks():
+    private = re.compile(r"\w\._rng\b|\._chunk_index\b|\.gram_sums\b")
+    found = [f"{p.relative_to(SRC)}:{n}" for p in SRC.rglob("*.py") if p.name != "layers.py"
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if private.search(line) and "self._rng" not in line]
+    assert found == []

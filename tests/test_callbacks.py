@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gradloop
-from gradloop import DivergenceError, fit
+from gradloop import ConfigError, DivergenceError, fit
 from gradloop.callbacks import JSONLinesLogger, ProgressPrinter, TracePrinter
 from gradloop.models import linear, mlp
 from gradloop.optimizers import SGD
@@ -228,3 +228,24 @@ def test_rich_progress_draws_a_bar_with_the_losses():
     assert "6/6" in drawn
     assert f"loss {history.history['loss'][-1]:.5g}" in drawn
     assert f"val loss {history.history['val_loss'][-1]:.5g}" in drawn
+
+
+def test_a_callback_must_be_a_callback_and_declares_what_the_loop_asks():
+    from gradloop.callbacks import Callback
+
+    class DuckTyped:  # hooks, but not a Callback: what it declares would be guessed
+        wants_records = False
+
+        def on_train_begin(self, trainer):
+            pass
+
+    X, y = np.ones((4, 1)), np.ones(4)
+    model = linear(1)
+    before = [p.copy() for p in model.parameters()]
+    with pytest.raises(ConfigError, match=r"callbacks\[0\] is a DuckTyped, not a gradloop.callbacks.Callback"):
+        fit(model, X, y, loss="mse", optimizer=SGD(0.1), epochs=2, callbacks=[DuckTyped()])
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.parameters()))
+    plain = Callback()
+    assert (plain.wants_records, plain.wants_batches, plain.wants_blocks, plain.terminates_on_nan) == \
+        (True, False, False, False)
+    assert plain.output_places() == () and plain.state_dict() is None

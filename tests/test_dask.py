@@ -165,7 +165,7 @@ def test_a_lost_scheduler_ends_the_run_in_one_line_and_its_checkpoint_resumes(cl
     assert cli("train", *common, "--out-of-core", "--out", "whole.safetensors")[0] == 0
 
     with dask.config.set({"distributed.comm.timeouts.connect": "3s"}), _cluster(1) as cluster:
-        class CloseTheScheduler:
+        class CloseTheScheduler(Callback):
             wants_records = False
 
             def on_train_begin(self, trainer):

@@ -107,7 +107,7 @@ class FullBatch:
         return value, new_value, record, self.kernel.head() if records else None
 
     def close(self):
-        getattr(self.kernel, "close", lambda: None)()
+        self.kernel.close()
 
 
 def _compiled_loop(run, kernel):
@@ -130,6 +130,8 @@ def _compiled_loop(run, kernel):
 
 class MiniBatches:
     """Rows in batches of ``batch_size``, in an order drawn each epoch from the trainer's generator."""
+
+    compiled = None  # no compiled loop: every batch is a step of the Python loop
 
     def __init__(self, run, batch_size, shuffle):
         self.run, self.batch_size, self.shuffle = run, batch_size, shuffle
@@ -240,7 +242,7 @@ class SourceMiniBatches(MiniBatches):
     read in file order only (CSV) keeps its blocks in file order and shuffles within them.
 
     An epoch over a large source is long, so the run can stop between two blocks: a callback
-    with ``on_block_end(position, trainer)`` (:class:`~gradloop.checkpoint.CheckpointWriter`)
+    with ``wants_blocks`` (:class:`~gradloop.checkpoint.CheckpointWriter`)
     sees each block's end, and ``trainer.stop_training`` set during a block (Ctrl-C on the
     command line) stops the run at its end. ``position`` is what a checkpoint needs to go on
     exactly there: the epoch, the blocks done, the epoch's loss total and batches so far, the
@@ -253,7 +255,7 @@ class SourceMiniBatches(MiniBatches):
         self.source, self.n_rows = source, source.n_rows
         self.first_rows = source.head(HEAD)[0]
         self._reader = ThreadPoolExecutor(1)
-        self.block_callbacks = [cb for cb in run.callbacks if hasattr(cb, "on_block_end")]
+        self.block_callbacks = [cb for cb in run.callbacks if cb.wants_blocks]
         self._resume = self._epoch_rng = None
         self._blocks_done = 0
 

@@ -16,6 +16,7 @@ import numpy as np
 from .data import Standardizer
 from .display import table
 from .errors import DataError, GradloopError, ModelFileError
+from .layers import Dense
 from .losses import LOSSES
 from .modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, read_model_file, write_model_file
 from .models import Sequential
@@ -66,7 +67,7 @@ class ModelBundle:
 
     def _repr_html_(self):
         sizes = [self.model.n_inputs] + [layer.out_features for layer in self.model.layers
-                                         if hasattr(layer, "out_features")]
+                                         if isinstance(layer, Dense)]
         return table("Saved model", [("architecture", " - ".join(map(str, sizes))), ("loss", self.loss),
                                      ("features", ", ".join(self.feature_names)), ("target", self.target),
                                      ("classes", None if self.classes is None else ", ".join(map(str, self.classes))),

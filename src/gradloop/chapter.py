@@ -114,7 +114,7 @@ class LinearRun:
     def _repr_html_(self):
         return table("Linear run", [("weights", np.asarray(self.weights)), ("bias", self.bias), ("lr", self.lr),
                                     ("epochs", self.history.epochs_run), ("final loss", self.history.final_loss),
-                                    ("gradient mode", getattr(self.history, "gradient_mode", None))])
+                                    ("gradient mode", self.history.gradient_mode)])
 
     @property
     def optimum(self) -> Optimum:

@@ -64,8 +64,6 @@ class TrainingState:
         """
         saved = list(self.callbacks)
         for cb in callbacks:
-            if not hasattr(cb, "load_state_dict"):
-                continue
             for i, (name, state) in enumerate(saved):
                 if name == type(cb).__name__:
                     cb.load_state_dict(state)
@@ -130,7 +128,7 @@ def _capture(trainer, config, history, position=None) -> TrainingState:
         lr_factor=trainer.lr_factor,
         base_lr=trainer.base_lr,
         config=dict(config or {}),
-        callbacks=[[type(cb).__name__, cb.state_dict()] for cb in trainer.callbacks if hasattr(cb, "state_dict")],
+        callbacks=[[type(cb).__name__, state] for cb in trainer.callbacks if (state := cb.state_dict()) is not None],
         position=position,
     )
 
@@ -368,6 +366,7 @@ class CheckpointWriter(Callback):
     """
 
     wants_records = False
+    wants_blocks = True  # it checkpoints inside an epoch too
 
     def __init__(self, directory, every=1, config=None, lock=None, every_blocks=None):
         self.directory, self.every, self.config = directory, check("checkpoint_every", every), config

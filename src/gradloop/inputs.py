@@ -27,6 +27,10 @@ def checked_options(epochs, batch_size, round_to, every, clip_norm, validation_s
     if not isinstance(seed, np.random.Generator):
         check("seed", seed)
     callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise ConfigError(f"callbacks[{i}] is a {type(cb).__name__}, not a gradloop.callbacks.Callback: subclass "
+                              "Callback (it declares every hook and what the loop asks, with defaults)")
     if verbose:
         callbacks.insert(0, TracePrinter(every=every))
     if keep_records:

@@ -22,6 +22,8 @@ the same as ``forward`` / ``backward``, bit for bit (tests/test_speed_paths.py).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .constraints import check_memory
@@ -30,13 +32,34 @@ from .errors import ConfigError
 INITIALIZERS = ("he", "xavier", "glorot", "zeros")
 
 
+# What a layer keeps from its last forward pass for its backward (a block's size, not the model's).
+PASS_CACHES = ("_x", "_y", "_slope", "_mask")
+
+
 class Layer:
     """Base of all layers: no parameters, training mode on."""
+
+    _y = None  # an activation's output of its last forward pass (its backward reads it)
+
+    @property
+    def output(self):
+        """An activation's output of the last forward pass (what the diagnostics watch), else None."""
+        return self._y
 
     def __init__(self):
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.training = True
+
+    def light_copy(self):
+        """This layer as a block's pass needs it: the same parameters (shared, read only), gradients of
+        its own, and none of the arrays its last forward pass kept for its backward."""
+        light = copy.copy(self)
+        for name in PASS_CACHES:
+            if name in light.__dict__:
+                light.__dict__[name] = None
+        light.grads = {name: np.zeros_like(g) for name, g in self.grads.items()}
+        return light
 
     def config(self) -> dict:
         """JSON-friendly description from which ``layer_from_config`` rebuilds the layer."""

@@ -247,8 +247,8 @@ class _Run:
         self.X, self.y, self.target_head = X, y, target_head
         self.callbacks, self.trainer, self.history = callbacks, trainer, trainer.history
         self.records_wanted = any(cb.wants_records for cb in callbacks)
-        self.batch_callbacks = [cb for cb in callbacks if getattr(cb, "wants_batches", False)]
-        self.terminate_on_nan = any(getattr(cb, "terminates_on_nan", False) for cb in callbacks)
+        self.batch_callbacks = [cb for cb in callbacks if cb.wants_batches]
+        self.terminate_on_nan = any(cb.terminates_on_nan for cb in callbacks)
         self.validation = None if validation_data is None else validation_for(model, loss, validation_data)
         # Per-epoch bookkeeping (the clock, the learning rate from the schedule and the factor) only
         # when something reads it or it can change: a silent full-batch run is the bare arithmetic.
@@ -278,7 +278,7 @@ class _Run:
         try:
             source.start()
             new_losses = history.history.get("new_loss")  # mini-batch runs have one only with records
-            if getattr(source, "compiled", None) is not None:  # a silent full-batch run (see batches)
+            if source.compiled is not None:  # a silent full-batch run (see batches)
                 completed = source.run_compiled(completed, self.options.epochs)
             run_epoch = source.epoch
             lr = optimizer.lr  # a silent run's learning rate never changes

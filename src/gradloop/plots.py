@@ -39,23 +39,23 @@ def _num(value):
     return float(value) if _is_number(value) or isinstance(value, np.number) else math.nan
 
 
-def _curves(source):
+def _curves(run):
     """{key: (epochs, values)} of loss, new_loss, val_loss (and lr) from a History, dict of lists or records."""
-    history = getattr(source, "history", source)
+    history = getattr(run, "history", run)  # a History's dict of lists (records imports plots: no isinstance)
     if isinstance(history, dict):
         out = {}
         for key, values in history.items():
             if isinstance(values, (list, tuple, np.ndarray)) and len(values):
                 out[key] = (np.arange(1, len(values) + 1), np.array([_num(v) for v in values]))
         return out
-    if isinstance(source, (list, tuple)):
-        records = [r.to_dict() if hasattr(r, "to_dict") else r for r in source]
+    if isinstance(run, (list, tuple)):
+        records = [r.to_dict() if hasattr(r, "to_dict") else r for r in run]
         if all(isinstance(r, dict) and "epoch" in r for r in records):
             epochs = np.array([r["epoch"] for r in records])
             return {key: (epochs, np.array([_num(r.get(key)) for r in records]))
                     for key in NUMERIC if any(_is_number(r.get(key)) for r in records)}
     raise ConfigError(f"plot_history: expected a gradloop History, a dict of per-epoch lists or a list of "
-                      f"epoch records, got {type(source).__name__}")
+                      f"epoch records, got {type(run).__name__}")
 
 
 def _log_scale_if_wide(ax, *arrays):

@@ -152,5 +152,5 @@ class History:
         rows = [[i + 1] + [self.history[k][i] if i < len(self.history[k]) else None for k in keys] for i in last]
         summary = table("History", [("epochs run", self.epochs_run), ("final loss", self.final_loss),
                                     ("stopped early", self.stopped_early),
-                                    ("gradient mode", getattr(self, "gradient_mode", None))])
+                                    ("gradient mode", self.gradient_mode)])
         return summary + (table("last epochs", rows, ["epoch", *keys]) if rows else "")

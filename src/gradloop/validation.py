@@ -48,7 +48,7 @@ def split_source_validation(source, fraction, seed, name="validation_split"):
                           f"none for {'validation' if held == 0 else 'training'}; give a fraction of at least "
                           f"1/{source.n_blocks}, or smaller blocks")
     order = np.random.default_rng([int(seed), _SALT]).permutation(source.n_blocks)
-    if getattr(source, "on_dask", False):
+    if source.on_dask:
         source = source.persisted()  # the two parts' passes then share computed chunks, not their graphs
     return source.subset(sorted(order[held:])), source.subset(sorted(order[:held]))
 

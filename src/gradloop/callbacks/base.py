@@ -8,18 +8,42 @@ from dataclasses import dataclass
 class Callback:
     """Consumer of the loop's records. Override the hooks you need.
 
-    Hooks: ``on_train_begin(trainer)``, ``on_epoch_end(record, trainer)``,
-    ``on_batch_end(batch, trainer)`` (only for callbacks with
-    ``wants_batches = True``; ``batch`` is a :class:`BatchRecord`), and
-    ``on_train_end(history, trainer)``, which runs however training ended.
-    ``wants_records = False`` marks a callback that reads only
-    ``trainer.history`` (its ``record`` may then be None, and a run without
-    record consumers builds none). ``trainer.stop_training = True`` ends
-    training after the current epoch.
+    Everything the loop asks of a callback is declared here, with its default (the loop
+    never probes for more):
+
+    - hooks: ``on_train_begin(trainer)``, ``on_epoch_end(record, trainer)``,
+      ``on_batch_end(batch, trainer)`` (only with ``wants_batches = True``; ``batch`` is a
+      :class:`BatchRecord`), ``on_block_end(position, trainer)`` (only with
+      ``wants_blocks = True``: mini-batches from a source, between two blocks), and
+      ``on_train_end(history, trainer)``, which runs however training ended;
+    - ``wants_records = False``: reads only ``trainer.history`` (its ``record`` may then be
+      None, and a run without record consumers builds none);
+    - ``terminates_on_nan = True``: a non-finite loss stops the run quietly instead of raising;
+    - ``output_places()``: the files it writes, checked before the first epoch;
+    - ``state_dict()`` / ``load_state_dict(state)``: what a checkpoint keeps of it (None: nothing).
+
+    ``trainer.stop_training = True`` ends training after the current epoch.
     """
 
     wants_records = True
     wants_batches = False
+    wants_blocks = False
+    terminates_on_nan = False
+
+    def output_places(self):
+        """The files this callback writes (:class:`gradloop.paths.Place`), checked when training starts."""
+        return ()
+
+    def state_dict(self):
+        """What a checkpoint keeps of this callback so that a resumed run goes on as an unbroken one; None:
+        nothing (it starts fresh)."""
+        return None
+
+    def load_state_dict(self, state):
+        pass
+
+    def on_block_end(self, position, trainer):
+        pass
 
     def on_train_begin(self, trainer):
         pass

@@ -133,7 +133,7 @@ class Diagnostics(Callback):
         """Accumulate which ReLU units fired and how many tanh/sigmoid outputs saturated, this epoch."""
         self._batches += 1
         for index, layer in enumerate(model.layers):
-            y = getattr(layer, "_y", None)
+            y = layer.output
             if y is None:
                 continue
             if isinstance(layer, ReLU):

@@ -10,8 +10,8 @@ import json
 import os
 import sys
 
-from ..callbacks import (CSVLogger, EarlyStopping, JSONLinesLogger, LiveReport, ProgressPrinter, RichProgress,
-                         TracePrinter)
+from ..callbacks import (CSVLogger, Callback, EarlyStopping, JSONLinesLogger, LiveReport, ProgressPrinter,
+                         RichProgress, TracePrinter)
 from ..checkpoint import FILE_NAME, LOCK_NAME, CheckpointWriter, FolderLock
 from ..data import SKLEARN_PREFIX
 from ..errors import DataError, DivergenceError
@@ -98,7 +98,7 @@ def run_callbacks(args, trace_first, progress, config, lock, feature_names=None,
     return callbacks
 
 
-class SignalStop:
+class SignalStop(Callback):
     """Ctrl-C (SIGINT) or SIGTERM: finish the current epoch (mini-batches from a source: the current
     block), let the checkpoint be written, then stop.
 
@@ -124,9 +124,6 @@ class SignalStop:
                 self._previous[sig] = signal.signal(sig, handler)
             except ValueError:  # not the main thread: leave the signals alone
                 pass
-
-    def on_epoch_end(self, record, trainer):
-        pass
 
     def on_train_end(self, history, trainer):
         import signal

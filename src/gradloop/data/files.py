@@ -177,7 +177,7 @@ def _checked_block(frame, source, where, first_row):
     """A block's DataFrame, every cell checked (a bad one named by file, row or line, and column), as
     (X (rows, n_features), Y (rows, n_outputs)) in the source's dtype (a source of labels: Y holds them
     as stored); a source without targets (the rows a model predicts) has an empty Y."""
-    labels = getattr(source, "labels", False)
+    labels = source.labels
     Y = np.empty((len(frame), source.n_outputs), dtype=source.y_dtype)
     if not source.target_names:
         X = select_features(frame, source.feature_names, source=where, first_row=first_row)

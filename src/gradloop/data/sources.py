@@ -43,13 +43,33 @@ class Source:
     """Row blocks of (X, Y) with names, dtype and row count known before any block is read.
 
     Subclasses set ``name``, ``feature_names``, ``target_names``, ``dtype`` and ``bounds``
-    (a list of (first row, end row) per block) and implement ``_read(i)``.
+    (a list of (first row, end row) per block) and implement ``_read(i)``. Everything the loop
+    and its executors ask of a source is declared here, with its default: random access, the
+    executor it runs on (``on_dask``), a block's Gram sums in place (``block_gram``), memory
+    maps a kernel may read whole (``mapped_arrays``), the Gram sums kept once formed (``gram``).
     """
 
     name = "<source>"
     random_access = True  # whether block(i) may be read in any order (CSV: no)
-    gram_sums = None  # [X, Y, 1]^T [X, Y, 1], kept once formed (gradloop.fast.blockwise.source_gram)
+    on_dask = False  # whether its blocks' arithmetic runs on Dask workers (gradloop.fast.executors)
     classes = None  # a classifier's labels (see labelled()): Y then holds int64 indices into them
+    _gram = None
+
+    def gram(self, compute):
+        """``[X, Y, 1]^T [X, Y, 1]`` (float64), from ``compute()`` the first time and then kept: the data
+        does not change, so ``lr="auto"``, the Gram kernel and the optimum share one pass."""
+        if self._gram is None:
+            self._gram = compute()
+        return self._gram
+
+    def block_gram(self, i, scaler=None):
+        """Block i's ``[X, Y, 1]^T [X, Y, 1]`` summed where the source keeps its data (X scaled by
+        ``scaler`` if given), or None: the block is then read and summed as an array."""
+        return None
+
+    def mapped_arrays(self):
+        """(X, Y) as memory maps a kernel may read whole, without a copy; None: read block by block."""
+        return None
 
     @property
     def n_rows(self):
@@ -187,10 +207,9 @@ class _Derived(Source):
     def block_gram(self, i, scaler=None):
         """The base's in-place Gram of block i, scaled by this source's scaler (see
         ``ParquetSource.block_gram``), or None."""
-        own = getattr(self.base, "block_gram", None)
-        if own is None or (scaler is not None and self.scaler is not None):
+        if scaler is not None and self.scaler is not None:
             return None
-        return own(self.picks[i], scaler=self.scaler if scaler is None else scaler)
+        return self.base.block_gram(self.picks[i], scaler=self.scaler if scaler is None else scaler)
 
     def __iter__(self):
         if self.random_access:

@@ -13,7 +13,6 @@ the layers copy an unaligned block to a 64-byte aligned buffer first (:func:`ali
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -129,8 +128,7 @@ def gram_partial(X, Y):
 def _own_block_gram(source, i):
     """Block i's :func:`gram_partial`, from the source's own buffers where it sums them in place
     (``source.block_gram(i)`` not None: a Parquet row group of float64 columns, no array built)."""
-    own = getattr(source, "block_gram", None)
-    gram = own(i) if own is not None else None
+    gram = source.block_gram(i)
     return gram if gram is not None else gram_partial(*source.block(i))
 
 
@@ -150,20 +148,10 @@ def dropout_plan(model, X_head):
     return plan
 
 
-# What a layer keeps from its last forward pass for its backward: not for the workers.
-_PASS_CACHES = ("_x", "_y", "_slope", "_mask")
 
 
 def shipping_copy(model):
     """The model as a block's pass needs it: the same parameters (shared, read only), gradients of
     its own, and none of the arrays the last forward pass kept (the size of a block, not of the
     model: the workers need not receive them)."""
-    layers = []
-    for layer in model.layers:
-        light = copy.copy(layer)
-        for name in _PASS_CACHES:
-            if hasattr(light, name):
-                setattr(light, name, None)
-        light.grads = {name: np.zeros_like(g) for name, g in layer.grads.items()}
-        layers.append(light)
-    return type(model)(layers, task=model.task)
+    return type(model)([layer.light_copy() for layer in model.layers], task=model.task)

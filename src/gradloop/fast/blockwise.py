@@ -105,13 +105,13 @@ def source_gram(blocks):
     optimum then share the one pass.
     """
     source = blocks.source
-    if source.gram_sums is None:
-        if isinstance(blocks, LocalBlocks) and source.random_access and hasattr(source, "block_gram"):
-            parts = blocks.map_index(lambda i: _own_block_gram(source, i))
-        else:
-            parts = blocks.map(gram_partial)
-        source.gram_sums = tree_sum(parts)
-    return source.gram_sums
+
+    def one_pass():
+        if isinstance(blocks, LocalBlocks) and source.random_access:
+            return tree_sum(blocks.map_index(lambda i: _own_block_gram(source, i)))
+        return tree_sum(blocks.map(gram_partial))
+
+    return source.gram(one_pass)
 
 
 def make_source_kernel(model, loss, source, mode="auto", epochs=None, client=None):
@@ -121,7 +121,7 @@ def make_source_kernel(model, loss, source, mode="auto", epochs=None, client=Non
     blocks = executor_for(source, client)
     if mode == "layers":
         return BlockLayerKernel(model, loss, source, blocks)
-    mapped = getattr(source, "mapped_arrays", lambda: None)()
+    mapped = source.mapped_arrays()
     if mapped is None:
         stream = BlockStreamKernel(model, source, blocks)
         return stream if mode == "stream" else GramKernel.from_sums(model, stream.X, stream.Y, source_gram(blocks),

@@ -205,4 +205,4 @@ def _active_client():
 
 def executor_for(source, client=None):
     """:class:`DaskBlocks` for a Dask source (``source.on_dask``), else :class:`LocalBlocks`."""
-    return DaskBlocks(source, client) if getattr(source, "on_dask", False) else LocalBlocks(source)
+    return DaskBlocks(source, client) if source.on_dask else LocalBlocks(source)

@@ -68,6 +68,9 @@ class LayerKernel:
     def head(self):
         return self._pred[:HEAD]
 
+    def close(self):
+        pass  # holds no threads
+
 
 def is_linear_mse(model, loss):
     return len(model.layers) == 1 and isinstance(model.layers[0], Dense) and isinstance(loss, MSE)
@@ -87,6 +90,9 @@ class _LinearKernel:
         W, b = self.layer.params["W"], self.layer.params.get("b")
         out = self.X[:HEAD] @ W
         return out if b is None else out + b
+
+    def close(self):
+        pass  # the fused kernel holds no threads; the stream and Gram kernels say otherwise
 
 
 class FusedKernel(_LinearKernel):
