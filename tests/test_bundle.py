@@ -1,4 +1,4 @@
-"""Tests for gradloop.bundle: a trained model with its features, scaling and labels, and its file."""
+"""Tests for gradloop.files.bundle: a trained model with its features, scaling and labels, and its file."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from gradloop.bundle import CHECKSUM_KEY, ModelBundle
-from gradloop.modelfile import content_checksum
+from gradloop.files.bundle import CHECKSUM_KEY, ModelBundle
+from gradloop.files.modelfile import content_checksum
 from gradloop.data import Standardizer
 from gradloop.errors import ConfigError, DataError, GradloopError, ModelFileError
-from gradloop.modelfile import read_model_file, write_model_file
+from gradloop.files.modelfile import read_model_file, write_model_file
 from gradloop.models import linear, mlp
 
 

@@ -20,7 +20,7 @@ import pytest
 from gradloop import CheckpointError, DivergenceError, GradloopError, fit
 from gradloop.callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from gradloop.checkpoint import FILE_NAME, KIND, CheckpointWriter, load, save
-from gradloop.modelfile import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
+from gradloop.files.modelfile import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
 from gradloop.loop import Callback
 from gradloop.models import linear, mlp
 from gradloop.optimizers import SGD, Adam, StepLR

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradloop.bundle import ModelBundle
+from gradloop.files.bundle import ModelBundle
 from gradloop.cli import main
 from gradloop.data import SKLEARN_DATASETS, read_table
 from gradloop.errors import DataError

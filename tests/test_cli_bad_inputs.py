@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradloop.bundle import ModelBundle
+from gradloop.files.bundle import ModelBundle
 from gradloop.cli import main
 
 # The chapter's per-epoch report, in the chapter's order.

@@ -14,7 +14,7 @@ import pytest
 
 from gradloop.checkpoint import load
 from gradloop.cli import main
-from gradloop.modelfile import read_model_file
+from gradloop.files.modelfile import read_model_file
 
 
 def run(capsys, *argv):

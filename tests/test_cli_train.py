@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from gradloop.bundle import ModelBundle
-from gradloop.runlog import read_log
+from gradloop.files.bundle import ModelBundle
+from gradloop.files.runlog import read_log
 
 N = 1000
 

@@ -154,7 +154,7 @@ def test_a_lost_scheduler_ends_the_run_in_one_line_and_its_checkpoint_resumes(cl
     import pandas as pd
 
     import gradloop.cli.train as train_module
-    from gradloop.bundle import ModelBundle
+    from gradloop.files.bundle import ModelBundle
 
     rng = np.random.default_rng(2)
     frame = pd.DataFrame(rng.standard_normal((3000, 3)), columns=["a", "b", "c"])

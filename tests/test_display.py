@@ -3,7 +3,7 @@
 import numpy as np
 
 import gradloop
-from gradloop.bundle import ModelBundle
+from gradloop.files.bundle import ModelBundle
 from gradloop.loop import fit
 from gradloop.models import linear
 from gradloop.optimizers import SGD

@@ -1,4 +1,4 @@
-"""gradloop.explain: the chapter's epoch written out, every number checked against the arithmetic.
+"""gradloop.glass.explain: the chapter's epoch written out, every number checked against the arithmetic.
 
 The text is parsed back: each product, sum, gradient, update and loss it prints must equal
 what gradloop.gradients, gradloop.loss and gradloop.train compute (to the 10 significant

@@ -74,7 +74,7 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_train_explain_writes_out_the_step_the_run_takes(cli, tmp_path):
     import pandas as pd
 
-    from gradloop.bundle import ModelBundle
+    from gradloop.files.bundle import ModelBundle
 
     frame = pd.DataFrame(X, columns=list("abcd")).assign(y=X @ [1.0, -2.0, 0.5, 3.0] + 1.0)
     frame.to_csv(tmp_path / "d.csv", index=False)
@@ -91,7 +91,7 @@ def test_train_explain_writes_out_the_step_the_run_takes(cli, tmp_path):
 def test_train_explain_of_a_network_leaves_no_trace_on_the_run(cli, tmp_path):
     import pandas as pd
 
-    from gradloop.bundle import ModelBundle
+    from gradloop.files.bundle import ModelBundle
 
     frame = pd.DataFrame(X, columns=list("abcd")).assign(y=X[:, 0] ** 2)
     frame.to_csv(tmp_path / "d.csv", index=False)

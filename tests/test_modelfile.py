@@ -1,4 +1,4 @@
-"""Tests for gradloop.modelfile: the safetensors + JSON model file."""
+"""Tests for gradloop.files.modelfile: the safetensors + JSON model file."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pickletools
 import numpy as np
 import pytest
 
-import gradloop.modelfile as gio
+import gradloop.files.modelfile as gio
 from gradloop.errors import ConfigError
-from gradloop.modelfile import read_model_file, write_model_file
+from gradloop.files.modelfile import read_model_file, write_model_file
 
 METADATA = {
     "architecture": {"kind": "mlp", "layers": [3, 8, 1], "activation": "relu"},

@@ -1,4 +1,4 @@
-"""Tests for gradloop.modelfile on bad files: every corrupt, truncated or foreign file is one ModelFileError, fuzzed too."""
+"""Tests for gradloop.files.modelfile on bad files: every corrupt, truncated or foreign file is one ModelFileError, fuzzed too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradloop.errors import GradloopError, ModelFileError
-from gradloop.modelfile import read_model_file, write_model_file
+from gradloop.files.modelfile import read_model_file, write_model_file
 from test_modelfile import METADATA, _header, _tensors
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradloop.bundle import ModelBundle
+from gradloop.files.bundle import ModelBundle
 
 N = 4000
 

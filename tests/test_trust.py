@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from gradloop.cli import main
-from gradloop.modelfile import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
+from gradloop.files.modelfile import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
 
 
 def tree_digest(folder):

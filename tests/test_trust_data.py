@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from gradloop import ConfigError, fit
-from gradloop.bundle import ModelBundle
+from gradloop.files.bundle import ModelBundle
 from gradloop.callbacks import CSVLogger, JSONLinesLogger, ModelCheckpoint
 from gradloop.checkpoint import CheckpointWriter
 from gradloop.data import load_xy

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradloop import GradloopError, fit
-from gradloop.bundle import ModelBundle
+from gradloop.files.bundle import ModelBundle
 from gradloop.checkpoint import FILE_NAME, CheckpointWriter, load
 from gradloop.data import Standardizer
 from gradloop.errors import DataError, ModelFileError
-from gradloop.modelfile import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
+from gradloop.files.modelfile import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
 from gradloop.models import mlp
 from gradloop.optimizers import Adam
 from gradloop.report import read_log
@@ -131,7 +131,7 @@ FINAL = st.fixed_dictionaries({"final": st.just(True), "task": st.sampled_from([
 @FUZZ
 @given(lines=st.lists(RECORD | FINAL, min_size=1, max_size=5), raw=st.sampled_from(["", "1e999", "NaN", "9" * 400]))
 def test_any_log_is_read_or_refused_with_a_data_error(tmp_path, lines, raw):
-    from gradloop.plots import _class_count
+    from gradloop.report.plots import _class_count
 
     text = "\n".join(json.dumps(line) for line in lines)
     if raw:

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from gradloop.checkpoint import LOCK_NAME, load
-from gradloop.modelfile import read_model_file
+from gradloop.files.modelfile import read_model_file
 
 COMMAND = [sys.executable, "-m", "gradloop.cli"]
 

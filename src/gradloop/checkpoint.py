@@ -30,9 +30,9 @@ import numpy as np
 from .callbacks import Callback
 from .constraints import check
 from .errors import CheckpointError, ModelFileError
-from .modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, finite_json, read_model_file, write_model_file
+from .files.modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, finite_json, read_model_file, write_model_file
 from .models import parameter_shapes
-from .paths import Place
+from .files.paths import Place
 
 FILE_NAME = "checkpoint.safetensors"
 LOCK_NAME = ".gradloop.lock"

@@ -13,7 +13,7 @@ from .data.sources import Source
 from .errors import ConfigError
 from .fast import kernels
 from .losses import fit_targets
-from .paths import callback_places
+from .files.paths import callback_places
 from .validation import split_source_validation, split_validation
 
 

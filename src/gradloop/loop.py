@@ -37,7 +37,7 @@ from .callbacks import BatchRecord, Callback
 from .errors import DivergenceError
 from .fast import kernels
 from .fast.blockwise import make_source_kernel
-from .gradcheck import check_before_training
+from .glass.gradcheck import check_before_training
 from .inputs import check_epochs, checked_options, training_data
 from .losses import fit_targets, get_loss
 from .optimizers import Optimizer, clip_grad_norm
@@ -139,7 +139,7 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
             model, optimizer, generator and history are restored and training
             runs from its epoch up to ``epochs`` (the total, not a count).
         check_gradients: before the first update, check every layer's backward against
-            central differences (:func:`gradloop.gradcheck`) on up to 256 training rows.
+            central differences (:func:`gradloop.glass.gradcheck`) on up to 256 training rows.
 
     Raises:
         DivergenceError: the loss stopped being finite or grew 1e6-fold; the

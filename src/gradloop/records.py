@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .display import table
-from .plots import plot_history
+from .report.plots import plot_history
 
 HEAD = 5  # rows shown in the chapter's report (the heads of predictions and targets)
 WHOLE = 64  # entries of a gradient or weight array logged whole even when the log keeps heads only

@@ -31,7 +31,7 @@ class Callback:
     terminates_on_nan = False
 
     def output_places(self):
-        """The files this callback writes (:class:`gradloop.paths.Place`), checked when training starts."""
+        """The files this callback writes (:class:`gradloop.files.paths.Place`), checked when training starts."""
         return ()
 
     def state_dict(self):

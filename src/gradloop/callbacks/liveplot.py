@@ -81,7 +81,7 @@ class LivePlot(Callback):
         pyplot figure behind to be shown a second time when the cell ends."""
         from IPython.display import Image  # lazy: only in a notebook (or with a display given)
 
-        from ..plots import _new_figure, plot_history, png_bytes
+        from ..report.plots import _new_figure, plot_history, png_bytes
 
         fig = _new_figure(6.4, 4.0)
         ax = fig.add_subplot()

@@ -15,8 +15,8 @@ import os
 import time
 
 from ..constraints import check
-from ..modelfile import atomic_write_bytes, json_line
-from ..paths import Place
+from ..files.modelfile import atomic_write_bytes, json_line
+from ..files.paths import Place
 from .base import Callback
 
 REFRESH_SECONDS = 3  # how often a live page reloads itself
@@ -39,7 +39,7 @@ class LiveReport(Callback):
             takes long to draw is rewritten less often (at most a fifth of the run's time).
         title: the line under the heading (default: the file's name).
         feature_names: names of the inputs, for the weights' legend.
-        records: epoch records already logged (dicts as :func:`gradloop.report.read_log`
+        records: epoch records already logged (dicts as :func:`gradloop.report.page.read_log`
             gives), for a resumed run: those after the resumed epoch are dropped.
         finish_later: leave the final page to a call of :meth:`finish` (the command line
             does, to add the evaluation); otherwise it is written when training ends.
@@ -96,7 +96,7 @@ class LiveReport(Callback):
         self._write(live=False, final=final)
 
     def _write(self, live, final=None):
-        from ..report import figures, render_html  # lazy: matplotlib is imported to draw, not to train
+        from ..report.page import figures, render_html  # lazy: matplotlib is imported to draw, not to train
 
         started = time.monotonic()
         figs = figures(self.records, final, self.feature_names) if self.records else {}

@@ -9,8 +9,8 @@ import os
 
 from ..constraints import check
 from ..errors import ConfigError
-from ..modelfile import atomic_write_bytes, json_line
-from ..paths import Place
+from ..files.modelfile import atomic_write_bytes, json_line
+from ..files.paths import Place
 from .base import Callback, due
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from ..bundle import ModelBundle
+from ..files.bundle import ModelBundle
 from ..constraints import check
 from ..errors import ConfigError
-from ..paths import Place
+from ..files.paths import Place
 from .base import Callback
 
 
@@ -168,7 +168,7 @@ class TerminateOnNaN(Callback):
 class ModelCheckpoint(Callback):
     """Save the model (a gradloop model file) after epochs where ``monitor`` improved, or every epoch.
 
-    ``bundle``: a :class:`gradloop.bundle.ModelBundle` describing the data
+    ``bundle``: a :class:`gradloop.files.bundle.ModelBundle` describing the data
     (feature names, scaling, classes) whose ``model`` is the model being
     trained; without one, features are named x0, x1, ... and the target "y".
     Each save is atomic: the file is always a complete model.

@@ -9,13 +9,13 @@ import sys
 
 import numpy as np
 
-from ..bundle import ModelBundle
+from ..files.bundle import ModelBundle
 from ..data.tables import _listing, _pandas, encode_labels, read_table, select_features, select_xy
 from ..errors import ConfigError, DataError
-from ..explain_network import explain_network
-from ..modelfile import atomic_file, atomic_write_bytes, json_line
-from ..paths import Place, check_places
-from ..report import PLOT_FILES, figures, left_out, png_bytes, read_log, render_html, write_pngs
+from ..glass.network import explain_network
+from ..files.modelfile import atomic_file, atomic_write_bytes, json_line
+from ..files.paths import Place, check_places
+from ..report.page import PLOT_FILES, figures, left_out, png_bytes, read_log, render_html, write_pngs
 from .cluster import data_files, open_source, wants_source
 from .results import metrics_of, source_metrics
 

@@ -16,13 +16,13 @@ from ..checkpoint import FILE_NAME, LOCK_NAME, CheckpointWriter, FolderLock
 from ..data import SKLEARN_PREFIX
 from ..errors import DataError, DivergenceError
 from ..loop import STANDARDIZE_ADVICE
-from ..modelfile import json_line
-from ..paths import Place
-from ..runlog import read_log
+from ..files.modelfile import json_line
+from ..files.paths import Place
+from ..files.runlog import read_log
 
 
 def train_places(args, data_files=None):
-    """(inputs, outputs) of a train command, for :func:`gradloop.paths.check_places`; ``data_files``:
+    """(inputs, outputs) of a train command, for :func:`gradloop.files.paths.check_places`; ``data_files``:
     the files DATA names when it is not one file (a folder or a glob of Parquet files)."""
     if data_files is not None:
         inputs = [Place("DATA file", f) for f in data_files]

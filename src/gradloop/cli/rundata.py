@@ -21,7 +21,7 @@ from ..data import (DEFAULT_TEST_SIZE, ArraySource, Standardizer, fingerprint, l
 from ..errors import ConfigError, DataError
 from ..fast.blockwise import source_loss
 from ..losses import fit_targets
-from ..lrfind import lr_find
+from ..glass.lrfind import lr_find
 from ..optimizers import get_optimizer
 from ..sums import SourceSums, fit_standardizer
 from ..validation import split_source_validation, split_validation

@@ -15,18 +15,18 @@ from concurrent.futures import CancelledError
 
 import numpy as np
 
-from ..bundle import ModelBundle
+from ..files.bundle import ModelBundle
 from ..callbacks import Diagnostics
 from ..constraints import check_memory
 from ..defaults import command_line_lr, command_line_takes_auto
 from ..errors import ConfigError, DivergenceError, GradloopError
-from ..explain import ExplainEpoch
+from ..glass.explain import ExplainEpoch
 from ..loop import fit
 from ..losses import get_loss
-from ..modelfile import json_line
+from ..files.modelfile import json_line
 from ..models import linear, mlp
 from ..optimizers import CosineLR, ExponentialLR, StepLR, get_optimizer
-from ..paths import check_places
+from ..files.paths import check_places
 from .cluster import dask_client, data_files, wants_source
 from .consumers import (SignalStop, checkpoint_lock, command_line_divergence, finished_report, run_callbacks,
                         stopped, train_places)

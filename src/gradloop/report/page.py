@@ -3,7 +3,7 @@
     >>> records, final = read_log("run.jsonl")
     >>> write_html("report.html", records, final)     # one page, images inlined
 
-The log is read by :mod:`gradloop.runlog` and drawn by :mod:`gradloop.plots`; their
+The log is read by :mod:`gradloop.files.runlog` and drawn by :mod:`gradloop.report.plots`; their
 public names are importable from here too.
 """
 
@@ -13,10 +13,10 @@ import base64
 import html
 import math
 
-from .modelfile import atomic_write_bytes
+from ..files.modelfile import atomic_write_bytes
 from .plots import (CONFUSION_LIMIT, PLOT_FILES, PLOT_NAMES, figures, left_out, plot_history, png_bytes,
                     rows_label, write_pngs)
-from .runlog import _is_number, read_log
+from ..files.runlog import _is_number, read_log
 
 __all__ = ["CONFUSION_LIMIT", "PLOT_FILES", "PLOT_NAMES", "TABLE_COLUMNS", "figures", "left_out", "plot_history",
            "png_bytes", "read_log", "render_html", "write_html", "write_pngs"]

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .callbacks import Callback
-from .chapter import _stable_lr, _validate, fit_linear, gradients, loss
-from .constraints import check_all
-from .errors import ConfigError
-from .explain_network import explain_network
-from .fast.kernels import is_linear_mse
-from .optimizers import SGD
+from ..callbacks import Callback
+from ..chapter import _stable_lr, _validate, fit_linear, gradients, loss
+from ..constraints import check_all
+from ..errors import ConfigError
+from .network import explain_network
+from ..fast.kernels import is_linear_mse
+from ..optimizers import SGD
 
 ROWS = 3  # rows whose products and squares are written out
 TERMS = 4  # terms of a long sum written out before "... (n more)"
@@ -89,7 +89,7 @@ def explain(X, Y, weights=None, lr=None, epoch=1, *, bias=None, round_to=None, l
     """Explain epoch ``epoch`` of ``train(X, Y, weights, lr, epochs)``: the step from the weights it
     reaches after ``epoch - 1`` epochs; or, called as ``explain(model, X, y, loss=..., sample=i)``
     with a network, one training step of it layer by layer with sample i's numbers
-    (:func:`gradloop.explain_network.explain_network`; ``lr`` shows each update's size).
+    (:func:`gradloop.glass.network.explain_network`; ``lr`` shows each update's size).
 
     Args as :func:`gradloop.train` (X (N, d), Y (N,) or (N, k), weights (d,) or (d, k), lr a number
     or "auto", bias, round_to); ``epoch`` >= 1.
@@ -127,7 +127,7 @@ class ExplainEpoch(Callback):
     """Print the explanation of epoch ``epoch``'s step just before it is taken (``train --explain``).
 
     The linear model with MSE, full batch: the chapter's explanation (:func:`explain_step`); any other
-    model: :func:`~gradloop.explain_network.explain_network` on the epoch's first batch (drawn from a
+    model: :func:`~gradloop.glass.network.explain_network` on the epoch's first batch (drawn from a
     copy of the run's generator, so the run's own draws are untouched), showing row ``sample`` of it.
     X (n_samples, n_features) and y are the training rows as the loop sees them.
     """

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.tables import _missing, _read_csv
-from .errors import DataError
-from .models import TASKS
+from ..data.tables import _missing, _read_csv
+from ..errors import DataError
+from ..models import TASKS
 
 # Numeric fields of an epoch record.
 NUMERIC = ("loss", "new_loss", "val_loss", "lr", "grad_norm", "seconds")

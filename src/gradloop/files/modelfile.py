@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, ModelFileError, one_line
+from ..errors import ConfigError, ModelFileError, one_line
 
 __all__ = [
     "FORMAT_NAME",
@@ -57,7 +57,7 @@ _TRAIN_HINT = "train one with `gradloop train ... --out MODEL`"
 # checksum: without it a flipped byte in a weight (or a digit in the scaling statistics)
 # would load without complaint and predict wrong numbers.
 CHECKSUM_KEY = "sha256"
-# Keys the file layer (gradloop.modelfile) adds after the checksum is taken; it validates them itself.
+# Keys the file layer (gradloop.files.modelfile) adds after the checksum is taken; it validates them itself.
 _UNHASHED = (CHECKSUM_KEY, "format", "format_version")
 
 

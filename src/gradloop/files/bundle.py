@@ -3,7 +3,7 @@
 A :class:`ModelBundle` holds the network, the feature names and target, the
 scaling statistics fitted on the training rows, and the class labels of a
 classifier. ``predict`` takes raw feature columns and answers in the target's
-units (or labels). ``save``/``load`` go through :mod:`gradloop.modelfile`:
+units (or labels). ``save``/``load`` go through :mod:`gradloop.files.modelfile`:
 safetensors for the parameters, JSON metadata, atomic write, never pickle.
 """
 
@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import Standardizer
-from .display import table
-from .errors import DataError, GradloopError, ModelFileError
-from .layers import Dense
-from .losses import LOSSES
+from ..data import Standardizer
+from ..display import table
+from ..errors import DataError, GradloopError, ModelFileError
+from ..layers import Dense
+from ..losses import LOSSES
 from .modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, read_model_file, write_model_file
-from .models import Sequential
-from .version import __version__
+from ..models import Sequential
+from ..version import __version__
 
 def _check_outputs(model, loss, classes):
     """The loss, the task, the class list and the number of outputs must tell one story."""

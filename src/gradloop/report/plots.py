@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .modelfile import atomic_write_bytes
-from .models import CHAPTER_NAMES
-from .runlog import NUMERIC, _is_number
+from ..errors import ConfigError
+from ..files.modelfile import atomic_write_bytes
+from ..models import CHAPTER_NAMES
+from ..files.runlog import NUMERIC, _is_number
 
 # Weight trajectories are drawn when the model has at most this many scalar parameters.
 WEIGHT_PLOT_LIMIT = 20

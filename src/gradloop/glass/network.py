@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigError
-from .layers import Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
-from .losses import fit_targets, get_loss, softmax
+from ..errors import ConfigError
+from ..layers import Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+from ..losses import fit_targets, get_loss, softmax
 
 SHOWN = 8  # entries of a vector written out before "... (n more)"
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, GradloopError
-from .losses import fit_targets, get_loss
+from ..errors import ConfigError, GradloopError
+from ..losses import fit_targets, get_loss
 
 EPS = 1e-6
 THRESHOLD = 1e-5
