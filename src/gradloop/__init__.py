@@ -15,12 +15,13 @@ by the modules that read files, save models or draw progress.
 """
 
 from .callbacks import Callback
-from .chapter import LinearRun, evaluate, fit_linear, gradients, least_squares, lipschitz, loss, model, train
+from .chapter import LinearRun, evaluate, fit_linear, gradients, loss, model, train
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, GradloopError, ModelFileError
 from .glass.explain import Explanation, explain
 from .glass.gradcheck import GradCheck, gradcheck
-from .loop import EpochRecord, History, fit
 from .glass.lrfind import LRFind, lr_find
+from .loop import EpochRecord, History, fit
+from .sums import least_squares, lipschitz
 from .version import __version__
 
 __all__ = [

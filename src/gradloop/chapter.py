@@ -17,12 +17,17 @@ from .constraints import check_all, check_lr
 from .data.convert import as_source, is_source_input
 from .display import table
 from .errors import DataError, DivergenceError
-from .fast.kernels import STREAM_MIN_BYTES, augmented_gram
+from .fast.kernels import STREAM_MIN_BYTES
 from .loop import check_epochs, fit
 from .metrics import regression_metrics
 from .models import linear
 from .optimizers import SGD
-from .sums import Gap, Optimum, SourceSums
+from .sums import Gap, Optimum, gap_to_optimum, least_squares, linear_sums, lipschitz
+
+# The optimum, the gap to it and L live in sums.py, for arrays and sources alike; they are the
+# chapter's API too.
+__all__ = ["LinearRun", "evaluate", "fit_linear", "gap_to_optimum", "gradients", "least_squares", "lipschitz",
+           "loss", "model", "train"]
 
 
 def model(X, weights, bias=None):
@@ -92,13 +97,13 @@ class LinearRun:
     Attributes: ``weights``, ``bias`` (None without one), ``history``
     (:class:`gradloop.loop.History`), ``lr`` (the learning rate used),
     ``model`` (the trained :class:`Sequential`). ``optimum``, ``gap`` and
-    ``stable_lr`` are computed on first access.
+    ``stable_lr`` are computed on first access, from the data's
+    :func:`~gradloop.sums.linear_sums` (the arrays, or a source's Gram sums).
     """
 
-    def __init__(self, model, history, X, Y, weights_shape, bias_shape, lr, sums=None):
+    def __init__(self, model, history, sums, weights_shape, bias_shape, lr):
         self.model, self.history, self.lr = model, history, lr
-        self._X, self._Y = X, Y
-        self._sums = sums  # a source's: the optimum, gap and L from its Gram sums
+        self._sums = sums
         W = model.layers[0].params["W"]
         self.weights = W.reshape(weights_shape).copy()
         self.bias = None
@@ -119,25 +124,17 @@ class LinearRun:
     @property
     def optimum(self) -> Optimum:
         if self._optimum is None:
-            bias = self.bias is not None
-            self._optimum = (self._sums.optimum(bias) if self._sums is not None
-                             else least_squares(self._X, self._Y, bias=bias))
+            self._optimum = self._sums.optimum(self.bias is not None)
         return self._optimum
 
     @property
     def gap(self) -> Gap:
         layer = self.model.layers[0]
-        W, b = layer.params["W"], layer.params.get("b")
-        if self._sums is not None:
-            return self._sums.gap(W, b, self.optimum)
-        return gap_to_optimum(self._X, self._Y, W, b, self.optimum)
+        return self._sums.gap(layer.params["W"], layer.params.get("b"), self.optimum)
 
     @property
     def stable_lr(self):
-        k = self.model.n_outputs
-        if self._sums is not None:
-            return 2.0 / (self._sums.lipschitz(self.bias is not None) / k)
-        return 2.0 / _loss_lipschitz(self._X, self.bias is not None, k)
+        return 2.0 / _loss_lipschitz(self._sums, self.bias is not None, self.model.n_outputs)
 
 
 def train(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, round_to=None, gradient="auto"):
@@ -195,13 +192,45 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
     ``run.history.records``; ``run.history.history["loss"]`` always has the
     loss per epoch.
     """
-    if is_source_input(X, Y):
-        return _fit_linear_source(as_source(X, Y), weights, lr, epochs, bias=bias, verbose=verbose, every=every,
-                                  round_to=round_to, callbacks=callbacks, keep_records=keep_records,
-                                  gradient=gradient)
-    X, Y, W, b, dtype = _validate(X, Y, weights, bias, lr, check_data=False)
-    # _validate skips the lr check when lr is None (its "not given" for
-    # gradients/evaluate); for training None is a bad value.
+    data, W, b, check_later = _linear_inputs(X, Y, weights, bias, lr, gradient)
+    epochs = check_epochs(epochs)
+    check_all(every=every, round_to=round_to)
+    sums, k, has_bias = linear_sums(*data), W.shape[1], b is not None
+    lr_value = 1.0 / _loss_lipschitz(sums, has_bias, k) if isinstance(lr, str) else float(lr)
+    net = linear(W.shape[0], k, bias=has_bias, dtype=W.dtype)
+    net.layers[0].params["W"][...] = W
+    if has_bias:
+        net.layers[0].params["b"][...] = b
+    # Unchecked data may hold a NaN or infinity until the first pass finds it: no warnings on the way.
+    quiet = np.errstate(invalid="ignore", over="ignore") if check_later else contextlib.nullcontext()
+    try:
+        with quiet:
+            history = fit(net, *data, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
+                          every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records,
+                          gradient=gradient, stable_lr=lambda: _stable_lr(sums, has_bias, k))
+    except DivergenceError as exc:
+        if check_later and exc.epoch == 0:  # the starting loss is not finite: is it the data?
+            try:
+                _check_finite(("X", data[0]), ("Y", data[1]))
+            except DataError as bad_data:
+                raise bad_data from None  # the data's fault, not a divergence
+        _caller_shaped(exc, np.shape(weights), None if b is None else np.shape(bias))
+        raise
+    return LinearRun(net, history, sums, np.shape(weights), None if bias is None else np.shape(bias), lr_value)
+
+
+def _linear_inputs(X, Y, weights, bias, lr, gradient):
+    """The chapter's arguments checked once: (data for :func:`gradloop.fit`: (X, Y) arrays or (source,
+    None); W (d, k); b (k,) or None; whether the finiteness check of large arrays waits for the first
+    pass)."""
+    if is_source_input(X, Y):  # a source is checked block by block as it is read
+        source = as_source(X, Y)
+        W, b = _validate_weights(weights, bias, source.n_features, source.n_outputs, source.dtype)
+        check_lr(lr)
+        return (source, None), W, b, False
+    X, Y, W, b, _ = _validate(X, Y, weights, bias, lr, check_data=False)
+    # _validate skips the lr check when lr is None (its "not given" for gradients/evaluate); for
+    # training None is a bad value.
     check_lr(lr)
     # On large X the finiteness check is a pass of its own, as long as an epoch. The streaming
     # and Gram kernels, which auto picks there, carry any NaN or infinity of X or Y into the
@@ -210,54 +239,8 @@ def fit_linear(X, Y, weights, lr, epochs, *, bias=None, verbose=False, every=1, 
                    and not isinstance(lr, str))  # lr="auto" reads X before training
     if not check_later:
         _check_finite(("X", X), ("Y", Y))
-    epochs = check_epochs(epochs)
-    check_all(every=every, round_to=round_to)
-    lr_value = 1.0 / _loss_lipschitz(X, b is not None, W.shape[1]) if isinstance(lr, str) else float(lr)
-    net = linear(W.shape[0], W.shape[1], bias=b is not None, dtype=dtype)
-    net.layers[0].params["W"][...] = W
-    if b is not None:
-        net.layers[0].params["b"][...] = b
-    # Unchecked data may hold a NaN or infinity until the first pass finds it: no warnings on the way.
-    quiet = np.errstate(invalid="ignore", over="ignore") if check_later else contextlib.nullcontext()
-    try:
-        with quiet:
-            history = fit(net, X, Y, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
-                          every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records,
-                          gradient=gradient, stable_lr=lambda: _stable_lr(X, b is not None, W.shape[1]))
-    except DivergenceError as exc:
-        if check_later and exc.epoch == 0:  # the starting loss is not finite: is it the data?
-            try:
-                _check_finite(("X", X), ("Y", Y))
-            except DataError as bad_data:
-                raise bad_data from None  # the data's fault, not a divergence
-        _caller_shaped(exc, np.shape(weights), None if b is None else np.shape(bias))
-        raise
-    return LinearRun(net, history, X, Y, np.shape(weights), None if bias is None else np.shape(bias), lr_value)
+    return (X, Y), W, b, check_later
 
-
-def _fit_linear_source(source, weights, lr, epochs, *, bias, verbose, every, round_to, callbacks, keep_records,
-                       gradient):
-    """:func:`fit_linear` over a data source: the same loop, the kernels reading it block by block,
-    ``lr="auto"``, the optimum and the gap from its Gram sums (one pass, shared)."""
-    W, b = _validate_weights(weights, bias, source.n_features, source.n_outputs, source.dtype)
-    check_lr(lr)
-    epochs = check_epochs(epochs)
-    check_all(every=every, round_to=round_to)
-    sums, k = SourceSums(source), W.shape[1]
-    lr_value = 1.0 / (sums.lipschitz(b is not None) / k) if isinstance(lr, str) else float(lr)
-    net = linear(W.shape[0], k, bias=b is not None, dtype=source.dtype)
-    net.layers[0].params["W"][...] = W
-    if b is not None:
-        net.layers[0].params["b"][...] = b
-    try:
-        history = fit(net, source, None, loss="mse", optimizer=SGD(lr_value), epochs=epochs, verbose=verbose,
-                      every=every, round_to=round_to, callbacks=callbacks, keep_records=keep_records,
-                      gradient=gradient, stable_lr=lambda: 2.0 / (sums.lipschitz(b is not None) / k))
-    except DivergenceError as exc:
-        _caller_shaped(exc, np.shape(weights), None if b is None else np.shape(bias))
-        raise
-    return LinearRun(net, history, None, None, np.shape(weights), None if bias is None else np.shape(bias),
-                     lr_value, sums=sums)
 
 
 def evaluate(X, Y, weights, bias=None):
@@ -274,97 +257,24 @@ def evaluate(X, Y, weights, bias=None):
     return regression_metrics(Y, X @ W + (0 if b is None else b))
 
 
-# ---------------------------------------------------------------- the optimum
-def _with_ones(X):
-    return np.hstack([X, np.ones((len(X), 1), dtype=X.dtype)])
-
-
-def least_squares(X, Y, *, bias=True) -> Optimum:
-    """Closed-form least squares (``np.linalg.lstsq``) of Y (N, k) on X (N, d), with an intercept if ``bias``."""
-    X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
-    Y = Y.reshape(len(Y), -1)
-    A = _with_ones(X) if bias else X
-    solution = np.linalg.lstsq(A, Y, rcond=None)[0]
-    W, b = (solution[:-1], solution[-1]) if bias else (solution, None)
-    r = A @ solution - Y
-    return Optimum(W, b, float(np.vdot(r, r)) / r.size)
-
-
-def gap_to_optimum(X, Y, W, b, optimum: Optimum) -> Gap:
-    """Loss of (W, b) on (X, Y) next to the optimum's, and the distance between the two weight vectors."""
-    X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
-    W = np.asarray(W, dtype=np.float64).reshape(optimum.weights.shape)
-    pred = X @ W + (0 if b is None else np.asarray(b, dtype=np.float64))
-    r = pred - Y
-    value = float(np.vdot(r, r)) / r.size
-    return Gap.between(value, W, b, optimum)
-
-
-def lipschitz(X, *, bias=True, iterations=1000, tol=1e-10):
-    """L, the largest eigenvalue of the MSE Hessian ``2 A^T A / N`` (A = X, with a ones column if ``bias``).
-
-    Up to 2048 columns: one pass over X forms the Gram matrix ``A^T A`` (block
-    by block, in float64, without copying X), and its largest eigenvalue is
-    exact (``eigvalsh``, O(d^3), small next to the O(N d^2) pass). Wider X:
-    power iteration on products with A (two passes per iteration, at most
-    ``iterations``, stopping when the estimate moves less than ``tol``
-    relative). Gradient descent is stable for ``lr < 2 / L`` and
-    fastest-safe at ``lr = 1 / L``.
-    """
-    X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
-    n, d = X.shape
-    if d + bool(bias) <= 2048:
-        G = augmented_gram(X, np.empty((n, 0), dtype=X.dtype))  # [X, 1]^T [X, 1]
-        if not bias:
-            G = G[:d, :d]
-        top = float(np.linalg.eigvalsh(G)[-1])
-    else:
-        top = _power_iteration(_with_ones(X.astype(np.float64)) if bias else X.astype(np.float64, copy=False),
-                               iterations, tol)
-    if not top > 0:
-        raise DataError("the features are all zero: there is nothing to learn a step size from")
-    return 2.0 * top / n
-
-
-def _power_iteration(A, iterations, tol):
-    """Largest eigenvalue of ``A^T A`` by power iteration from a fixed start (same data, same value)."""
-    v = np.random.default_rng(0).standard_normal(A.shape[1])
-    v /= np.linalg.norm(v)
-    estimate = 0.0
-    for _ in range(iterations):
-        w = A.T @ (A @ v)
-        new = float(v @ w)
-        norm = np.linalg.norm(w)
-        if norm == 0:
-            break
-        v = w / norm
-        if abs(new - estimate) <= tol * abs(new):
-            return new
-        estimate = new
-    return estimate
-
-
-def _loss_lipschitz(X, has_bias, n_outputs):
+def _loss_lipschitz(sums, has_bias, n_outputs):
     """L of the training loss itself: ``lipschitz(X)`` for one output.
 
     The loss averages over all N*k entries, so with k outputs its Hessian is
     ``2 A^T A / (N k)`` (per output): L is k times smaller, and 1/L, 2/L k
-    times larger.
+    times larger. ``sums``: the data's :func:`~gradloop.sums.linear_sums`.
     """
-    return lipschitz(X, bias=has_bias) / n_outputs
+    return sums.lipschitz(has_bias) / n_outputs
 
 
 # ---------------------------------------------------------------- validation
-def _stable_lr(X, has_bias, n_outputs):
+def _stable_lr(sums, has_bias, n_outputs):
     """2/L for the linear MSE problem, or None when the features carry no signal to measure L."""
     try:
-        return 2.0 / _loss_lipschitz(X, has_bias, n_outputs)
+        return 2.0 / _loss_lipschitz(sums, has_bias, n_outputs)
     except DataError:
         return None
+
 
 
 def _caller_shaped(exc, weights_shape, bias_shape):

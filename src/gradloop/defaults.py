@@ -28,7 +28,9 @@ from __future__ import annotations
 COMMAND_LINE_EPOCHS = 100
 ESTIMATOR_EPOCHS = 200
 ADAPTIVE = ("adam", "adamw")
-# 1/L of each loss of the linear model in units of lipschitz(X) (the MSE's): L is lipschitz(X) times this.
+# L of each loss relative to the MSE's lipschitz(X), for one output: bounds on the second derivative
+# of the loss in the prediction (2 for MSE, 1 for Huber, 1/2 for softmax cross-entropy, 1/4 for the
+# logistic loss). MAE has none; it takes Huber's step.
 SMOOTHNESS = {"mse": 1.0, "huber": 0.5, "mae": 0.5, "cross-entropy": 0.25, "bce": 0.125}
 
 

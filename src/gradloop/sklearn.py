@@ -52,7 +52,6 @@ except ImportError as exc:
     raise ImportError("gradloop.sklearn needs scikit-learn: pip install 'gradloop[sklearn]' "
                       f"(importing it failed: {exc})") from exc
 
-from .chapter import lipschitz
 from .data import Standardizer
 from .defaults import ESTIMATOR_EPOCHS, estimator_lr
 from .errors import ConfigError, DataError
@@ -62,15 +61,12 @@ from .losses import get_loss
 from .models import Sequential, mlp
 from .constraints import check_all
 from .optimizers import Optimizer, Schedule, _check_lr, get_optimizer
+from .sums import lipschitz
 
 __all__ = ["GradloopRegressor", "GradloopClassifier"]
 
 MODELS = ("linear", "mlp")
 DTYPES = ("float64", "float32")
-# L of each loss relative to the MSE's lipschitz(X), for one output: bounds on
-# the second derivative of the loss in the prediction (2 for MSE, 1 for Huber,
-# 1/2 for softmax cross-entropy, 1/4 for the logistic loss). MAE has none; it
-# takes Huber's step.
 
 
 class _ContinuedSchedule(Schedule):

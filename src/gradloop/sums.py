@@ -1,11 +1,11 @@
-"""One-pass statistics of a data source: what the chapter knows exactly about a linear model
-(from the Gram sums) and the columns' means and spreads (for standardization).
+"""What the chapter knows exactly about a linear model with MSE, for arrays and sources alike: the
+least-squares optimum, the gap to it, the step-size bound L, any weights' loss; and a source's
+columns' means and spreads (for standardization).
 
-For data read block by block (:mod:`gradloop.data.sources`) the least-squares optimum, the
-step-size bound L and any weights' loss come from ``S = [X, Y, 1]^T [X, Y, 1]``
-(d+k+1, d+k+1), formed once block by block (:func:`gradloop.fast.blockwise.source_gram`),
-and from one streaming pass where a loss must be exact. In memory the same
-quantities come from the arrays (:mod:`gradloop.chapter`).
+:func:`linear_sums` gives the one interface for both: :class:`ArraySums` computes them from the
+arrays (``lstsq``, the Gram matrix's eigenvalues), :class:`SourceSums` from ``S = [X, Y, 1]^T
+[X, Y, 1]`` (d+k+1, d+k+1), formed once block by block (:func:`gradloop.fast.blockwise.source_gram`),
+and from one streaming pass where a loss must be exact.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DataError
+from .fast.kernels import augmented_gram
 from .fast.blocksums import linear_partial, merge_moments, moments_partial, tree_sum
 from .fast.blockwise import source_gram
 from .fast.executors import executor_for
+from .data.sources import Source
 from .preprocessing import Standardizer
 
 
@@ -68,6 +70,101 @@ class Gap:
                 f"(ratio {self.loss_ratio:.6g}, excess {self.excess_loss:.3g}); "
                 f"weights {self.relative_weight_distance:.3g} (relative) from the least-squares solution"
                 + (": at the optimum" if self.at_optimum else ""))
+
+
+def _with_ones(X):
+    return np.hstack([X, np.ones((len(X), 1), dtype=X.dtype)])
+
+
+def least_squares(X, Y, *, bias=True) -> Optimum:
+    """Closed-form least squares (``np.linalg.lstsq``) of Y (N, k) on X (N, d), with an intercept if ``bias``."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y.reshape(len(Y), -1)
+    A = _with_ones(X) if bias else X
+    solution = np.linalg.lstsq(A, Y, rcond=None)[0]
+    W, b = (solution[:-1], solution[-1]) if bias else (solution, None)
+    r = A @ solution - Y
+    return Optimum(W, b, float(np.vdot(r, r)) / r.size)
+
+
+def gap_to_optimum(X, Y, W, b, optimum: Optimum) -> Gap:
+    """Loss of (W, b) on (X, Y) next to the optimum's, and the distance between the two weight vectors."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+    W = np.asarray(W, dtype=np.float64).reshape(optimum.weights.shape)
+    pred = X @ W + (0 if b is None else np.asarray(b, dtype=np.float64))
+    r = pred - Y
+    value = float(np.vdot(r, r)) / r.size
+    return Gap.between(value, W, b, optimum)
+
+
+def lipschitz(X, *, bias=True, iterations=1000, tol=1e-10):
+    """L, the largest eigenvalue of the MSE Hessian ``2 A^T A / N`` (A = X, with a ones column if ``bias``).
+
+    Up to 2048 columns: one pass over X forms the Gram matrix ``A^T A`` (block
+    by block, in float64, without copying X), and its largest eigenvalue is
+    exact (``eigvalsh``, O(d^3), small next to the O(N d^2) pass). Wider X:
+    power iteration on products with A (two passes per iteration, at most
+    ``iterations``, stopping when the estimate moves less than ``tol``
+    relative). Gradient descent is stable for ``lr < 2 / L`` and
+    fastest-safe at ``lr = 1 / L``.
+    """
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    n, d = X.shape
+    if d + bool(bias) <= 2048:
+        G = augmented_gram(X, np.empty((n, 0), dtype=X.dtype))  # [X, 1]^T [X, 1]
+        if not bias:
+            G = G[:d, :d]
+        top = float(np.linalg.eigvalsh(G)[-1])
+    else:
+        top = _power_iteration(_with_ones(X.astype(np.float64)) if bias else X.astype(np.float64, copy=False),
+                               iterations, tol)
+    if not top > 0:
+        raise DataError("the features are all zero: there is nothing to learn a step size from")
+    return 2.0 * top / n
+
+
+def _power_iteration(A, iterations, tol):
+    """Largest eigenvalue of ``A^T A`` by power iteration from a fixed start (same data, same value)."""
+    v = np.random.default_rng(0).standard_normal(A.shape[1])
+    v /= np.linalg.norm(v)
+    estimate = 0.0
+    for _ in range(iterations):
+        w = A.T @ (A @ v)
+        new = float(v @ w)
+        norm = np.linalg.norm(w)
+        if norm == 0:
+            break
+        v = w / norm
+        if abs(new - estimate) <= tol * abs(new):
+            return new
+        estimate = new
+    return estimate
+
+
+def linear_sums(X, Y=None):
+    """The linear model's exact numbers for (X, Y) arrays (:class:`ArraySums`) or a source (:class:`SourceSums`)."""
+    return SourceSums(X) if isinstance(X, Source) else ArraySums(X, Y)
+
+
+class ArraySums:
+    """The linear model's exact numbers from arrays in memory: X (N, d), Y (N, k)."""
+
+    def __init__(self, X, Y):
+        self.X, self.Y = X, Y
+
+    def lipschitz(self, bias=True):
+        """L of the MSE with one output, ``2 lambda_max(A^T A) / N`` (:func:`lipschitz`)."""
+        return lipschitz(self.X, bias=bias)
+
+    def optimum(self, bias=True):
+        return least_squares(self.X, self.Y, bias=bias)
+
+    def gap(self, W, b, optimum):
+        return gap_to_optimum(self.X, self.Y, W, b, optimum)
 
 
 class SourceSums:

@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 
-from ..chapter import gap_to_optimum, least_squares, lipschitz
 from ..data import (DEFAULT_TEST_SIZE, ArraySource, Standardizer, fingerprint, load_xy, to_dask,
                     train_test_split)
 from ..errors import ConfigError, DataError
@@ -23,7 +22,7 @@ from ..fast.blockwise import source_loss
 from ..losses import fit_targets
 from ..glass.lrfind import lr_find
 from ..optimizers import get_optimizer
-from ..sums import SourceSums, fit_standardizer
+from ..sums import SourceSums, fit_standardizer, gap_to_optimum, least_squares, lipschitz
 from ..validation import split_source_validation, split_validation
 from .cluster import open_source
 from .results import FINAL_ROWS, metrics_of, source_metrics

@@ -23,6 +23,7 @@ from ..constraints import check_all
 from ..errors import ConfigError
 from .network import explain_network
 from ..fast.kernels import is_linear_mse
+from ..sums import ArraySums
 from ..optimizers import SGD
 
 ROWS = 3  # rows whose products and squares are written out
@@ -117,7 +118,7 @@ def explain_step(X, Y, weights, bias, lr, *, epoch, round_to=None) -> Explanatio
     W = np.asarray(weights, dtype=np.float64).reshape(X.shape[1], -1)
     b = None if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
     step = _step(X, Y, W, b, lr, round_to)
-    stable = _stable_lr(X, b is not None, Y.shape[1])
+    stable = _stable_lr(ArraySums(X, Y), b is not None, Y.shape[1])
     lines = _text(X, Y, W, b, lr, epoch, round_to, step, stable)
     return Explanation(epoch, lr, step["loss"], step["new_loss"], W, step["gW"], step["W1"], b, step["gb"],
                        step["b1"], step["predicted"], step["new_loss"] - step["loss"], stable, lines)

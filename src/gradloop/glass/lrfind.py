@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..chapter import lipschitz
 from ..errors import ConfigError
 from ..fast.kernels import is_linear_mse
 from ..losses import fit_targets, get_loss
+from ..sums import lipschitz
 
 SMOOTHING = 0.98  # exponential moving average of the step losses (bias-corrected), as fastai's finder
 DIVERGED = 4.0  # the sweep stops once the smoothed loss exceeds this many times its best
