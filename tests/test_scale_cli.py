@@ -277,23 +277,26 @@ def test_ctrl_c_inside_an_epoch_stops_at_the_block_end_and_resumes_there_bit_for
     import json
     import signal
 
-    from gradloop.batches import SourceMiniBatches
+    import gradloop.cli.train as train_module
+    from gradloop.callbacks import Callback
 
     common = ["--target", "y", "--standardize", "--model", "mlp", "--hidden", "6", "--batch-size", "100",
               "--lr", "0.01", "--test-size", "0", "--out-of-core", "--epochs", "3"]
     assert cli("train", "pq", *common, "--log", "whole.jsonl", "--out", "whole.json")[0] == 0
-    real, sent = SourceMiniBatches.part_done, []
+    real, sent = train_module.run_callbacks, []
 
-    def ctrl_c_in_epoch_two(self, epoch, head, total, batch):  # during epoch 2's second block
-        if epoch == 2 and self._blocks_done == 1 and not sent:
-            sent.append(os.kill(os.getpid(), signal.SIGINT))
-        return real(self, epoch, head, total, batch)
+    class CtrlCInEpochTwo(Callback):  # at the end of epoch 2's second block, before the checkpoint sees it
+        wants_records, wants_blocks = False, True
 
-    monkeypatch.setattr(SourceMiniBatches, "part_done", ctrl_c_in_epoch_two)
+        def on_block_end(self, position, trainer):
+            if position["epoch"] == 2 and position["blocks"] == 2 and not sent:
+                sent.append(os.kill(os.getpid(), signal.SIGINT))
+
+    monkeypatch.setattr(train_module, "run_callbacks", lambda *a: [CtrlCInEpochTwo(), *real(*a)])
     status, out, err = cli("train", "pq", *common, "--checkpoint", "ck", "--log", "run.jsonl")
     assert status == 130 and sent
     assert "interrupted by SIGINT; the run up to block 2 of epoch 2 is checkpointed in ck" in err
-    monkeypatch.setattr(SourceMiniBatches, "part_done", real)  # (undo() would also undo the chdir)
+    monkeypatch.setattr(train_module, "run_callbacks", real)  # (undo() would also undo the chdir)
     status, out, err = cli("train", "--resume", "ck", "--out", "resumed.json")
     assert status == 0, err
     whole, resumed = ModelBundle.load("whole.json"), ModelBundle.load("resumed.json")

@@ -6,7 +6,7 @@ generators, the epoch, the learning-rate factor and the History, so that a
 run of k + m epochs and a run stopped after k epochs and resumed for m end
 with the same weights, bit for bit. Mini-batches from a source can also stop
 between two blocks of an epoch: the checkpoint then holds that position too
-(see :class:`~gradloop.batches.SourceMiniBatches`) and the resumed run goes on
+(see :class:`~gradloop.batches.SourceBatches`) and the resumed run goes on
 from the next block, bit for bit as well.
 
 On disk it is one file, ``DIR/checkpoint.safetensors`` (tensors in

@@ -4,6 +4,8 @@ the data as the loop reads it (arrays in the model's dtype, or a source)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .callbacks import Callback, TracePrinter
@@ -15,6 +17,23 @@ from .fast import kernels
 from .losses import fit_targets
 from .files.paths import callback_places
 from .validation import split_source_validation, split_validation
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fit` trains, once checked: everything but the model, the data and the optimizer.
+
+    batch_size is None for full batch (also when it is not smaller than the data).
+    """
+
+    epochs: int
+    batch_size: int | None = None
+    shuffle: bool = True
+    round_to: int | None = None
+    schedule: object = None
+    clip_norm: float | None = None
+    gradient: str = "auto"
+    stable_lr: object = None  # a number, a function computing it (called only on divergence), or None
 
 
 def checked_options(epochs, batch_size, round_to, every, clip_norm, validation_split, gradient, seed, callbacks,

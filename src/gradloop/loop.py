@@ -2,7 +2,7 @@
 
 Per epoch::
 
-    for each batch the epoch's source yields:      full batch: one, the whole training set
+    for each batch of the epoch's plan:      full batch: one, the whole training set
         loss, gradients   <- a kernel, or forward, loss, backward through the layers
         weights           <- step: clip and round the gradients, optimizer.step, round the weights
     entries of the epoch  -> History (once the epoch has completed) -> callbacks
@@ -11,8 +11,9 @@ Full batch is the chapter's mode: the kernel's evaluation after the update is th
 report's "new loss" and the next epoch's gradient, so an epoch costs one forward and
 one backward pass, report or not. The kernels (:mod:`gradloop.fast.kernels`) compute it
 through the layers for any model, or for the linear model with MSE as a fused pass,
-a compiled one-pass stream or the Gram form. The batch sources are in
-:mod:`gradloop.batches`.
+a compiled one-pass stream or the Gram form. The batch plans (:mod:`gradloop.batches`) are
+data: what the batches are; everything done per epoch and per batch is here, and the
+divergence and NaN rules are the small functions of :mod:`gradloop.divergence`.
 
 Callbacks see a :class:`Trainer` and can stop the run; checkpoints capture it
 (:mod:`gradloop.checkpoint`) so that a resumed run continues exactly.
@@ -28,80 +29,28 @@ import contextlib
 import functools
 import math
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .batches import FullBatch, MiniBatches, SourceMiniBatches
+from .batches import FullBatch, plan_for
 from .callbacks import BatchRecord, Callback
+from .callbacks.base import Trainer, train_end
+from .divergence import STANDARDIZE_ADVICE, divergence_error, divergence_limit, nan_stop_message, non_finite_start
 from .errors import DivergenceError
-from .fast import kernels
-from .fast.blockwise import make_source_kernel
+from .fast import silent
 from .glass.gradcheck import check_before_training
-from .inputs import check_epochs, checked_options, training_data
+from .inputs import FitOptions, check_epochs, checked_options, training_data
 from .losses import fit_targets, get_loss
-from .optimizers import Optimizer, clip_grad_norm
+from .optimizers import clip_grad_norm
 from .records import HEAD, EpochRecord, History
 from .validation import split_validation, validation_for
 
-# Callback, BatchRecord, EpochRecord and History live in callbacks.py and records.py, check_epochs in
-# inputs.py and split_validation in validation.py; they stay importable from here.
-__all__ = ["BatchRecord", "Callback", "EpochRecord", "FitOptions", "History", "Trainer", "check_epochs", "fit",
-           "fit_targets", "split_validation"]
+# Importable from here too: the callbacks' and records' classes, check_epochs, split_validation and
+# STANDARDIZE_ADVICE, which live in the modules of their jobs.
+__all__ = ["STANDARDIZE_ADVICE", "BatchRecord", "Callback", "EpochRecord", "FitOptions", "History", "Trainer",
+           "check_epochs", "fit", "fit_targets", "split_validation"]
 
-
-# A loss this many times the starting loss counts as divergence: gradient
-# descent on a convex problem never goes up, and a healthy network run does
-# not climb six orders of magnitude.
-DIVERGENCE_FACTOR = 1e6
 CHECK_ROWS = 256  # rows the gradient check runs on: enough to reach every unit, cheap next to training
-# The library's advice names the class; the command line says its option instead.
-STANDARDIZE_ADVICE = "standardize them (gradloop.data.Standardizer)"
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """How :func:`fit` trains, once checked: everything but the model, the data and the optimizer.
-
-    batch_size is None for full batch (also when it is not smaller than the data).
-    """
-
-    epochs: int
-    batch_size: int | None = None
-    shuffle: bool = True
-    round_to: int | None = None
-    schedule: object = None
-    clip_norm: float | None = None
-    gradient: str = "auto"
-    stable_lr: object = None  # a number, a function computing it (called only on divergence), or None
-
-
-@dataclass
-class Trainer:
-    """What callbacks can see and change while training runs.
-
-    ``lr_factor`` multiplies the learning rate (or the schedule's) from the
-    next epoch on (ReduceLROnPlateau lowers it); ``stop_reason`` says why a
-    run stopped early; ``rng`` is the mini-batch order's generator and
-    ``epoch`` the last completed epoch, both saved by checkpoints.
-    """
-
-    model: object
-    optimizer: Optimizer
-    loss: object
-    history: History
-    epochs: int = 0
-    stop_training: bool = False
-    stop_reason: str | None = None
-    lr_factor: float = 1.0
-    base_lr: float = 0.0
-    epoch: int = 0
-    rng: object = None
-    schedule: object = None
-    dropout_states: list | None = None  # full batch: dropout generators before the last evaluation
-    position: dict | None = None  # a checkpoint's place inside an epoch, until the run reaches it
-    has_validation: bool = False
-    callbacks: list = field(default_factory=list)
 
 
 def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, seed=0,
@@ -171,14 +120,16 @@ def fit(model, X, y, *, loss, optimizer, epochs, batch_size=None, shuffle=True, 
                          gradient, stable_lr)
     target_head = y[:HEAD] if source is None else fit_targets(model, loss, source.head(HEAD)[1])
     run = _Run(trainer, X, y, options, validation_data, target_head)
-    plan = functools.partial(_batches, run, source, mini_batch, batch_size, shuffle, gradient, epochs)
+    plan = functools.partial(plan_for, model, loss, X, y, source, batch_size if mini_batch else None, shuffle,
+                             gradient, epochs)
     _train(run, plan, source, resume, quiet=source is not None and not mini_batch)
     return history
 
 
 def _train(run, plan, source, resume, quiet):
     """Train begin, the epochs over the batches ``plan()`` makes, train end (however training ends: see
-    :func:`_end_training`); ``quiet``: a full batch over a source, whose blocks are checked as read."""
+    :func:`gradloop.callbacks.base.train_end`); ``quiet``: a full batch over a source, whose blocks are
+    checked as read."""
     model, trainer, callbacks = run.model, run.trainer, run.callbacks
     model.train()
     for cb in callbacks:
@@ -191,51 +142,25 @@ def _train(run, plan, source, resume, quiet):
         with np.errstate(invalid="ignore", over="ignore") if quiet else contextlib.nullcontext():
             run.run(plan())
     except BaseException as exc:
-        _end_training(model, callbacks, run.history, trainer, failing=True)
+        model.eval()
+        train_end(callbacks, run.history, trainer, failing=True)
         if source is not None and isinstance(exc, DivergenceError) and exc.epoch == 0:
             # A source is read, never checked whole in advance: a non-finite starting loss is
             # first of all a question about the data.
             source.find_bad_value()
         raise
-    _end_training(model, callbacks, run.history, trainer, failing=False)
-
-
-def _batches(run, source, mini_batch, batch_size, shuffle, gradient, epochs):
-    """The run's batch plan: mini-batches of arrays or of a source's blocks, or the full batch a kernel
-    computes (the one chooser, :func:`gradloop.fast.kernels.choose_mode`, picks it)."""
-    if mini_batch:
-        return (MiniBatches(run, int(batch_size), shuffle) if source is None
-                else SourceMiniBatches(run, source, int(batch_size), shuffle))
-    if source is not None:
-        return FullBatch(run, make_source_kernel(run.model, run.loss, source, gradient, epochs))
-    return FullBatch(run, kernels.make_kernel(run.model, run.loss, run.X, run.y, gradient, epochs))
-
-
-def _end_training(model, callbacks, history, trainer, failing):
-    """Train end runs for every callback however training ended: loggers close, best weights return.
-
-    One callback's error does not skip the others; it is raised afterwards unless
-    training itself already failed (that error says more).
-    """
     model.eval()
-    first = None
-    for cb in callbacks:
-        try:
-            cb.on_train_end(history, trainer)
-        except Exception as exc:
-            first = first or exc
-    if first is not None and not failing:
-        raise first
+    train_end(callbacks, run.history, trainer, failing=False)
 
 
 class _Run:
-    """One call of :func:`fit`: the epoch loop, the step, and the helpers they hand work to.
+    """One call of :func:`fit`: the epoch loop, the step, and everything done per epoch and per batch.
 
-    One loop for every mode. Each epoch asks its batch source (:class:`~gradloop.batches.FullBatch`:
-    one batch, the whole data set, whose loss and gradients a kernel computes;
-    :class:`~gradloop.batches.MiniBatches`: many, through the layers) to run its batches; every batch
-    ends in the same :meth:`step`. An epoch's entries go into the History once it has
-    completed, never before, so an epoch that stops half-way leaves none.
+    One loop for every mode. Each epoch runs its batch plan (:mod:`gradloop.batches`): the full batch
+    (:meth:`_full_batch_epoch`: one step on the whole data set, whose loss and gradients a kernel
+    computes) or mini-batches (:meth:`_mini_batch_epoch`: many steps through the layers); every batch
+    ends in the same :meth:`step`. An epoch's entries go into the History once it has completed,
+    never before, so an epoch that stops half-way leaves none.
     """
 
     def __init__(self, trainer, X, y, options, validation_data, target_head):
@@ -248,15 +173,16 @@ class _Run:
         self.callbacks, self.trainer, self.history = callbacks, trainer, trainer.history
         self.records_wanted = any(cb.wants_records for cb in callbacks)
         self.batch_callbacks = [cb for cb in callbacks if cb.wants_batches]
+        self.block_callbacks = [cb for cb in callbacks if cb.wants_blocks]
         self.terminate_on_nan = any(cb.terminates_on_nan for cb in callbacks)
         self.validation = None if validation_data is None else validation_for(model, loss, validation_data)
         # Per-epoch bookkeeping (the clock, the learning rate from the schedule and the factor) only
         # when something reads it or it can change: a silent full-batch run is the bare arithmetic.
         self.bookkeeping = (bool(callbacks) or self.validation is not None or options.schedule is not None
                             or options.batch_size is not None)
-        # Clipping, rounding and the gradient norm only when asked for (the norm: for the records).
+        # Clipping, rounding and the gradient norm only when asked for (the norm: for the records);
+        # with none of them the step is the optimizer's alone (see :meth:`plain_step`).
         self.adjust_grads = options.clip_norm is not None or options.round_to is not None or self.records_wanted
-        # Nothing to clip or round: the step is the optimizer's alone (see :meth:`plain_step`).
         self.plain = not self.adjust_grads
         self.params, self.grads = model.parameters(), model.gradients()
         self.names = [n for n, _ in model.named_parameters()]
@@ -264,23 +190,24 @@ class _Run:
         self.last_good = [p.copy() for p in self.params]
         self.dropouts = model.dropouts
         self.limit = None  # the divergence threshold, from the starting loss
+        self.plan = self.value = None  # the batch plan; full batch: the loss at the current weights
+        self._plan_evaluate = self._update = None  # the bare epoch's two calls, looked up once
         # Looked up once: the step runs every batch, and on the chapter's 16 x 7 problem an
         # epoch is ~4 us, of which each attribute lookup or bound-method creation is a visible part.
         self.round_to, self.optimizer_step = options.round_to, optimizer.step
 
     # ------------------------------------------------------------ the loop
-    def run(self, source):
-        """Train from ``trainer.epoch`` to ``options.epochs`` over the batches ``source`` yields."""
+    def run(self, plan):
+        """Train from ``trainer.epoch`` to ``options.epochs`` over the batches of ``plan``."""
         trainer, history, last_good, params, optimizer = (self.trainer, self.history, self.last_good, self.params,
                                                            self.optimizer)
         losses, lrs = history.history["loss"], history.history["lr"]
         bookkeeping, completed = self.bookkeeping, trainer.epoch
         try:
-            source.start()
+            run_epoch, compiled = self._start(plan)
             new_losses = history.history.get("new_loss")  # mini-batch runs have one only with records
-            if source.compiled is not None:  # a silent full-batch run (see batches)
-                completed = source.run_compiled(completed, self.options.epochs)
-            run_epoch = source.epoch
+            if compiled is not None:  # a silent full-batch run: every epoch in one compiled call
+                completed = self._run_compiled(compiled, completed, self.options.epochs)
             lr = optimizer.lr  # a silent run's learning rate never changes
             for epoch in range(completed + 1, self.options.epochs + 1):
                 if bookkeeping:
@@ -305,11 +232,36 @@ class _Run:
                     if trainer.stop_training:
                         break
         finally:
-            source.close()
+            plan.close()
             if self.validation is not None:
                 self.validation.close()
         trainer.epoch = history.epochs_run = completed
         history.stopped_early = completed < self.options.epochs
+
+    def _start(self, plan):
+        """Measure the starting loss (the divergence limit's base); returns (the epoch function, the
+        compiled silent loop or None)."""
+        self.plan = plan
+        if not isinstance(plan, FullBatch):
+            # The starting loss is the first batch's, which the first step computes anyway: a separate
+            # forward pass over all of X cost a third of an epoch (65 ms of 310 on the MLP benchmark).
+            # A run of no epochs has no batch to use.
+            if self.options.epochs <= self.trainer.epoch:
+                self._start_mini_batches(plan.full_loss(self.model, self.loss)[0])
+            self.model.train()
+            return self._mini_batch_epoch, None
+        self.history.history.setdefault("new_loss", [])
+        self.history.gradient_mode, self._plan_evaluate = plan.name, plan.evaluate
+        self.value = self._evaluate()
+        self.start_from(self.value)
+        run_epoch = self._full_batch_epoch
+        if not self.records_wanted and not self.dropouts:
+            # The silent epoch is the bare arithmetic: on the chapter's 16 x 7 problem an epoch is
+            # ~5 us, and each branch, lookup and call of the general epoch is a visible part of it.
+            self._update, run_epoch = self.plain_step(), self._bare_epoch
+        silent_run = not (self.bookkeeping or self.records_wanted or self.dropouts) and self.options.gradient == "auto"
+        return run_epoch, silent.loop_for(plan.kernel, self.optimizer, self.options, self.trainer.epoch) \
+            if silent_run else None
 
     def step(self, keep_gradients=False):
         """The update every batch ends with: clip and round the gradients, step, round the weights.
@@ -331,6 +283,156 @@ class _Run:
         (each frame is a visible part of the chapter problem's ~5 us epoch), else :meth:`step`."""
         return functools.partial(self.optimizer_step, self.params, self.grads) if self.plain else self.step
 
+    # ------------------------------------------------------------ full batch
+    def _evaluate(self):
+        """The kernel's loss at the current weights (their gradients left in the layers)."""
+        if self.dropouts:
+            # This evaluation draws the masks of the next gradient: a checkpoint of this epoch
+            # must let a resumed run draw them again.
+            self.trainer.dropout_states = self.model.dropout_states()
+        return self.plan.evaluate()
+
+    def _full_batch_epoch(self, epoch):
+        """(loss before the update, loss after it, the record or None, new head or None); None: stopped.
+
+        The kernel's evaluation after the update is the report's "new loss" and the next epoch's
+        gradient: one pass over the data per epoch."""
+        plan, records = self.plan, self.records_wanted
+        # A copy: the kernel's evaluation after the update overwrites its predictions.
+        head = np.array(plan.head(), dtype=np.float64) if records else None
+        grad_norm, gradients = self.step(records)
+        new_value = self._evaluate()
+        if not new_value <= self.limit:  # also true for NaN
+            return self._stop(epoch, new_value)
+        record = self._record(epoch, self.value, head, grad_norm, gradients) if records else None
+        value, self.value = self.value, new_value
+        return value, new_value, record, plan.head() if records else None
+
+    def _bare_epoch(self, epoch):
+        """:meth:`_full_batch_epoch` without records or dropout: step, evaluate, check."""
+        self._update()
+        new_value = self._plan_evaluate()
+        if not new_value <= self.limit:  # also true for NaN
+            return self._stop(epoch, new_value)
+        value, self.value = self.value, new_value
+        return value, new_value, None, None
+
+    def _stop(self, epoch, value):
+        """The update made the loss non-finite or exploded: undo it and stop (TerminateOnNaN) or raise."""
+        if self.terminate_on_nan and not math.isfinite(value):
+            self._restore_last_good()
+            self._stop_quietly(nan_stop_message(epoch, value))
+            return None
+        self.diverge(epoch, value, "")
+
+    def _run_compiled(self, compiled, done, epochs):
+        """Epochs ``done + 1`` to ``epochs`` in one call of the compiled loop; returns the last one
+        completed. The History gets their entries as the Python loop would give them, and an update
+        that made the loss NaN or exploded raises the same DivergenceError, with the same last finite
+        weights (TerminateOnNaN is a callback: never in a compiled run)."""
+        losses, new_losses, stopped = compiled(done + 1, epochs, self.limit)
+        self.history.extend_later(loss=losses, new_loss=new_losses, lr=np.full(len(losses), self.optimizer.lr))
+        self.optimizer.steps += len(losses) + (stopped is not None)
+        self.history.gradient_mode = "compiled"
+        if stopped is not None:
+            epoch, value, before = stopped
+            for keep, p in zip(self.last_good, before):
+                keep[...] = p
+            self._stop(epoch, value)
+        if len(new_losses):
+            self.value = float(new_losses[-1])
+        return done + len(losses)
+
+    # ------------------------------------------------------------ mini-batches
+    def _start_mini_batches(self, value):
+        """A non-finite start (a NaN in the data): each batch's check finds the batch and stops before
+        its update; there is no start to measure growth from."""
+        if math.isfinite(value):
+            self.start_from(value)
+        else:
+            self.limit = math.inf
+
+    def _mini_batch_epoch(self, epoch):
+        """The epoch's batches, part by part (a source's blocks): (mean loss, the loss after the epoch
+        or None, the record or None, new head or None); None: stopped inside the epoch.
+
+        A checkpoint inside an epoch (``trainer.position``) resumes it: the epoch's generator state, its
+        starting weights, the loss total, batches and report head so far, and the blocks done (their
+        row orders drawn again, the blocks not read)."""
+        plan, trainer, rng = self.plan, self.trainer, self.trainer.rng
+        resume, trainer.position = trainer.position, None
+        if resume is None:
+            epoch_rng, skip, total, batch = rng.bit_generator.state, 0, 0.0, 0
+            head = self.model.predict_raw(plan.head_rows()) if self.records_wanted else None
+        else:
+            epoch_rng, skip, total, batch = resume["epoch_rng"], resume["blocks"], resume["total"], resume["batches"]
+            for keep, start in zip(self.last_good, resume["start_weights"]):
+                keep[...] = start  # the epoch's starting weights: its update ratio, and what a divergence restores
+            head = None if resume["head"] is None else np.asarray(resume["head"])
+        rng.bit_generator.state = epoch_rng  # (a resumed epoch: its start, drawn again)
+        grad_norm, blocks_done = 0.0, skip
+        for X, y, order in plan.parts(rng, skip):
+            done = self._steps(X, y, order, epoch, batch, total)
+            if done is None:
+                return None
+            total, batch, grad_norm = done
+            blocks_done += 1
+            if blocks_done < plan.n_blocks and (self.block_callbacks or trainer.stop_training):
+                position = {"epoch": epoch, "blocks": blocks_done, "total": float(total), "batches": batch,
+                            "head": None if head is None else np.asarray(head, dtype=np.float64).tolist(),
+                            "epoch_rng": epoch_rng, "start_weights": [w.copy() for w in self.last_good]}
+                if self._block_end(position):
+                    return None
+        mean_loss = total / plan.n_rows
+        if not mean_loss <= self.limit:
+            self.diverge(epoch, mean_loss, "")
+        if not self.records_wanted:
+            return mean_loss, None, None, None
+        # The loss of the epoch's final weights on the whole training set, evaluation mode.
+        new_value, new_head = plan.full_loss(self.model, self.loss)
+        record = self._record(epoch, mean_loss, head, grad_norm, [g.copy() for g in self.grads], batch)
+        return mean_loss, new_value, record, new_head
+
+    def _block_end(self, position):
+        """Between two blocks: the block callbacks see ``position`` (a checkpoint's place inside the epoch);
+        True when the run stops here (``trainer.stop_training``, e.g. Ctrl-C on the command line)."""
+        trainer = self.trainer
+        for cb in self.block_callbacks:
+            cb.on_block_end(position, trainer)
+        if trainer.stop_training:
+            self.history.stopped_inside = position
+            return True
+        return False
+
+    def _steps(self, X, y, order, epoch, batch, total):
+        """Steps over rows (X, y) in batches, in ``order`` (None: as they are), numbered after ``batch``,
+        their losses times their rows added to ``total``: (the new total, the last batch's number, its
+        gradient norm), or None when a non-finite batch loss stopped the run."""
+        size, model, loss = self.plan.batch_size, self.model, self.loss
+        grad_norm = 0.0
+        for batch, start in enumerate(range(0, len(X), size), batch + 1):
+            if order is None:
+                xb, yb = X[start:start + size], y[start:start + size]
+            else:
+                idx = order[start:start + size]
+                xb, yb = X[idx], y[idx]
+            pred = model.forward(xb)
+            value, dpred = loss.value_and_grad(yb, pred)
+            if self.limit is None:
+                self._start_mini_batches(value)
+            if not math.isfinite(value):
+                # Stop before a non-finite gradient reaches the weights: they are still finite.
+                self.stop_on_nan(epoch, batch, value)
+                return None
+            model.backward(dpred)
+            grad_norm, _ = self.step()
+            total += value * len(xb)
+            if self.batch_callbacks:
+                record = BatchRecord(epoch, batch, value, len(xb))
+                for cb in self.batch_callbacks:
+                    cb.on_batch_end(record, self.trainer)
+        return total, batch, grad_norm
+
     # ------------------------------------------------------------ helpers
     def _set_lr(self, epoch):
         trainer, schedule = self.trainer, self.options.schedule
@@ -350,32 +452,10 @@ class _Run:
                 np.round(g, self.options.round_to, out=g)
         return norm
 
-    def undo_update(self, epoch, value):
-        """TerminateOnNaN, full batch: this epoch's update gave a non-finite loss; take it back and stop."""
-        for keep, p in zip(self.last_good, self.params):
-            np.copyto(p, keep)
-        self.trainer.stop_training, self.trainer.stop_reason = True, "nan"
-        self.history.stop_message = (f"stopped at epoch {epoch}: its update made the loss {value}; "
-                                     f"the weights of epoch {epoch - 1} are kept")
-
-    def stop_on_nan(self, epoch, batch, value):
-        """A non-finite batch loss: stop quietly (TerminateOnNaN) or raise DivergenceError."""
-        if self.terminate_on_nan:
-            self.trainer.stop_training, self.trainer.stop_reason = True, "nan"
-            self.history.stop_message = (f"stopped at epoch {epoch}, batch {batch}: the loss is {value}; "
-                                         f"the weights are those before that batch's update")
-            return
-        self.diverge(epoch, value, f" (batch {batch})")
-
-    def partial_record(self, epoch, value, pred, grad_norm, gradients, batches=1):
-        """The epoch's record up to its update; :meth:`_end_epoch` adds what follows the update."""
-        n_head = len(self.target_head)
-        target = self.target_head
-        return EpochRecord(
-            epoch=epoch, loss=value, new_loss=None, pred_head=np.array(pred[:n_head], dtype=np.float64),
-            target_head=np.asarray(target, dtype=np.float64).reshape(n_head, -1), new_pred_head=None,
-            gradients=gradients, weights=[], names=self.names, lr=self.optimizer.lr,
-            grad_norm=grad_norm, seconds=0.0, batches=batches)
+    def _record(self, epoch, value, pred, grad_norm, gradients, batches=1):
+        """The epoch's record up to its update; :meth:`_end_epoch` completes it."""
+        return EpochRecord.before_update(epoch, value, pred, self.target_head, grad_norm, gradients, self.names,
+                                         self.optimizer.lr, batches)
 
     def _end_epoch(self, epoch, record, new_value, new_head, started):
         history = self.history
@@ -385,56 +465,37 @@ class _Run:
             val_loss = self.validation.loss(self.model, self.loss)
             history.append("val_loss", val_loss)
         if record is not None:
-            record.new_loss = new_value
-            record.new_pred_head = np.array(new_head, dtype=np.float64)
-            record.weights = [p.copy() for p in self.params]
-            # How far this epoch moved the weights, relative to where they were.
-            moved = math.sqrt(sum(float(np.vdot(w - old, w - old)) for w, old in zip(record.weights, self.last_good)))
-            size = math.sqrt(sum(float(np.vdot(old, old)) for old in self.last_good))
-            record.update_ratio = moved / size if size > 0 else None  # undefined from all-zero weights
-            record.val_loss = val_loss
-            record.seconds = time.perf_counter() - started
+            record.complete(new_value, new_head, self.params, self.last_good, val_loss, time.perf_counter() - started)
         for cb in self.callbacks:
             cb.on_epoch_end(record, self.trainer)
 
+    # ------------------------------------------------------------ divergence and NaN
     def start_from(self, value):
         """Set the divergence limit from the starting loss ``value``; a non-finite start is refused."""
         if not math.isfinite(value):
-            raise DivergenceError(
-                f"the loss of the starting weights is {value}: check the data and the initial weights",
-                epoch=self.trainer.epoch, weights=[p.copy() for p in self.params], stable_lr=None,
-                lr=self.optimizer.lr)
+            raise non_finite_start(value, self.trainer.epoch, [p.copy() for p in self.params], self.optimizer.lr)
         # A resumed run keeps the divergence threshold of its first start.
         if self.history.start_loss is None:
             self.history.start_loss = value
-        self.limit = DIVERGENCE_FACTOR * max(self.history.start_loss, 1e-8)  # a loss above this (or NaN) diverged
+        self.limit = divergence_limit(self.history.start_loss)  # a loss above this (or NaN) diverged
 
-    def diverge(self, epoch, value, where):
+    def stop_on_nan(self, epoch, batch, value):
+        """A non-finite batch loss: stop quietly (TerminateOnNaN) or raise DivergenceError."""
+        if self.terminate_on_nan:
+            self._stop_quietly(nan_stop_message(epoch, value, batch))
+            return
+        self.diverge(epoch, value, f" (batch {batch})")
+
+    def _stop_quietly(self, message):
+        self.trainer.stop_training, self.trainer.stop_reason = True, "nan"
+        self.history.stop_message = message
+
+    def _restore_last_good(self):
         for keep, p in zip(self.last_good, self.params):
             np.copyto(p, keep)
-        lr = self.optimizer.lr
-        stable = self.options.stable_lr() if callable(self.options.stable_lr) else self.options.stable_lr
-        what = "is not finite" if not math.isfinite(value) else f"exploded to {value:.3g}"
-        if stable is not None:
-            advice = f"the largest stable learning rate for this problem is {stable:.6g}"
-        else:
-            advice = f"try a smaller learning rate, e.g. {lr / 10:.3g}"
-        kept = f"the last finite weights (epoch {epoch - 1}) are kept"
-        raise DivergenceError(
-            f"training diverged at epoch {epoch}{where}: the loss {what} with learning rate {lr:.6g}; "
-            f"{advice}; {kept}{_scale_hint(self.X) if self.X is not None else ''}",
-            epoch=epoch, weights=[p.copy() for p in self.params], stable_lr=stable, lr=lr)
 
-
-def _scale_hint(X):
-    """Advice to standardize when the features' sizes (root mean square) differ more than 10-fold.
-
-    Uneven (or uncentred) features stretch the loss surface: the stable step
-    is set by the largest feature while the small ones barely move.
-    """
-    X = np.asarray(X)
-    scales = np.sqrt(np.einsum("ij,ij->j", X, X) / len(X))
-    scales = scales[scales > 0]
-    if len(scales) > 1 and scales.max() / scales.min() > 10:
-        return f"; the features' scales differ widely: {STANDARDIZE_ADVICE}"
-    return ""
+    def diverge(self, epoch, value, where):
+        """Raise the DivergenceError of ``epoch``, the model back at the last weights whose loss was finite."""
+        self._restore_last_good()
+        raise divergence_error(epoch, value, where, self.optimizer.lr, self.options.stable_lr, self.X,
+                               [p.copy() for p in self.params])

@@ -3,6 +3,7 @@ and the :class:`History` (Keras' dict of per-epoch lists)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,27 @@ class EpochRecord:
     val_loss: float | None = None
     update_ratio: float | None = None  # ||weights after - before|| / ||before||
     metrics: dict = field(default_factory=dict)
+
+    @classmethod
+    def before_update(cls, epoch, value, pred, target_head, grad_norm, gradients, names, lr, batches=1):
+        """The record of an epoch up to its update (what follows it: :meth:`complete`). ``pred``: the
+        predictions before the update, at least as many rows as ``target_head``."""
+        n_head = len(target_head)
+        return cls(epoch=epoch, loss=value, new_loss=None, pred_head=np.array(pred[:n_head], dtype=np.float64),
+                   target_head=np.asarray(target_head, dtype=np.float64).reshape(n_head, -1), new_pred_head=None,
+                   gradients=gradients, weights=[], names=names, lr=lr, grad_norm=grad_norm, seconds=0.0,
+                   batches=batches)
+
+    def complete(self, new_loss, new_head, params, before, val_loss, seconds):
+        """What follows the update: the new loss and head, copies of the weights ``params`` and how far
+        they moved from ``before`` (relative to where they were), the validation loss, the epoch's time."""
+        self.new_loss = new_loss
+        self.new_pred_head = np.array(new_head, dtype=np.float64)
+        self.weights = [p.copy() for p in params]
+        moved = math.sqrt(sum(float(np.vdot(w - old, w - old)) for w, old in zip(self.weights, before)))
+        size = math.sqrt(sum(float(np.vdot(old, old)) for old in before))
+        self.update_ratio = moved / size if size > 0 else None  # undefined from all-zero weights
+        self.val_loss, self.seconds = val_loss, seconds
 
     def _repr_html_(self):
         rows = [("epoch", self.epoch), ("loss", self.loss), ("new loss", self.new_loss), ("val loss", self.val_loss),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Callback:
@@ -56,6 +56,50 @@ class Callback:
 
     def on_train_end(self, history, trainer):
         pass
+
+
+@dataclass
+class Trainer:
+    """What callbacks can see and change while training runs.
+
+    ``lr_factor`` multiplies the learning rate (or the schedule's) from the
+    next epoch on (ReduceLROnPlateau lowers it); ``stop_reason`` says why a
+    run stopped early; ``rng`` is the mini-batch order's generator and
+    ``epoch`` the last completed epoch, both saved by checkpoints.
+    """
+
+    model: object
+    optimizer: object
+    loss: object
+    history: object  # the run's gradloop.records.History
+    epochs: int = 0
+    stop_training: bool = False
+    stop_reason: str | None = None
+    lr_factor: float = 1.0
+    base_lr: float = 0.0
+    epoch: int = 0
+    rng: object = None
+    schedule: object = None
+    dropout_states: list | None = None  # full batch: dropout generators before the last evaluation
+    position: dict | None = None  # a checkpoint's place inside an epoch, until the run reaches it
+    has_validation: bool = False
+    callbacks: list = field(default_factory=list)
+
+
+def train_end(callbacks, history, trainer, failing):
+    """Train end runs for every callback however training ended: loggers close, best weights return.
+
+    One callback's error does not skip the others; it is raised afterwards unless training itself
+    already failed (that error says more).
+    """
+    first = None
+    for cb in callbacks:
+        try:
+            cb.on_train_end(history, trainer)
+        except Exception as exc:
+            first = first or exc
+    if first is not None and not failing:
+        raise first
 
 
 @dataclass

@@ -15,7 +15,7 @@ from ..callbacks import (CSVLogger, Callback, EarlyStopping, JSONLinesLogger, Li
 from ..checkpoint import FILE_NAME, LOCK_NAME, CheckpointWriter, FolderLock
 from ..data import SKLEARN_PREFIX
 from ..errors import DataError, DivergenceError
-from ..loop import STANDARDIZE_ADVICE
+from ..divergence import STANDARDIZE_ADVICE
 from ..files.modelfile import json_line
 from ..files.paths import Place
 from ..files.runlog import read_log

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..optimizers import SGD
 from .jit import compiled
 
 
@@ -129,6 +130,23 @@ def worth_compiling(epochs):
         return True
     _python_epochs += epochs
     return False
+
+
+def loop_for(kernel, optimizer, options, done):
+    """The compiled loop for a silent full-batch run (nothing reads its epochs: the caller checks) that it
+    computes as the Python loop does, its sums in another order: the kernel "auto" chose is the fused
+    one, the step is plain SGD and nothing is clipped; ``options``: the run's FitOptions, ``done``: the
+    epochs already run. None otherwise, and while loading the compiled loop would not pay
+    (:func:`worth_compiling`)."""
+    if not (kernel.name == "fused" and options.clip_norm is None and type(optimizer) is SGD
+            and optimizer.momentum == 0 and optimizer.weight_decay == 0):
+        return None
+    W, b = kernel.layer.params["W"], kernel.layer.params.get("b")
+    if not (kernel.X.dtype == kernel.Y.dtype == W.dtype and W.dtype in (np.float32, np.float64)):
+        return None
+    if not worth_compiling(options.epochs - done):
+        return None
+    return LinearLoop(kernel.X, kernel.Y, W, b, optimizer.lr, options.round_to)
 
 
 class LinearLoop:
