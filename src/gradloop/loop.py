@@ -188,10 +188,9 @@ class _Run:
         self.names = [n for n, _ in model.named_parameters()]
         # The last parameters with a finite loss, restored if training diverges.
         self.last_good = [p.copy() for p in self.params]
-        self.dropouts = model.dropouts
-        self.limit = None  # the divergence threshold, from the starting loss
-        self.plan = self.value = None  # the batch plan; full batch: the loss at the current weights
-        self._plan_evaluate = self._update = None  # the bare epoch's two calls, looked up once
+        self.dropouts, self.limit = model.dropouts, None  # limit: the divergence threshold, from the starting loss
+        # The batch plan; full batch: the loss at the current weights, the bare epoch's two calls.
+        self.plan = self.value = self._plan_evaluate = self._update = None
         # Looked up once: the step runs every batch, and on the chapter's 16 x 7 problem an
         # epoch is ~4 us, of which each attribute lookup or bound-method creation is a visible part.
         self.round_to, self.optimizer_step = options.round_to, optimizer.step
