@@ -18,6 +18,7 @@ from .data.convert import as_source, is_source_input
 from .display import table
 from .errors import DataError, DivergenceError
 from .fast.kernels import STREAM_MIN_BYTES
+from .finite import first_non_finite
 from .loop import check_epochs, fit
 from .metrics import regression_metrics
 from .models import linear
@@ -347,18 +348,5 @@ def _validate_weights(weights, bias, d, k, dtype):
 def _check_finite(*named):
     """DataError naming the first non-finite entry of the first (name, array) that has one."""
     for name, a in named:
-        if a is not None and not _all_finite(a):
-            bad = np.argwhere(~np.isfinite(a))[0]
-            raise DataError(f"{name} holds a non-finite value ({a[tuple(bad)]}) at index {tuple(int(i) for i in bad)}")
-
-
-def _all_finite(a):
-    """True when every entry is finite, in one BLAS pass over ``a`` and no boolean temporary.
-
-    A NaN or infinity anywhere makes the row sums (a @ ones) non-finite; a non-finite
-    sum with finite entries (overflow near 1e308) is cleared by the exact check.
-    """
-    sums = a.reshape(len(a), -1) @ np.ones(a[0].size, dtype=a.dtype) if a.ndim else a
-    return bool(np.isfinite(sums).all()) or bool(np.isfinite(a).all())
-
-
+        if a is not None and (bad := first_non_finite(a)) is not None:
+            raise DataError(f"{name} holds a non-finite value ({a[bad]}) at index {bad}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, one_line
+from ..finite import all_finite
 from .labels import check_labels
 from .sources import Source, _pick_columns, _row_bounds
 from .tables import _pandas, select_features, select_xy
@@ -112,7 +113,7 @@ class ParquetSource(Source):
             table = table.slice(0, rows)  # only these rows are converted and checked
         X = _numeric_columns(table, self.feature_names, self.dtype)
         Y = self._labels(i, table) if self.labels else _numeric_columns(table, self.target_names, self.dtype)
-        if X is not None and Y is not None and _finite(X) and (self.labels or _finite(Y)):
+        if X is not None and Y is not None and all_finite(X) and (self.labels or all_finite(Y)):
             return X, np.ascontiguousarray(Y)
         # Text, missing cells or a non-finite value somewhere: the table reader's cell-by-cell check
         # finds the first and names it (row, column, value).
@@ -205,13 +206,6 @@ def _numeric_columns(table, names, dtype):
             return None
         out[j] = column.to_numpy()
     return out.T
-
-
-def _finite(a):
-    """Every entry finite: one BLAS product (a NaN or infinity makes its row's sum non-finite); a
-    non-finite sum of finite entries (overflow) is settled by the exact check."""
-    sums = a @ np.ones(a.shape[1], dtype=a.dtype)
-    return bool(np.isfinite(sums).all()) or bool(np.isfinite(a).all())
 
 
 class CSVSource(Source):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError, one_line
+from ..finite import first_non_finite
 from .labels import list_classes, to_indices
 from .tables import _listing, _refuse_repeated_names
 
@@ -118,9 +119,8 @@ class Source:
         first = 0
         for X, Y in self:
             for what, names, a in (("X", self.feature_names, X), ("Y", self.target_names, Y)):
-                bad = ~np.isfinite(a)
-                if bad.any():
-                    row, col = (int(v) for v in np.argwhere(bad)[0])
+                if (bad := first_non_finite(a)) is not None:
+                    row, col = bad
                     raise DataError(f"{self.name}: row {first + row}, column {names[col]!r} ({what}): "
                                     f"non-finite value {a[row, col]}; replace it with a finite number")
             first += len(X)
