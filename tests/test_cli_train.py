@@ -93,3 +93,19 @@ def test_diagnostics_run_out_of_core_too(cli, files):
     memory = cli("train", "wide.csv", *common)[1]
     blocks = cli("train", "wide.parquet", *common, "--out-of-core")[1]
     assert "feature scales" in memory and "feature scales" in blocks
+
+
+@pytest.mark.parametrize("data,rows", [("d.csv", "800 training rows in 1 block(s) (200 test rows)"),
+                                       ("two.parquet", "500 training rows in 1 block(s) (500 test rows)")])
+def test_dask_holds_out_the_test_rows_as_out_of_core_and_gives_its_bits(cli, files, data, rows):
+    # One block split row by row, and two blocks of which the test set takes one: both also on Dask.
+    pd.read_csv("d.csv").to_parquet("two.parquet", row_group_size=N // 2)
+    common = ["--target", "y", "--epochs", "5", "--gradient", "stream"]
+    status, blocks, err = cli("train", data, *common, "--out-of-core", "--out", "blocks.safetensors")
+    assert status == 0, err
+    status, dask, err = cli("train", data, *common, "--dask", "local:1", "--out", "dask.safetensors")
+    assert status == 0, err
+    assert rows in blocks and rows in dask
+    for a, b in zip(ModelBundle.load("blocks.safetensors").model.parameters(),
+                    ModelBundle.load("dask.safetensors").model.parameters()):
+        assert np.array_equal(a, b)

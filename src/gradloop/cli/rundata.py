@@ -189,7 +189,7 @@ class BlockByBlock:
         """Split, scale and hold out the validation blocks."""
         test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
         train, test = split_test_blocks(self.source, test_size, args.seed)
-        if train.n_blocks == 1 and self.client is not None:
+        if isinstance(train, ArraySource) and self.client is not None:  # one block's rows, split in memory
             train, test = to_dask(train), None if test is None else to_dask(test)
         self.scaler = None
         if args.standardize:
