@@ -16,13 +16,14 @@ DEFAULT_TEST_SIZE = 0.2
 
 # ------------------------------------------------------------------- split
 
-def train_test_split(n_rows, test_size, seed, name="test_size"):
+def train_test_split(n_rows, test_size, seed, name="test_size", unit="row"):
     """Shuffle row indices 0..n_rows-1 with ``default_rng(seed)`` and split them.
 
     Returns (train_idx, test_idx), int64 arrays; the test set has
     round(test_size * n_rows) rows (Python's round, halves to even). When that is
     0, train_idx is 0..n-1 in order, keeping the file's (the chapter's) row order.
-    ``name``: how messages call test_size (the command line says --test-size).
+    ``name``: how messages call test_size (the command line says --test-size); ``unit``: what is
+    split, as messages count it ("row", or "block" for a source's whole blocks).
     """
     if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real) or not 0 <= test_size < 1:
         shown = test_size if isinstance(test_size, numbers.Real) else repr(test_size)  # NaN fails 0 <= too
@@ -32,7 +33,7 @@ def train_test_split(n_rows, test_size, seed, name="test_size"):
         raise DataError("no rows to split; the data set is empty")
     n_test = int(round(float(test_size) * n_rows))
     if n_test >= n_rows:
-        raise DataError(f"{name} {test_size} of {n_rows} rows leaves no training row; "
+        raise DataError(f"{name} {test_size} of {n_rows} {unit}{'s' * (n_rows != 1)} leaves no training {unit}; "
                         f"lower {name} or add data")
     if n_test == 0:
         return np.arange(n_rows, dtype=np.int64), np.empty(0, dtype=np.int64)

@@ -79,7 +79,7 @@ def _hidden(text):
 
 def build_parser():
     parser = _Parser(prog="gradloop", description="A glass-box training loop: every number, every epoch.")
-    parser.add_argument("--version", action="version", version=f"gradloop {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"gradloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     parser.commands = sub.choices  # a mistyped option is compared with every command's options
 

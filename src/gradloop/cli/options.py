@@ -35,6 +35,8 @@ FIXED_ON_RESUME = ("data", "target", "features", "model", "hidden", "activation"
 CHANGEABLE_ON_RESUME = ("epochs", "early_stopping", "out", "log", "checkpoint", "checkpoint_every", "trace", "quiet",
                         "out_of_core", "dask", "check_gradients", "explain", "diagnose", "log_tensors", "report")
 PATHS = ("out", "log", "checkpoint", "report")
+#: Options a resumed run does not take from its checkpoint: how much each leg prints is its own.
+PER_LEG = ("quiet", "trace", "explain")
 #: Options a checkpoint does not keep: where a run executes, not what it computes. A resumed run
 #: names its cluster again (the one it ran on may be gone: that is often why it is resumed).
 NOT_SAVED = ("dask",)
@@ -57,16 +59,25 @@ def resolve(args):
                 raise CheckpointError(
                     f"--resume {args.resume}: the checkpoint was trained with {_option(key)} {was}, "
                     f"this command says {given[key]!r}; leave {_option(key)} out to continue that run")
+        for key in PER_LEG:  # how much a leg prints is that leg's own choice
+            saved.pop(key, None)
         # Keep checkpointing where the checkpoint is now (the folder may have moved since).
         saved["checkpoint"] = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
     else:
         for key, name in (("data", "DATA"), ("target", "--target")):
             if key not in given:
-                raise ConfigError(f"gradloop train: the following arguments are required: {name} "
+                raise ConfigError(f"train: the following arguments are required: {name} "
                                   "(or --resume DIR to continue a checkpointed run)")
     for key, default in DEFAULTS.items():
         value = given.get(key, saved.get(key))
         setattr(args, key, default if value is None else value)
+    if args.model == "linear" and ("hidden" in given or "activation" in given):
+        raise ConfigError("--hidden and --activation describe a network's hidden layers, which the linear model "
+                          "has none of: add --model mlp")
+    first = 1 if state is None else state.epoch + 1  # a resumed run trains from the epoch after its checkpoint
+    if args.explain is not None and not first <= args.explain <= args.epochs:
+        raise ConfigError(f"--explain {args.explain}: this run trains epochs {first} to {args.epochs}; "
+                          "explain one of them")
     if args.data is None or args.target is None:  # a checkpoint written from Python, without a config
         raise ConfigError(f"--resume {args.resume}: the checkpoint does not say which data and target it was "
                           "trained on; give DATA and --target")

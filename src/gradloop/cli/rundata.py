@@ -292,7 +292,7 @@ def split_test_blocks(source, test_size, seed):
         train, test = ArraySource(X[train_idx], Y[train_idx], **part), ArraySource(X[test_idx], Y[test_idx], **part)
         train.classes = test.classes = source.classes
         return train, test if len(test_idx) else None
-    train_blocks, test_blocks = train_test_split(source.n_blocks, test_size, seed, name="--test-size")
+    train_blocks, test_blocks = train_test_split(source.n_blocks, test_size, seed, name="--test-size", unit="block")
     if test_size > 0 and len(test_blocks) == 0:
         # Fewer blocks than 1/test_size: round() holds out none, and the run would have no test set.
         order = np.random.default_rng(seed).permutation(source.n_blocks)

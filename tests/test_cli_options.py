@@ -1,0 +1,64 @@
+"""The train command's options (gradloop.cli.options): what is refused before anything runs, in one line
+with nothing written, and what a resumed run takes from its checkpoint."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((90, 2)), columns=["a", "b"])
+    frame["y"] = frame.a - 2 * frame.b
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_parquet(tmp_path / "d.parquet", row_group_size=10)  # 9 blocks out of core
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _hashes():
+    return {p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+            for p in (os.path.join(d, f) for d, _, fs in os.walk(".") for f in fs)}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["d.csv", "--hidden", "8"], "--hidden and --activation describe a network's hidden layers"),
+    (["d.csv", "--activation", "tanh"], "add --model mlp"),
+    (["d.csv", "--explain", "0"], "--explain 0: this run trains epochs 1 to 100; explain one of them"),
+    (["d.csv", "--epochs", "5", "--explain", "6"], "--explain 6: this run trains epochs 1 to 5"),
+    (["d.parquet", "--out-of-core", "--test-size", "0.95"],
+     "--test-size 0.95 of 9 blocks leaves no training block; lower --test-size or add data"),
+    (["--features", "a"], "train: the following arguments are required: DATA (or --resume DIR to continue a "),
+])
+def test_refused_in_one_line_before_anything_is_written(cli, folder, argv, message):
+    before = _hashes()
+    status, out, err = cli("train", *argv, "--target", "y", "--out", "m.safetensors", "--log", "run.jsonl",
+                           "--checkpoint", "ck")
+    assert status == 2 and err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert err.count("gradloop: error:") == 1 and "gradloop train:" not in err
+    assert _hashes() == before and not os.path.exists("ck")
+
+
+def test_a_resumed_run_prints_again_after_a_quiet_first_leg(cli, folder):
+    status, out, err = cli("train", "d.csv", "--target", "y", "--epochs", "3", "--checkpoint", "ck", "--quiet")
+    assert status == 0 and out == ""
+    status, out, err = cli("train", "--resume", "ck", "--epochs", "5")
+    assert status == 0, err
+    assert "resuming at epoch 3" in out and "Trained 5 epochs" in out
+    status, out, err = cli("train", "--resume", "ck", "--epochs", "6", "--explain", "3")
+    assert status == 2 and "--explain 3: this run trains epochs 6 to 6" in err  # epoch 3 ran before the checkpoint
+
+
+def test_version_and_python_dash_m(cli):
+    with pytest.raises(SystemExit) as exit_:
+        cli("-V")
+    assert exit_.value.code == 0
+    result = subprocess.run([sys.executable, "-m", "gradloop", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("gradloop ")
