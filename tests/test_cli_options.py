@@ -62,3 +62,21 @@ def test_version_and_python_dash_m(cli):
     result = subprocess.run([sys.executable, "-m", "gradloop", "--version"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("gradloop ")
+
+
+@pytest.mark.parametrize("flags", [["--out-of-core"], []])
+def test_a_path_that_exists_is_read_as_named_never_as_a_pattern(cli, folder, flags):
+    # 'd[1].parquet' as a glob would match 'd1.parquet', another file: it must be read itself.
+    frame = pd.read_csv("d.csv")
+    frame.iloc[:30].to_parquet("d[1].parquet", row_group_size=10)
+    frame.iloc[30:].to_parquet("d1.parquet", row_group_size=10)
+    os.mkdir("runs[a]")
+    frame.iloc[:40].to_parquet(os.path.join("runs[a]", "part.parquet"))
+    status, out, err = cli("train", "d[1].parquet", "--target", "y", "--epochs", "2", "--test-size", "0", *flags)
+    assert status == 0, err
+    assert "30 training rows" in out
+    status, out, err = cli("train", "runs[a]", "--target", "y", "--epochs", "2", "--test-size", "0")
+    assert status == 0, err
+    assert "40 training rows" in out
+    status, out, err = cli("train", "d?.parquet", "--target", "y", "--epochs", "2", "--test-size", "0")
+    assert status == 0 and "60 training rows" in out  # nothing of that name: a glob, matching d1.parquet

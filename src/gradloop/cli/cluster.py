@@ -15,7 +15,7 @@ import numpy as np
 
 from ..constraints import machine_memory
 from ..data import CSVSource, ParquetSource, open_npy, to_dask
-from ..data.files import parquet_files
+from ..data.files import is_pattern, parquet_files
 from ..errors import ConfigError, DataError
 
 # A data file larger than this share of physical memory is streamed from disk even without
@@ -39,7 +39,7 @@ def _larger_than_memory_share(data):
 
 def _many_files(data):
     """Whether DATA names a folder or a glob (of Parquet files) rather than one file."""
-    return os.path.isdir(data) or any(c in data for c in "*?[")
+    return os.path.isdir(data) or is_pattern(data)
 
 
 def data_files(args):

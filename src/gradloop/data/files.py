@@ -25,10 +25,18 @@ __all__ = ["CSVSource", "ParquetSource", "parquet_files"]
 CSV_CHUNK_ROWS = 100_000
 
 
+def is_pattern(path):
+    """Whether ``path`` is a glob: it holds ``*``, ``?`` or ``[`` and nothing of that name exists. A path
+    that exists is read as that path (brackets, stars and question marks are legal in names)."""
+    text = str(path)
+    return any(ch in text for ch in "*?[") and not os.path.lexists(text)
+
+
 def parquet_files(spec):
-    """The Parquet files a path names: a file, a folder (its ``*.parquet`` and ``*.pq``, sorted) or a glob."""
+    """The Parquet files a path names: a file, a folder (its ``*.parquet`` and ``*.pq``, sorted) or a glob
+    (only where nothing of that name exists: :func:`is_pattern`)."""
     text = str(spec)
-    if any(ch in text for ch in "*?["):
+    if is_pattern(text):
         files = sorted(glob.glob(text))
     elif os.path.isdir(text):
         files = sorted(str(p) for p in Path(text).iterdir() if p.suffix.lower() in (".parquet", ".pq"))
