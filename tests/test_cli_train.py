@@ -109,3 +109,48 @@ def test_dask_holds_out_the_test_rows_as_out_of_core_and_gives_its_bits(cli, fil
     for a, b in zip(ModelBundle.load("blocks.safetensors").model.parameters(),
                     ModelBundle.load("dask.safetensors").model.parameters()):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("row", [3, 2])  # with --seed 0 row 2 is held out for testing, row 3 trained on
+def test_a_non_finite_value_out_of_core_is_named_before_anything_is_written(cli, files, row):
+    X = pd.read_csv("d.csv").to_numpy()
+    X[row, 1] = np.nan
+    np.save("bad.npy", X)
+    assert cli("train", "d.csv", "--target", "y", "--epochs", "3", "--checkpoint", "ck", "--log", "run.jsonl",
+               "--out", "m.safetensors")[0] == 0
+    before = {p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+              for p in ("ck/checkpoint.safetensors", "run.jsonl", "m.safetensors")}
+    # The default learning rate (1/L) reads the Gram sums first: they were NaN, then LinAlgError.
+    status, out, err = cli("train", "bad.npy", "--target", "3", "--epochs", "3", "--out-of-core", "--checkpoint", "ck",
+                           "--log", "run.jsonl", "--out", "m.safetensors")
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"bad.npy: row {row}, column '1' (X): non-finite value nan" in err
+    assert {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in before} == before
+
+
+def test_a_subset_names_a_bad_value_by_its_row_in_the_data():
+    from gradloop.data import ArraySource
+    from gradloop.errors import DataError
+    from gradloop.sums import SourceSums
+
+    X, Y = np.ones((40, 2)), np.ones(40)
+    X[27, 1] = np.inf
+    source = ArraySource(X, Y, block_rows=10)
+    with pytest.raises(DataError, match=r"row 27, column '1' \(X\): non-finite value inf"):
+        source.subset([2, 0]).find_bad_value()
+    with pytest.raises(DataError, match=r"row 27, column '1' \(X\): non-finite value inf"):
+        SourceSums(source.subset([0, 2])).lipschitz()
+
+
+def test_a_bad_value_in_a_held_out_block_is_named_before_anything_is_written(cli, files):
+    frame = pd.read_csv("d.csv")
+    common = ["--target", "y", "--epochs", "3", "--out-of-core", "--log", "run.jsonl", "--seed", "12"]
+    assert cli("train", "d.parquet", *common)[0] == 0
+    before = hashlib.sha256(open("run.jsonl", "rb").read()).hexdigest()
+    # --seed 12 holds out block 1 of four, which the fingerprint (blocks 0, 2 and 3) does not read.
+    assert int(np.random.default_rng(12).permutation(4)[0]) == 1
+    frame.loc[N // 4 + 7, "a"] = np.nan
+    frame.to_parquet("d.parquet", row_group_size=N // 4)
+    status, out, err = cli("train", "d.parquet", *common)
+    assert status == 2 and err.count("\n") == 1 and "column 'a'" in err and "Trained" not in out
+    assert hashlib.sha256(open("run.jsonl", "rb").read()).hexdigest() == before

@@ -180,9 +180,14 @@ class SourceSums:
         if self._S is None:
             blocks = executor_for(self.source, self.client)
             try:
-                self._S = source_gram(blocks)
+                S = source_gram(blocks)
             finally:
                 blocks.close()
+            if not np.isfinite(S).all():  # a NaN or infinity in the data, or values whose squares overflow
+                self.source.find_bad_value()
+                raise DataError(f"{self.source.name}: values so large that their squares overflow float64; "
+                                "rescale the columns (or --standardize them)")
+            self._S = S
         return self._S
 
     def gap(self, W, b, optimum):

@@ -189,6 +189,10 @@ class BlockByBlock:
         """Split, scale and hold out the validation blocks."""
         test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
         train, test = split_test_blocks(self.source, test_size, args.seed)
+        if test is not None and not isinstance(test, ArraySource):
+            # Held-out blocks are read only after training: a bad value there is named before anything is
+            # written (training blocks are checked as the first pass reads them).
+            test.find_bad_value()
         if isinstance(train, ArraySource) and self.client is not None:  # one block's rows, split in memory
             train, test = to_dask(train), None if test is None else to_dask(test)
         self.scaler = None
@@ -286,6 +290,7 @@ def split_test_blocks(source, test_size, seed):
     at least one where ``test_size`` > 0; a source of one block is split row by row, as in memory."""
     if source.n_blocks == 1 and test_size > 0:
         X, Y = source.block(0)
+        source.check_block(X, Y, source.rows_read()[0][0])  # its rows are shuffled next: name the value now
         train_idx, test_idx = train_test_split(len(X), test_size, seed, name="--test-size")
         part = {"feature_names": source.feature_names, "target_names": source.target_names, "name": source.name,
                 "dtype": source.dtype}

@@ -116,15 +116,21 @@ class Source:
 
     def find_bad_value(self):
         """DataError naming the first non-finite value, block by block; None when all are finite."""
-        first = 0
-        for X, Y in self:
-            for what, names, a in (("X", self.feature_names, X), ("Y", self.target_names, Y)):
-                if (bad := first_non_finite(a)) is not None:
-                    row, col = bad
-                    raise DataError(f"{self.name}: row {first + row}, column {names[col]!r} ({what}): "
-                                    f"non-finite value {a[row, col]}; replace it with a finite number")
-            first += len(X)
+        for (first, _), (X, Y) in zip(self.rows_read(), self):
+            self.check_block(X, Y, first)
         return None
+
+    def rows_read(self):
+        """Each block's (first row, end row) as the data's reader numbers them (a subset: its base's rows)."""
+        return self.bounds
+
+    def check_block(self, X, Y, first_row):
+        """DataError naming the first non-finite value of a block (X, Y) whose first row is ``first_row``."""
+        for what, names, a in (("X", self.feature_names, X), ("Y", self.target_names, Y)):
+            if (bad := first_non_finite(a)) is not None:
+                row, col = bad
+                raise DataError(f"{self.name}: row {first_row + row}, column {names[col]!r} ({what}): "
+                                f"non-finite value {a[row, col]}; replace it with a finite number")
 
     def fingerprint(self):
         """SHA-256 of the names, sizes and the bytes of sampled blocks (first, middle, last).
@@ -193,6 +199,10 @@ class _Derived(Source):
             setattr(self, name, getattr(base, name))
         sizes = np.cumsum([0] + [base.bounds[i][1] - base.bounds[i][0] for i in self.picks])
         self.bounds = [(int(a), int(b)) for a, b in zip(sizes[:-1], sizes[1:])]
+
+    def rows_read(self):
+        base = self.base.rows_read()
+        return [base[i] for i in self.picks]
 
     def _scale(self, block):
         X, Y = block
