@@ -80,3 +80,27 @@ def test_a_path_that_exists_is_read_as_named_never_as_a_pattern(cli, folder, fla
     assert "40 training rows" in out
     status, out, err = cli("train", "d?.parquet", "--target", "y", "--epochs", "2", "--test-size", "0")
     assert status == 0 and "60 training rows" in out  # nothing of that name: a glob, matching d1.parquet
+
+
+@pytest.mark.parametrize("flags", [[], ["--out-of-core"]])
+@pytest.mark.parametrize("content,argv,message", [
+    ("a,y\n1,cat\n2,cat\n3,cat\n", ["--loss", "cross-entropy"],
+     "--loss cross-entropy: 'y' holds one class ('cat'); a classifier needs at least two"),
+    ("a,name,y\n1,x,3\n2,y,4\n3,z,1\n", [],
+     "column 'name': 'x' is not a number; to leave that column out, name the features with --features"),
+    (",a,y\n0,1,2\n1,2,4\n2,3,6\n", [], "has no name in the header: most likely the index pandas wrote"),
+])
+def test_data_a_model_cannot_use_is_refused_with_its_remedy(cli, folder, flags, content, argv, message):
+    with open("odd.csv", "w") as fh:
+        fh.write(content)
+    before = _hashes()
+    status, out, err = cli("train", "odd.csv", "--target", "y", "--test-size", "0", "--out", "m.safetensors",
+                           *argv, *flags)
+    assert status == 2 and err.count("\n") == 1 and message in err, err
+    assert _hashes() == before
+
+
+def test_an_option_of_another_command_is_named_as_such(cli, folder):
+    assert cli("train", "d.csv", "--target", "y", "--epochs", "1", "--out", "m.safetensors")[0] == 0
+    status, out, err = cli("evaluate", "m.safetensors", "d.csv", "--epochs", "3")
+    assert status == 2 and "--epochs (an option of gradloop train)" in err and "did you mean '--epochs'" not in err

@@ -394,13 +394,14 @@ class CheckpointWriter(Callback):
         # would cost O(epochs**2) (measured: 20,000 full-batch epochs of the linear model take
         # 0.2 s this way, 2.9 s with the copies).
         history = trainer.history.history
-        state = _capture(trainer, self.config, (history, {k: len(v) for k, v in history.items()}))
+        state = _capture(trainer, self.config, {})  # its History's lists: cut from the live ones when written
+        lengths = (history, {k: len(v) for k, v in history.items()})
         if trainer.epoch % self.every == 0:
-            self._write(state)
+            self._write(state, lengths)
         else:
             # Kept for train end: by then other callbacks (EarlyStopping restoring its best
             # weights) may have changed the model, and the checkpoint must be this epoch's.
-            self._pending = state
+            self._pending = (state, lengths)
 
     def on_block_end(self, position, trainer):
         """Between two blocks of a source's epoch: write the position every ``every_blocks`` blocks, and
@@ -412,24 +413,28 @@ class CheckpointWriter(Callback):
             if due:
                 self._write(state)
             else:
-                self._pending = state
+                self._pending = (state, None)
 
     def on_train_end(self, history, trainer):
         # However training ended (finished, stopped, interrupted, diverged): the last complete epoch.
         try:
             if self._pending is not None:
-                self._write(self._pending)
-            elif self._saved_epoch is None and trainer.epoch == 0:
+                self._write(*self._pending)
+            elif self._saved_epoch is None and trainer.epoch == 0 and not trainer.failed:
+                # A run of no epochs: its start. One that failed before its first epoch leaves the folder
+                # as it was (an earlier run's checkpoint stays).
                 self._write(capture(trainer, self.config))
         finally:
             if self._own_lock is not None:
                 self._own_lock.release()
                 self._own_lock = None
 
-    def _write(self, state):
-        if isinstance(state.history, tuple):  # (lists, lengths) from on_epoch_end
-            lists, lengths = state.history
-            state.history = {k: list(lists[k][:n]) for k, n in lengths.items()}
+    def _write(self, state, lengths=None):
+        """Save ``state``; ``lengths``: (the live History's lists, their lengths at the state's epoch), whose
+        cut copies become its History."""
+        if lengths is not None:
+            lists, sizes = lengths
+            state.history = {k: list(lists[k][:n]) for k, n in sizes.items()}
         self.path = save(self.directory, state)
         self._saved_epoch, self._pending = state.epoch, None
 

@@ -143,6 +143,7 @@ def _train(run, plan, source, resume, quiet):
             run.run(plan())
     except BaseException as exc:
         model.eval()
+        trainer.failed = True
         train_end(callbacks, run.history, trainer, failing=True)
         if source is not None and isinstance(exc, DivergenceError) and exc.epoch == 0:
             # A source is read, never checked whole in advance: a non-finite starting loss is
@@ -344,8 +345,7 @@ class _Run:
 
     # ------------------------------------------------------------ mini-batches
     def _start_mini_batches(self, value):
-        """A non-finite start (a NaN in the data): each batch's check finds the batch and stops before
-        its update; there is no start to measure growth from."""
+        """A non-finite start (a NaN in the data): no start to measure growth from; each batch's check stops it."""
         if math.isfinite(value):
             self.start_from(value)
         else:

@@ -83,6 +83,7 @@ class Trainer:
     dropout_states: list | None = None  # full batch: dropout generators before the last evaluation
     position: dict | None = None  # a checkpoint's place inside an epoch, until the run reaches it
     has_validation: bool = False
+    failed: bool = False  # training ended by an error (train end still runs)
     callbacks: list = field(default_factory=list)
 
 

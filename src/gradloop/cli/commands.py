@@ -10,7 +10,8 @@ import sys
 import numpy as np
 
 from ..files.bundle import ModelBundle
-from ..data.tables import _listing, _pandas, encode_labels, read_table, select_features, select_xy
+from ..data.columns import _listing
+from ..data.tables import _pandas, encode_labels, read_table, select_features, select_xy
 from ..errors import ConfigError, DataError
 from ..glass.network import explain_network
 from ..files.modelfile import atomic_file, atomic_write_bytes, json_line

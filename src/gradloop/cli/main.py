@@ -49,12 +49,20 @@ class _Parser(argparse.ArgumentParser):
             message = f"{choice[1]}: unknown {choice[2]}{_closest(choice[2].strip(chr(39)), known)}; " \
                       f"known: {', '.join(known)}"
         elif message.startswith("unrecognized arguments: "):
-            parsers = [self, *getattr(self, "commands", {}).values()]
-            options = sorted({o for p in parsers for a in p._actions for o in a.option_strings})
-            guesses = [f"{word}{_closest(word, options)}" for word in message.split(": ", 1)[1].split()
-                       if word.startswith("--")]
+            commands = getattr(self, "commands", {})
+            takes = {name: {o for a in p._actions for o in a.option_strings} for name, p in commands.items()}
+            options = sorted({o for a in self._actions for o in a.option_strings}.union(*takes.values()))
+            guesses = [f"{word}{_taken_by(word, takes) or _closest(word, options)}"
+                       for word in message.split(": ", 1)[1].split() if word.startswith("--")]
             message = "unrecognized arguments: " + (", ".join(guesses) or message.split(": ", 1)[1])
         raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def _taken_by(option, takes):
+    """`` (an option of gradloop train)`` for an option that other commands take (never a "did you mean"
+    of the option itself), or nothing; ``takes``: {command: its options}."""
+    names = [name for name, options in takes.items() if option.split("=", 1)[0] in options]
+    return f" (an option of {' and '.join(f'gradloop {n}' for n in names)})" if names else ""
 
 
 def _closest(word, names):

@@ -17,10 +17,11 @@ import numpy as np
 
 from ..data import (DEFAULT_TEST_SIZE, ArraySource, Standardizer, fingerprint, load_xy, to_dask,
                     train_test_split)
+from ..data.columns import text_feature_hint
 from ..errors import ConfigError, DataError
 from ..fast.blockwise import source_loss
-from ..losses import fit_targets
 from ..glass.lrfind import lr_find
+from ..losses import fit_targets
 from ..optimizers import get_optimizer
 from ..sums import SourceSums, fit_standardizer, gap_to_optimum, least_squares, lipschitz
 from ..validation import split_source_validation, split_validation
@@ -54,6 +55,8 @@ class InMemory:
             data = load_xy(args.data, args.target, args.features, labels=classify)
         except DataError as exc:
             # Text in the target under a regression loss: the user most likely wants a classifier.
+            if (hinted := text_feature_hint(exc, args.target)) is not exc:
+                raise hinted from None
             if not classify and f"column {str(args.target)!r}: " in str(exc) and "is not a number" in str(exc):
                 raise DataError(f"{exc}; to predict labels train a classifier (--loss cross-entropy or bce)") \
                     from None

@@ -164,6 +164,9 @@ def build_model(args, data, loss):
     outputs = 1
     if loss.name in CLASSIFICATION_LOSSES:
         n_classes = len(data.classes)
+        if n_classes < 2:  # a model of one class would be saved, and every predict refuse to load it
+            raise ConfigError(f"--loss {loss.name}: {args.target!r} holds one class ({data.classes[0]!r}); "
+                              "a classifier needs at least two")
         if loss.name == "bce" and n_classes != 2:
             raise ConfigError(f"--loss bce needs exactly 2 classes in {args.target!r}, found {n_classes}; "
                               "use --loss cross-entropy")

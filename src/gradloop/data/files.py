@@ -18,6 +18,7 @@ from ..errors import DataError, one_line
 from ..finite import all_finite
 from .labels import check_labels
 from .sources import Source, _pick_columns, _row_bounds
+from .columns import text_feature_hint
 from .tables import _pandas, select_features, select_xy
 
 __all__ = ["CSVSource", "ParquetSource", "parquet_files"]
@@ -177,7 +178,6 @@ class ParquetSource(Source):
         for i in range(self.n_blocks):
             yield self._labels(i, self._row_group(i, self.target_names))[:, 0]
 
-
     def __getstate__(self):  # sent to Dask workers: the footers stay behind, each worker reads its own
         return {**self.__dict__, "_footers": {}}
 
@@ -186,6 +186,14 @@ def _checked_block(frame, source, where, first_row):
     """A block's DataFrame, every cell checked (a bad one named by file, row or line, and column), as
     (X (rows, n_features), Y (rows, n_outputs)) in the source's dtype (a source of labels: Y holds them
     as stored); a source without targets (the rows a model predicts) has an empty Y."""
+    try:
+        return _block_arrays(frame, source, where, first_row)
+    except DataError as exc:
+        target = source.target_names[0] if source.target_names else None
+        raise text_feature_hint(exc, target) from None
+
+
+def _block_arrays(frame, source, where, first_row):
     labels = source.labels
     Y = np.empty((len(frame), source.n_outputs), dtype=source.y_dtype)
     if not source.target_names:

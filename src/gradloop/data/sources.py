@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import ConfigError, DataError, one_line
 from ..finite import first_non_finite
 from .labels import list_classes, to_indices
-from .tables import _listing, _refuse_repeated_names
+from .columns import _listing, _refuse_repeated_names, refuse_unnamed
 
 __all__ = ["ArraySource", "Source", "open_npy"]
 
@@ -366,6 +366,7 @@ def _pick_columns(columns, target, features, name):
         raise DataError(f"{name}: no target column {_listing(missing)}; columns are {_listing(columns)}")
     if features is None:
         feats = [c for c in columns if c not in targets]
+        refuse_unnamed(feats, name)
     else:
         feats = [str(f).strip() for f in (features.split(",") if isinstance(features, str) else features)]
         if unknown := [f for f in feats if f not in pos]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, one_line
+from .columns import _listing, _refuse_repeated_names, refuse_unnamed
 from ..preprocessing import DEFAULT_TEST_SIZE, Standardizer, train_test_split
 
 __all__ = ["DEFAULT_TEST_SIZE", "SKLEARN_DATASETS", "SUPPORTED", "Dataset", "Standardizer", "encode_labels",
@@ -46,11 +47,6 @@ def _show(value, limit=40) -> str:
     """A cell value quoted for a message; repr() escapes newlines."""
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
-
-
-def _listing(names, limit=20) -> str:
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(repr(n) for n in names[:limit]) + more
 
 
 # ----------------------------------------------------------------- reading
@@ -180,16 +176,6 @@ def _missing(cell):
         return bool(cell != cell)  # NaN, and pandas' NA
     except (TypeError, ValueError):
         return False
-
-
-def _refuse_repeated_names(names, source):
-    """DataError naming a column name that appears twice, and both of its (1-based) positions."""
-    first = {}
-    for position, column in enumerate(names, 1):
-        if column in first:
-            raise DataError(f"{source}: column name {column!r} appears twice (columns {first[column]} and "
-                            f"{position}); give each column its own name")
-        first[column] = position
 
 
 def _read_parquet(p: Path, name: str):
@@ -332,6 +318,7 @@ def _select_xy(frame, target, features, labels, source, first_row=0):
         raise DataError(f"{source}: no target column {target!r}; columns are {_listing(names)}{hint}")
     if features is None:
         feats = [n for n in names if n != target]
+        refuse_unnamed(feats, source)
     else:
         feats = [str(f).strip() for f in (features.split(",") if isinstance(features, str) else features)]
         feats = [f for f in feats if f]
