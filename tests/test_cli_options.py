@@ -104,3 +104,27 @@ def test_an_option_of_another_command_is_named_as_such(cli, folder):
     assert cli("train", "d.csv", "--target", "y", "--epochs", "1", "--out", "m.safetensors")[0] == 0
     status, out, err = cli("evaluate", "m.safetensors", "d.csv", "--epochs", "3")
     assert status == 2 and "--epochs (an option of gradloop train)" in err and "did you mean '--epochs'" not in err
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("tcp://", "expected tcp://HOST:PORT (a host and a port, nothing after them)"),
+    ("tcp://[::1", "not an address (Invalid IPv6 URL)"),
+    ("tcp://127.0.0.1:8786/path", "nothing after them"),
+    ("tcp://127.0.0.1", "a host and a port"),
+    ("tcp://127.0.0.1:port", "not an address"),
+    ("local:two", "the number of workers must be a positive integer"),
+    ("udp://127.0.0.1:1", "expected local, local:WORKERS or tcp://HOST:PORT"),
+])
+def test_a_malformed_dask_address_is_refused_before_anything_starts(cli, folder, spec, message):
+    os.mkdir("ck")
+    before = _hashes()
+    status, out, err = cli("train", "d.csv", "--target", "y", "--dask", spec, "--checkpoint", "ck", "--out", "m.json")
+    assert status == 2 and err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert _hashes() == before and os.listdir("ck") == []
+
+
+def test_more_local_workers_than_cores_are_capped_in_a_line(monkeypatch):
+    from gradloop.cli import cluster
+
+    monkeypatch.setattr(cluster.os, "cpu_count", lambda: 2)
+    assert cluster.parse_dask("local:64") == ("local", 2) and cluster.parse_dask("local:1") == ("local", 1)

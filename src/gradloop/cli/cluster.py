@@ -71,25 +71,54 @@ def dask_client(spec):
     if spec is None:
         yield None
         return
+    kind, where = parse_dask(spec)
     try:
         import distributed
     except ImportError:
         raise ConfigError("--dask needs Dask: pip install 'gradloop[dask]'") from None
-    if spec == "local" or spec.startswith("local:"):
-        workers = spec.partition(":")[2]
-        if workers and (not workers.isdigit() or int(workers) < 1):
-            raise ConfigError(f"--dask {spec}: the number of workers must be a positive integer, e.g. local:2")
-        with local_cluster(int(workers) if workers else None) as cluster, distributed.Client(cluster) as client:
-            yield client
-    elif spec.startswith("tcp://"):
-        try:
-            client = distributed.Client(spec, timeout=10)
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"--dask {spec}: no Dask scheduler answers there ({exc})") from None
-        with client:
+    if kind == "local":
+        if where is not None and where < int(spec.partition(":")[2]):
+            print(f"gradloop: --dask {spec}: this machine has {where} cores, so {where} workers")
+        with local_cluster(where) as cluster, distributed.Client(cluster) as client:
             yield client
     else:
+        try:
+            client = distributed.Client(where, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"--dask {spec}: no Dask scheduler answers there within {SCHEDULER_TIMEOUT} s "
+                              f"({exc})") from None
+        with client:
+            yield client
+
+
+SCHEDULER_TIMEOUT = 10  # seconds a tcp:// scheduler has to answer
+
+
+def parse_dask(spec):
+    """``--dask`` checked before anything starts: ("local", workers or None) or ("tcp", "tcp://HOST:PORT").
+
+    ``local:N`` asks for N worker processes of one thread each; more than this machine's cores never
+    run at once, so N is capped at the cores (:func:`dask_client` says so in a line).
+    """
+    from urllib.parse import urlsplit
+
+    if spec == "local" or spec.startswith("local:"):
+        workers = spec.partition(":")[2]
+        if not workers:
+            return "local", None
+        if not workers.isdigit() or int(workers) < 1:
+            raise ConfigError(f"--dask {spec}: the number of workers must be a positive integer, e.g. local:2")
+        return "local", min(int(workers), os.cpu_count() or 1)
+    if not spec.startswith("tcp://"):
         raise ConfigError(f"--dask {spec!r}: expected local, local:WORKERS or tcp://HOST:PORT")
+    try:
+        parts = urlsplit(spec)
+        port = parts.port
+    except ValueError as exc:  # "tcp://[::1", a port that is not a number
+        raise ConfigError(f"--dask {spec}: not an address ({exc}); expected tcp://HOST:PORT") from None
+    if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"--dask {spec}: expected tcp://HOST:PORT (a host and a port, nothing after them)")
+    return "tcp", spec.rstrip("/")
 
 
 def open_source(data, target, features, dtype, on_dask=False, labels=False, classes=None):

@@ -27,7 +27,7 @@ from ..files.modelfile import json_line
 from ..models import linear, mlp
 from ..optimizers import CosineLR, ExponentialLR, StepLR, get_optimizer
 from ..files.paths import check_places
-from .cluster import dask_client, data_files, wants_source
+from .cluster import dask_client, data_files, parse_dask, wants_source
 from .consumers import (SignalStop, checkpoint_lock, command_line_divergence, finished_report, run_callbacks,
                         stopped, train_places)
 from .options import check_fingerprint, run_config
@@ -40,6 +40,8 @@ CLASSIFICATION_LOSSES = ("bce", "cross-entropy")
 def train_command(args, resume, trace_first=None, progress=True):
     """The train command on ``args`` (resolved: :func:`gradloop.cli.options.resolve`); ``resume``: the
     checkpoint to continue (its data compared by content) or None. Returns the exit status."""
+    if args.dask is not None:
+        parse_dask(args.dask)  # a malformed --dask is refused before anything is read or written
     files = data_files(args) if wants_source(args) else None
     check_places(*train_places(args, files))
     with checkpoint_lock(args) as lock, dask_client(args.dask) as client:
