@@ -154,3 +154,23 @@ def test_a_bad_value_in_a_held_out_block_is_named_before_anything_is_written(cli
     status, out, err = cli("train", "d.parquet", *common)
     assert status == 2 and err.count("\n") == 1 and "column 'a'" in err and "Trained" not in out
     assert hashlib.sha256(open("run.jsonl", "rb").read()).hexdigest() == before
+
+
+def test_a_float32_npy_is_read_out_of_core_as_in_memory_and_by_predict_and_evaluate(cli, files):
+    # It was refused with "give --dtype float32", an option predict and evaluate do not have.
+    np.save("f32.npy", pd.read_csv("d.csv").to_numpy(np.float32))
+    common = ["--target", "3", "--epochs", "30", "--test-size", "0"]
+    assert cli("train", "f32.npy", *common, "--out", "memory.safetensors")[0] == 0
+    status, out, err = cli("train", "f32.npy", *common, "--out-of-core", "--out", "blocks.safetensors")
+    assert status == 0, err
+    memory, blocks = ModelBundle.load("memory.safetensors"), ModelBundle.load("blocks.safetensors")
+    assert memory.model.dtype == blocks.model.dtype == np.float64
+    for a, b in zip(memory.model.parameters(), blocks.model.parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-10)
+    for command in (["evaluate", "blocks.safetensors", "f32.npy", "--json"], ["predict", "blocks.safetensors",
+                                                                              "f32.npy", "--out", "p.csv"]):
+        status, out, err = cli(*command, "--out-of-core")
+        assert status == 0, err
+    predicted = pd.read_csv("p.csv").to_numpy()[:, 0]
+    np.testing.assert_allclose(predicted, blocks.predict(pd.read_csv("d.csv")[["a", "b", "c"]].to_numpy(np.float32)
+                                                         .astype(np.float64)), rtol=1e-12)

@@ -135,9 +135,8 @@ def open_source(data, target, features, dtype, on_dask=False, labels=False, clas
     elif lowered.endswith(".csv"):
         source = CSVSource(data, target, features, dtype=dtype, labels=labels)
     elif lowered.endswith(".npy") and not on_dask:
-        source = open_npy(data, target=target, features=features)
-        if source.dtype != dtype:
-            raise ConfigError(f"{data}: holds {source.dtype}; give --dtype {source.dtype} to read it block by block")
+        # Read in the run's (or the model's) dtype, as a file read whole is: each block converted as read.
+        source = open_npy(data, target=target, features=features, dtype=dtype)
     elif on_dask:
         raise DataError(f"{data}: --dask reads Parquet (a file, a folder or a glob) or CSV; convert it")
     else:

@@ -329,12 +329,12 @@ class ArraySource(Source):
 class _ColumnsSource(Source):
     """A 2-D or structured memory-mapped array whose columns are split into features and target by name."""
 
-    def __init__(self, array, columns, feature_idx, target_idx, *, block_rows, name):
+    def __init__(self, array, columns, feature_idx, target_idx, *, block_rows, name, dtype=None):
         self.array, self.feature_idx, self.target_idx = array, feature_idx, target_idx
         self.name = name
         self.structured = array.dtype.names is not None
         first = array[columns[0]] if self.structured else array[:, 0]
-        self.dtype = _float_dtype(first.dtype)
+        self.dtype = _float_dtype(first.dtype) if dtype is None else np.dtype(dtype)
         self.y_dtype = self.dtype
         self.feature_names = [columns[j] for j in feature_idx]
         self.target_names = [columns[j] for j in target_idx]
@@ -378,12 +378,13 @@ def _pick_columns(columns, target, features, name):
     return [pos[f] for f in feats], [pos[t] for t in targets]
 
 
-def open_npy(path, target=None, features=None, *, y=None, block_rows=None):
+def open_npy(path, target=None, features=None, *, y=None, block_rows=None, dtype=None):
     """An ``.npy`` file as a source, memory-mapped (never read whole).
 
     Either ``path`` holds X (n, d) and ``y`` names a second ``.npy`` with Y (n,) or (n, k);
     or ``path`` holds every column, 2-D (columns "0", "1", ...) or structured (columns by
     field name), and ``target`` names the target column (``features``: the rest by default).
+    ``dtype``: the blocks' (each converted as it is read), else the file's float type.
     """
     name = str(path)
     X = _map_npy(path)
@@ -391,7 +392,7 @@ def open_npy(path, target=None, features=None, *, y=None, block_rows=None):
         Y = _map_npy(y)
         if X.dtype.names is not None or X.ndim != 2:
             raise DataError(f"{name}: X must be a 2-D numeric array, got shape {X.shape}")
-        return ArraySource(X, Y, block_rows=block_rows, name=name)
+        return ArraySource(X, Y, block_rows=block_rows, name=name, dtype=dtype)
     if target is None and features is None:
         raise ConfigError("open_npy: give target (the target column) or y (a second .npy file), or the "
                           "feature columns to read without a target")
@@ -408,7 +409,7 @@ def open_npy(path, target=None, features=None, *, y=None, block_rows=None):
     feature_idx, target_idx = _pick_columns(columns, target, features, name)
     if len(X) == 0:
         raise DataError(f"{name}: has no rows")
-    return _ColumnsSource(X, columns, feature_idx, target_idx, block_rows=block_rows, name=name)
+    return _ColumnsSource(X, columns, feature_idx, target_idx, block_rows=block_rows, name=name, dtype=dtype)
 
 
 def _map_npy(path):
