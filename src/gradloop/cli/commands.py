@@ -16,7 +16,7 @@ from ..errors import ConfigError, DataError
 from ..glass.network import explain_network
 from ..files.modelfile import atomic_file, atomic_write_bytes, json_line
 from ..files.paths import Place, check_places
-from ..report.page import PLOT_FILES, figures, left_out, png_bytes, read_log, render_html, write_pngs
+from ..report.page import PLOT_FILES, drawn, figures, left_out, read_log, render_html, write_pngs
 from .cluster import data_files, open_source, wants_source
 from .results import metrics_of, source_metrics
 
@@ -63,15 +63,22 @@ def cmd_evaluate(args):
     return print_metrics(args, metrics_of(bundle, X_scaled.astype(bundle.model.dtype), y), len(X), bundle)
 
 
+PROBABILITY_ERRORS = ("mse", "rmse", "mae", "r2")  # a classifier's: of its probabilities, not of its labels
+
+
 def print_metrics(args, metrics, rows, bundle=None):
     """evaluate's output: one JSON object (--json) or a line per metric (and the confusion matrix)."""
     if args.json:
         print(json_line(_strict_metrics(metrics)))
         return 0
     print(f"{args.model} on {args.data} ({rows} rows):")
+    classifier = "accuracy" in metrics
     for key, value in metrics.items():
-        if key != "confusion_matrix":
+        if key != "confusion_matrix" and not (classifier and key in PROBABILITY_ERRORS):
             print(f"  {key:10s} {value:.6g}")
+    if classifier:  # the regression numbers of a classifier describe its probabilities: said as such
+        print("  of the predicted probabilities against one-hot targets (the Brier score's terms): "
+              + ", ".join(f"{key} {metrics[key]:.6g}" for key in PROBABILITY_ERRORS))
     if "confusion_matrix" in metrics:
         print("  confusion matrix (rows: true class, columns: predicted), classes "
               + ", ".join(map(str, bundle.classes)))
@@ -135,8 +142,11 @@ def cmd_report(args):
     if note := left_out(final):
         print(f"gradloop: {note}")
     # Everything is rendered before the first file is written.
-    pngs = {name: png_bytes(fig) for name, fig in figures(records, final).items()}
-    page = render_html(records, final, pngs, title=os.path.basename(args.log)) if out is not None else None
+    pngs, undrawn = drawn(figures(records, final))
+    for note in undrawn:
+        print(f"gradloop: {note}")
+    page = render_html(records, final, pngs, title=os.path.basename(args.log), undrawn=undrawn) \
+        if out is not None else None
     if args.png is not None:
         paths = write_pngs(args.png, pngs)
         print(f"Wrote {len(paths)} plot{'s' * (len(paths) != 1)} to {args.png}: {', '.join(p.name for p in paths)}")

@@ -14,7 +14,7 @@ import html
 import math
 
 from ..files.modelfile import atomic_write_bytes
-from .plots import (CONFUSION_LIMIT, PLOT_FILES, PLOT_NAMES, figures, left_out, plot_history, png_bytes,
+from .plots import (CONFUSION_LIMIT, PLOT_FILES, PLOT_NAMES, drawn, figures, left_out, plot_history, png_bytes,
                     rows_label, write_pngs)
 from ..files.runlog import _is_number, read_log
 
@@ -127,14 +127,17 @@ def _table(header, rows):
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
-def render_html(records, final=None, figs=None, title=None, live=None):
+def render_html(records, final=None, figs=None, title=None, live=None, undrawn=()):
     """The report page as a string: summary, every plot as an inlined PNG, the table of epoch records.
 
-    ``figs``: {name: Figure or PNG bytes} (default: :func:`figures` of the records).
+    ``figs``: {name: Figure or PNG bytes} (default: :func:`figures` of the records); ``undrawn``: lines
+    for plots already left out (:func:`~gradloop.report.plots.drawn`), said on the page.
     ``live``: for a page of a run still training, ``{"epochs": N, "refresh": SECONDS}``: the page
     says how far the run is and reloads itself every SECONDS; None (default): a static page.
     """
     figs = (figures(records, final) if records else {}) if figs is None else figs
+    pngs, left = drawn(figs)
+    undrawn = [*undrawn, *left]
     title = html.escape(title or "training run")
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -150,8 +153,9 @@ def render_html(records, final=None, figs=None, title=None, live=None):
         *_health(records),
         "<h2>Plots</h2>", '<div class="plots">',
     ]
-    for name, fig in figs.items():
-        data = base64.b64encode(png_bytes(fig)).decode("ascii")
+    parts += [f"<p>{html.escape(note)}</p>" for note in undrawn]
+    for name, png in pngs.items():
+        data = base64.b64encode(png).decode("ascii")
         alt = html.escape(name.replace("_", " "))
         caption = html.escape(_CAPTIONS.get(name, ""))
         parts.append(f'<figure id="{html.escape(name)}"><img src="data:image/png;base64,{data}" alt="{alt}">'

@@ -336,6 +336,19 @@ def left_out(final):
     return None
 
 
+def drawn(figs):
+    """({name: PNG bytes} of the figures that can be drawn, [a line for each that cannot]). Values that
+    span more than float64 holds between two ticks (-1e308 to 1e308) leave matplotlib no axis to draw."""
+    pngs, notes = {}, []
+    for name, fig in figs.items():
+        try:
+            pngs[name] = png_bytes(fig)
+        except (ValueError, OverflowError):
+            notes.append(f"the {name.replace('_', ' ')} plot is left out: its values span more than a plot's "
+                         "axis can hold")
+    return pngs, notes
+
+
 def png_bytes(fig):
     """A figure rendered by the Agg canvas as PNG bytes (bytes pass through: rendered already)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is heavy
