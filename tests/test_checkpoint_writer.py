@@ -5,8 +5,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from gradloop import DivergenceError, fit
+from gradloop import CheckpointError, DivergenceError, fit
+from gradloop.callbacks import Callback
 from gradloop.checkpoint import FILE_NAME, CheckpointWriter, load
+from gradloop.data import ArraySource
+from gradloop.files.modelfile import CHECKSUM_KEY, content_checksum, read_model_file, write_model_file
 from gradloop.models import linear
 from gradloop.optimizers import SGD
 
@@ -47,3 +50,44 @@ def test_the_history_a_checkpoint_holds_is_lists_cut_at_its_epoch(tmp_path, ever
     state = load(tmp_path)
     assert state.epoch == 5 and isinstance(state.history, dict)
     assert state.history["loss"] == history.history["loss"] and state.history["lr"] == history.history["lr"]
+
+
+class _StopAfterBlock(Callback):
+    """Stops the run after block 2 of epoch 2, as Ctrl-C does on the command line."""
+
+    wants_records, wants_blocks = False, True
+
+    def on_block_end(self, position, trainer):
+        if position["epoch"] == 2 and position["blocks"] == 2:
+            trainer.stop_training = True
+
+
+def _stopped_inside(tmp_path):
+    X, y = _data()
+    source = ArraySource(X, y, block_rows=10)  # four blocks
+    fit(linear(2), source, None, loss="mse", optimizer=SGD(0.1), epochs=3, batch_size=5,
+        callbacks=[_StopAfterBlock(), CheckpointWriter(tmp_path)])
+    return source
+
+
+def _tamper(tmp_path, change):
+    tensors, meta = read_model_file(tmp_path / FILE_NAME)
+    change(meta["position"])
+    meta[CHECKSUM_KEY] = content_checksum(tensors, meta)
+    write_model_file(tmp_path / FILE_NAME, tensors, meta)
+
+
+@pytest.mark.parametrize("head", [[[1.0], [2.0, 3.0]], [["a"]], [[1.0]] * 6, [], {"x": 1}])
+def test_a_tampered_head_inside_an_epoch_is_refused(tmp_path, head):
+    _stopped_inside(tmp_path)
+    _tamper(tmp_path, lambda position: position.update(head=head))
+    with pytest.raises(CheckpointError, match="its position inside epoch 2 is malformed"):
+        load(tmp_path)
+
+
+def test_a_position_beyond_the_sources_blocks_is_refused(tmp_path):
+    source = _stopped_inside(tmp_path)
+    assert load(tmp_path).position["blocks"] == 2
+    _tamper(tmp_path, lambda position: position.update(blocks=99))
+    with pytest.raises(CheckpointError, match="says 99 blocks of its epoch are done, but X has 4"):
+        fit(linear(2), source, None, loss="mse", optimizer=SGD(0.1), epochs=3, batch_size=5, resume=load(tmp_path))

@@ -128,3 +128,28 @@ def test_more_local_workers_than_cores_are_capped_in_a_line(monkeypatch):
 
     monkeypatch.setattr(cluster.os, "cpu_count", lambda: 2)
     assert cluster.parse_dask("local:64") == ("local", 2) and cluster.parse_dask("local:1") == ("local", 1)
+
+
+def test_resuming_inside_an_epoch_with_epochs_that_would_not_finish_it_is_refused(cli, folder, monkeypatch):
+    import gradloop.cli.train as train_module
+    from gradloop.callbacks import Callback
+
+    class StopInEpochTwo(Callback):  # as Ctrl-C between two blocks does
+        wants_records, wants_blocks = False, True
+
+        def on_block_end(self, position, trainer):
+            trainer.stop_training = trainer.stop_training or position["epoch"] == 2
+
+    monkeypatch.setattr("gradloop.data.files.CSV_CHUNK_ROWS", 30)  # 3 blocks
+    real = train_module.run_callbacks
+    monkeypatch.setattr(train_module, "run_callbacks", lambda *a: [StopInEpochTwo(), *real(*a)])
+    common = ["--target", "y", "--out-of-core", "--batch-size", "10", "--lr", "0.01", "--test-size", "0"]
+    assert cli("train", "d.csv", *common, "--epochs", "3", "--checkpoint", "ck")[0] == 0
+    monkeypatch.setattr(train_module, "run_callbacks", real)
+    before = _hashes()
+    status, out, err = cli("train", "--resume", "ck", "--epochs", "1", "--out", "m.safetensors")
+    assert status == 2 and err.count("\n") == 1
+    assert "--epochs 1: the checkpoint stopped inside epoch 2; give --epochs 2 or more to finish it" in err
+    assert _hashes() == before
+    status, out, err = cli("train", "--resume", "ck", "--epochs", "2", "--out", "m.safetensors")
+    assert status == 0 and "Trained 2 epochs" in out, err

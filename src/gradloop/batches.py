@@ -18,6 +18,7 @@ import functools
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 
+from .errors import CheckpointError
 from .fast import kernels
 from .fast.blockwise import make_source_kernel, source_loss
 from .fast.executors import read_ahead
@@ -97,6 +98,9 @@ class SourceBatches:
         block order, then each block's row order. The first ``skip`` blocks (done before a checkpoint)
         have their row orders drawn again and are not read."""
         source = self.source
+        if skip >= source.n_blocks:
+            raise CheckpointError(f"the checkpoint's position says {skip} blocks of its epoch are done, but "
+                                  f"{source.name} has {source.n_blocks}: it is not this data's checkpoint")
         shuffled = source.random_access and self.shuffle
         order = [int(i) for i in rng.permutation(source.n_blocks)] if shuffled else list(range(source.n_blocks))
         for i in order[:skip]:

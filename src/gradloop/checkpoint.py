@@ -30,9 +30,11 @@ import numpy as np
 from .callbacks import Callback
 from .constraints import check
 from .errors import CheckpointError, ModelFileError
-from .files.modelfile import CHECKSUM_KEY, checksum_matches, content_checksum, finite_json, read_model_file, write_model_file
-from .models import parameter_shapes
+from .files.modelfile import (CHECKSUM_KEY, checksum_matches, content_checksum, finite_json, read_model_file,
+                              write_model_file)
 from .files.paths import Place
+from .models import parameter_shapes
+from .records import HEAD
 
 FILE_NAME = "checkpoint.safetensors"
 LOCK_NAME = ".gradloop.lock"
@@ -273,13 +275,21 @@ def _check_position(state, bad):
         np.random.PCG64().state = p["epoch_rng"]
         ok = (whole(p["epoch"]) and p["epoch"] == state.epoch + 1 and whole(p["blocks"]) and p["blocks"] > 0
               and whole(p["batches"]) and p["batches"] >= 0 and isinstance(p["total"], (int, float))
-              and np.isfinite(p["total"]) and (p["head"] is None or isinstance(p["head"], list))
+              and np.isfinite(p["total"]) and (p["head"] is None or _head_ok(p["head"]))
               and state.rng_state is not None
               and [(a.shape, a.dtype) for a in p["start_weights"]] == _parameter_layout(state.parameters))
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
         ok = False
     if not ok:
         raise bad(f"its position inside epoch {state.epoch + 1} is malformed")
+
+
+def _head_ok(head):
+    """The report's head kept in a position: at most HEAD rows of equal length, finite numbers."""
+    if not isinstance(head, list) or not all(isinstance(row, list) for row in head):
+        return False
+    rows = np.asarray(head, dtype=np.float64)  # ragged rows or text: ValueError
+    return rows.ndim == 2 and 0 < len(rows) <= HEAD and bool(np.isfinite(rows).all())
 
 
 def _parameter_layout(parameters):

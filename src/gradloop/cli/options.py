@@ -75,6 +75,9 @@ def resolve(args):
         raise ConfigError("--hidden and --activation describe a network's hidden layers, which the linear model "
                           "has none of: add --model mlp")
     first = 1 if state is None else state.epoch + 1  # a resumed run trains from the epoch after its checkpoint
+    if state is not None and state.position is not None and args.epochs < first:
+        raise ConfigError(f"--epochs {args.epochs}: the checkpoint stopped inside epoch {first}; give --epochs "
+                          f"{first} or more to finish it")
     if args.explain is not None and not first <= args.explain <= args.epochs:
         raise ConfigError(f"--explain {args.explain}: this run trains epochs {first} to {args.epochs}; "
                           "explain one of them")
