@@ -277,3 +277,32 @@ def test_out_of_core_run_report_is_the_page_of_its_log(tmp_path, capsys):
     assert run(capsys, "train", folder, "--target", "y", "--epochs", "6", "--log", log, "--report", page)[0] == 0
     assert run(capsys, "report", log, "-o", again)[0] == 0
     assert page.read_bytes() == again.read_bytes()
+
+
+def test_the_final_page_of_a_run_that_did_not_finish_says_how_it_ended(capsys, data, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import gradloop.cli.train as train_module
+
+    page = tmp_path / "diverged.html"
+    status, out, err = run(capsys, "train", data / "lin.csv", "--target", "y", "--lr", "5", "--epochs", "50",
+                           "--report", page, "--log", tmp_path / "diverged.jsonl")
+    assert status == 3 and "This run did not finish: it diverged at epoch " in page.read_text()
+
+    class CtrlCAtEpochTwo(Callback):
+        wants_records = False
+
+        def on_epoch_end(self, record, trainer):
+            if trainer.epoch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    real = train_module.run_callbacks
+    monkeypatch.setattr(train_module, "run_callbacks", lambda *a: [*real(*a), CtrlCAtEpochTwo()])
+    page = tmp_path / "interrupted.html"
+    status, out, err = run(capsys, "train", data / "lin.csv", "--target", "y", "--epochs", "50", "--report", page)
+    assert status == 130
+    assert "This run did not finish: it was interrupted by SIGINT after epoch 2" in page.read_text()
+    monkeypatch.setattr(train_module, "run_callbacks", real)
+    status, out, err = run(capsys, "train", data / "lin.csv", "--target", "y", "--epochs", "5", "--report", page)
+    assert status == 0 and "did not finish" not in page.read_text()  # a finished run says nothing of the kind

@@ -83,25 +83,26 @@ class LiveReport(Callback):
         """Whether this run (not the one it resumed) completed an epoch."""
         return any(r["epoch"] > self._first for r in self.records)
 
-    def finish(self, final=None, records=None):
+    def finish(self, final=None, records=None, ended=None):
         """Write the static page: ``records`` (default: the epochs seen) and the log's ``final`` line;
-        given a log's ``records``, the page ``gradloop report`` draws from that log.
-        A run that ended before its first epoch writes none, and removes the page it wrote at its start."""
+        given a log's ``records``, the page ``gradloop report`` draws from that log; ``ended``: how a run
+        that did not finish ended, said on the page. A run that ended before its first epoch writes
+        none, and removes the page it wrote at its start."""
         if not self.ran_epochs:
             if self.writes and self._created and os.path.exists(self.path):
                 os.remove(self.path)
             return
         if records is not None:  # a log's: the page is the one its report draws, names from its final line
             self.records, self.feature_names = list(records), None
-        self._write(live=False, final=final)
+        self._write(live=False, final=final, ended=ended)
 
-    def _write(self, live, final=None):
+    def _write(self, live, final=None, ended=None):
         from ..report.page import figures, render_html  # lazy: matplotlib is imported to draw, not to train
 
         started = time.monotonic()
         figs = figures(self.records, final, self.feature_names) if self.records else {}
         status = {"epochs": self._epochs, "refresh": REFRESH_SECONDS} if live else None
-        page = render_html(self.records, final, figs, title=self.title, live=status)
+        page = render_html(self.records, final, figs, title=self.title, live=status, ended=ended)
         atomic_write_bytes(self.path, page.encode("utf-8"), "report")
         self.writes += 1
         cost = time.monotonic() - started

@@ -142,16 +142,22 @@ def finished_report(callbacks, args):
     line. A run refused before training started has no page, and gets none; one that stopped
     before its first epoch (a non-finite starting loss) removes the page it wrote at its start.
     """
-    holder = {"final": None}
+    holder = {"final": None, "ended": None}  # "ended": how a run that did not finish ended, for the page
     try:
         yield holder
+    except BaseException as exc:
+        holder["ended"] = (f"it diverged at epoch {exc.epoch}" if isinstance(exc, DivergenceError)
+                           else "it was interrupted" if isinstance(exc, KeyboardInterrupt)
+                           else f"it stopped on an error: {exc}")
+        raise
     finally:
         report = next((cb for cb in callbacks if isinstance(cb, LiveReport)), None)
         if report is not None and report.ran_epochs and args.log and os.path.exists(args.log):
             records, final = read_log(args.log)
-            report.finish(final, records)
+            report.finish(final, records, ended=holder["ended"])
         elif report is not None:  # the final line through JSON, as a log would give it
-            report.finish(None if holder["final"] is None else json.loads(json_line(holder["final"])))
+            final = None if holder["final"] is None else json.loads(json_line(holder["final"]))
+            report.finish(final, ended=holder["ended"])
 
 
 def report_title(args):

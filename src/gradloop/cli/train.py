@@ -88,6 +88,7 @@ def _run(args, resume, client, lock, trace_first, progress):
         except DivergenceError as exc:
             raise command_line_divergence(exc, args) from exc
         if (status := stopped(stopper, history, args)) is not None:
+            report["ended"] = f"it was interrupted by {stopper.name} after epoch {history.epochs_run}"
             return status
         bundle = _report(args, data, model, loss, history, diagnostics, lr, sweep, report)
         if args.out:

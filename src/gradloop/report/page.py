@@ -127,13 +127,14 @@ def _table(header, rows):
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
-def render_html(records, final=None, figs=None, title=None, live=None, undrawn=()):
+def render_html(records, final=None, figs=None, title=None, live=None, undrawn=(), ended=None):
     """The report page as a string: summary, every plot as an inlined PNG, the table of epoch records.
 
     ``figs``: {name: Figure or PNG bytes} (default: :func:`figures` of the records); ``undrawn``: lines
     for plots already left out (:func:`~gradloop.report.plots.drawn`), said on the page.
     ``live``: for a page of a run still training, ``{"epochs": N, "refresh": SECONDS}``: the page
     says how far the run is and reloads itself every SECONDS; None (default): a static page.
+    ``ended``: how a run that did not finish ended (it diverged, was interrupted), said at the top.
     """
     figs = (figures(records, final) if records else {}) if figs is None else figs
     pngs, left = drawn(figs)
@@ -149,6 +150,7 @@ def render_html(records, final=None, figs=None, title=None, live=None, undrawn=(
         f"<title>gradloop report: {title}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
         "<h1>gradloop run report</h1>", f'<p class="source">{title}</p>',
         *([] if live is None else [_live_banner(records, live)]),
+        *([] if ended is None else [f'<p class="live" id="ended">This run did not finish: {html.escape(ended)}</p>']),
         "<h2>Summary</h2>", _table(None, _summary_rows(records, final)),
         *_health(records),
         "<h2>Plots</h2>", '<div class="plots">',
