@@ -368,7 +368,7 @@ class _Run:
             for keep, start in zip(self.last_good, resume["start_weights"]):
                 keep[...] = start  # the epoch's starting weights: its update ratio, and what a divergence restores
             head = None if resume["head"] is None else np.asarray(resume["head"])
-        rng.bit_generator.state = epoch_rng  # (a resumed epoch: its start, drawn again)
+            rng.bit_generator.state = epoch_rng  # the epoch's start: its orders drawn again
         grad_norm, blocks_done = 0.0, skip
         for X, y, order in plan.parts(rng, skip):
             done = self._steps(X, y, order, epoch, batch, total)

@@ -139,7 +139,8 @@ class ProgressPrinter(Callback):
     def __init__(self, lines=10, file=None, after=0):
         self.lines = int(check("lines", lines, "ProgressPrinter"))
         self.file = file
-        self.after = int(check("after", after, "ProgressPrinter"))  # epochs already shown in full (the demo's first reports): no line for them
+        # Epochs already shown in full (the demo's first reports): no line for them.
+        self.after = int(check("after", after, "ProgressPrinter"))
 
     def on_epoch_end(self, record, trainer):
         epoch, total = trainer.history.epochs_run, trainer.epochs

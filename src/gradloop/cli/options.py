@@ -23,7 +23,8 @@ DEFAULTS = {
     "loss": "mse", "optimizer": "sgd", "lr": None, "batch_size": None, "seed": 0, "standardize": False,
     "test_size": None, "val_split": None, "dtype": "float64", "weight_decay": 0.0, "schedule": None,
     "clip_norm": None, "round_to": None, "gradient": "auto",
-    "epochs": COMMAND_LINE_EPOCHS, "early_stopping": None, "out": None, "log": None, "checkpoint": None, "checkpoint_every": 1,
+    "epochs": COMMAND_LINE_EPOCHS, "early_stopping": None, "out": None, "log": None, "checkpoint": None,
+    "checkpoint_every": 1,
     "trace": None, "quiet": False, "out_of_core": False, "dask": None, "check_gradients": False,
     "explain": None, "diagnose": False, "log_tensors": False, "report": None,
 }

@@ -110,8 +110,9 @@ class InMemory:
             top = float(big.max())
             if not math.isfinite(top * top * len(X)):  # (top ** 2 would raise OverflowError)
                 j = int(np.argmax(big))
-                raise ConfigError(f"{self.name}: column {names[j]!r}: feature values up to {big[j]:.3g} are too large for "
-                                  "the linear model (their squares overflow); use --standardize or rescale them")
+                raise ConfigError(f"{self.name}: column {names[j]!r}: feature values up to {big[j]:.3g} are too "
+                                  "large for the linear model (their squares overflow); use --standardize or "
+                                  "rescale them")
 
     def lipschitz(self):
         """L of the training rows' MSE (the linear model), as ``--lr auto`` takes it."""
@@ -133,11 +134,7 @@ class InMemory:
 
     def find_lr(self, args, model, loss):
         """--lr find: the finder's sweep on the training rows (model and optimizer left as they were)."""
-        found = lr_find(model, self.X_train, self.y_train, loss=loss,
-                        optimizer=get_optimizer(args.optimizer, 1e-3, args.weight_decay),
-                        batch_size=args.batch_size, seed=args.seed)
-        print(found)
-        return found.suggestion, found
+        return _sweep(args, model, loss, self.X_train, self.y_train)
 
     def explain_rows(self):
         return self.X_fit, self.y_fit
@@ -148,12 +145,8 @@ class InMemory:
 
     def parts(self):
         """[(title, rows)] of the sets the run reports on: training, validation, test (those it has)."""
-        parts = [("training rows", (self.X_fit, self.y_fit))]
-        if self.validation is not None:
-            parts.append(("validation rows", self.validation))
-        if len(self.X_test):
-            parts.append(("test rows", (self.X_test, self.y_test)))
-        return parts
+        test = (self.X_test, self.y_test) if len(self.X_test) else None
+        return _parts((self.X_fit, self.y_fit), self.validation, test)
 
     def metrics(self, bundle, rows):
         return metrics_of(bundle, *rows)
@@ -257,10 +250,7 @@ class BlockByBlock:
             return lr, None
         X, Y = self.train.sample(SWEEP_ROWS, args.seed)
         print(f"lr_find: sweeping on {len(X)} training rows ({SWEEP_ROWS} at most, whole blocks drawn by --seed)")
-        found = lr_find(model, X, Y, loss=loss, optimizer=get_optimizer(args.optimizer, 1e-3, args.weight_decay),
-                        batch_size=args.batch_size, seed=args.seed)
-        print(found)
-        return found.suggestion, found
+        return _sweep(args, model, loss, X, Y)
 
     def explain_rows(self):
         raise ConfigError("--explain writes out an epoch's step from the training rows in memory; it does not "
@@ -270,12 +260,7 @@ class BlockByBlock:
         return source_loss(model, loss, self.train, self.client)
 
     def parts(self):
-        parts = [("training rows", self.train)]
-        if self.validation is not None:
-            parts.append(("validation rows", self.validation))
-        if self.test is not None:
-            parts.append(("test rows", self.test))
-        return parts
+        return _parts(self.train, self.validation, self.test)
 
     def metrics(self, bundle, source):
         return source_metrics(bundle.model, source, self.client)
@@ -286,6 +271,20 @@ class BlockByBlock:
 
     def size(self, source):
         return source.n_rows
+
+
+def _parts(train, validation, test):
+    """[(title, rows)] of the sets a run reports on, the ones it has (arrays or sources)."""
+    named = [("training rows", train), ("validation rows", validation), ("test rows", test)]
+    return [(title, rows) for title, rows in named if rows is not None]
+
+
+def _sweep(args, model, loss, X, y):
+    """The learning-rate finder's sweep on rows (X, y) in memory, printed: (its suggestion, the sweep)."""
+    found = lr_find(model, X, y, loss=loss, optimizer=get_optimizer(args.optimizer, 1e-3, args.weight_decay),
+                    batch_size=args.batch_size, seed=args.seed)
+    print(found)
+    return found.suggestion, found
 
 
 def split_test_blocks(source, test_size, seed):

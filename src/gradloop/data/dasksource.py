@@ -19,7 +19,7 @@ class DaskSource(Source):
 
     X is rechunked to whole rows and Y to X's row chunks; chunk sizes are computed now if Dask
     does not know them. ``block(i)`` computes chunk i here; the Dask executor
-    (:mod:`gradloop.fast.blockwise`, :mod:`gradloop.fast.executors`) instead runs each chunk's arithmetic on the workers.
+    (:mod:`gradloop.fast.executors`) instead runs each chunk's arithmetic on the workers.
     """
 
     on_dask = True  # the block kernels send its chunks' work to the Dask workers
